@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the ONNX Runtime shared library that the `ort` backend loads at run time, into <repo>/.ort
+# (ignored by git). The library comes from the PyPI `onnxruntime` wheel, because pip is the one package
+# channel every supported machine reaches; the wheel ships only `libonnxruntime.so.<version>`, so we add the
+# unversioned name that diffusion-rt looks for. Re-running is a no-op that prints the path again.
+#
+#   bash scripts/install-onnxruntime.sh            # then: export DRT_ORT_LIB=<printed path> (optional)
+#   ORT_VERSION=1.31.1 PYTHON=python3 bash scripts/install-onnxruntime.sh
+set -euo pipefail
+export PIP_ROOT_USER_ACTION=ignore  # quiet when run as root in containers
+
+version="${ORT_VERSION:-1.31.1}"
+python="${PYTHON:-python3}"
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dest="$repo/.ort"
+pkg="$dest/pkg-$version"
+lib="$dest/lib/libonnxruntime.so"
+real="$pkg/onnxruntime/capi/libonnxruntime.so.$version"
+
+if [ ! -f "$real" ]; then
+    echo "installing onnxruntime==$version from PyPI into $pkg" >&2
+    tmp="$pkg.tmp.$$"
+    rm -rf "$tmp"
+    trap 'rm -rf "$tmp"' EXIT
+    # --no-deps: only the shared library is needed, not numpy/protobuf for the Python bindings.
+    "$python" -m pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+        --target "$tmp" "onnxruntime==$version"
+    if [ ! -f "$tmp/onnxruntime/capi/libonnxruntime.so.$version" ]; then
+        echo "error: the onnxruntime==$version wheel has no capi/libonnxruntime.so.$version" >&2
+        ls "$tmp/onnxruntime/capi" >&2 || true
+        exit 1
+    fi
+    rm -rf "$pkg"
+    mv "$tmp" "$pkg"
+    trap - EXIT
+fi
+
+mkdir -p "$dest/lib"
+# Relative link, so the .ort folder keeps working if the checkout moves.
+target="../pkg-$version/onnxruntime/capi/libonnxruntime.so.$version"
+if [ "$(readlink "$lib" 2>/dev/null || true)" != "$target" ]; then
+    ln -sfn "$target" "$lib"
+fi
+echo "$lib"

@@ -1,0 +1,370 @@
+//! Backends run ONNX graphs and nothing else: no schedules, no samplers, no notion of a timestep.
+//!
+//! A [`Graph`] is loaded once and shared by threads; each generation session takes its own [`Runner`]
+//! from it, which keeps whatever per-call state the backend needs so that a sampling loop does not
+//! allocate on our side of the boundary.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+pub mod ort_lib;
+#[cfg(feature = "ort")]
+mod ort;
+#[cfg(feature = "tract")]
+mod tract;
+
+/// Element type of a graph input or output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+    F64,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+    /// Anything this runtime cannot feed or read (strings, complex numbers, unsigned wide ints...).
+    Other,
+}
+
+impl DType {
+    /// The ONNX spelling, used in messages and by `drt inspect`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "float32",
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
+            DType::F64 => "float64",
+            DType::I64 => "int64",
+            DType::I32 => "int32",
+            DType::I16 => "int16",
+            DType::I8 => "int8",
+            DType::U8 => "uint8",
+            DType::Bool => "bool",
+            DType::Other => "unsupported type",
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Name, element type and shape of one graph input or output, as the graph declares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IoInfo {
+    pub name: String,
+    pub dtype: DType,
+    /// `None` marks a symbolic or dynamic dimension (typically the batch).
+    pub shape: Vec<Option<usize>>,
+}
+
+impl fmt::Display for IoInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}[", self.name, self.dtype)?;
+        for (i, d) in self.shape.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            match d {
+                Some(d) => write!(f, "{sep}{d}")?,
+                None => write!(f, "{sep}?")?,
+            }
+        }
+        f.write_str("]")
+    }
+}
+
+/// Borrowed element data of one input tensor.
+#[derive(Clone, Copy, Debug)]
+pub enum InputData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+    I64(&'a [i64]),
+    I32(&'a [i32]),
+}
+
+impl InputData<'_> {
+    pub fn dtype(&self) -> DType {
+        match self {
+            InputData::F32(_) => DType::F32,
+            InputData::F16(_) => DType::F16,
+            InputData::I64(_) => DType::I64,
+            InputData::I32(_) => DType::I32,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            InputData::F32(d) => d.len(),
+            InputData::F16(d) => d.len(),
+            InputData::I64(d) => d.len(),
+            InputData::I32(d) => d.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One input of a [`Runner::run`] call. Every graph input must be given exactly once, in any order.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    /// Index into [`Graph::inputs`].
+    pub index: usize,
+    pub shape: &'a [usize],
+    pub data: InputData<'a>,
+}
+
+/// A loaded, optimised graph. Immutable and shared by every session using the model.
+pub trait Graph: Send + Sync {
+    fn inputs(&self) -> &[IoInfo];
+    fn outputs(&self) -> &[IoInfo];
+    /// Per-session execution state; creating one may be expensive (ORT builds a session), running is not.
+    fn runner(&self) -> Result<Box<dyn Runner>>;
+    /// `"tract"` or `"ort"`.
+    fn backend_name(&self) -> &'static str;
+    /// The execution provider that really runs the graph (`"cpu"`, `"cuda"`...).
+    fn execution_provider(&self) -> String;
+}
+
+/// Runs one graph for one session; not shared between threads, so it can hold scratch buffers.
+pub trait Runner: Send {
+    /// Runs the graph and copies output `output` (an index into [`Graph::outputs`], which must be
+    /// float32 or float16) as f32 into `out`, whose length must equal the output's element count.
+    /// Returns the output's shape. Nothing is written to `out` on error.
+    fn run(&mut self, inputs: &[Input<'_>], output: usize, out: &mut [f32]) -> Result<Vec<usize>>;
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendKind {
+    Tract,
+    Ort,
+    /// ONNX Runtime when it is compiled in and its library can be found, tract otherwise.
+    #[default]
+    Auto,
+}
+
+impl FromStr for BackendKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tract" => Ok(BackendKind::Tract),
+            "ort" => Ok(BackendKind::Ort),
+            "auto" => Ok(BackendKind::Auto),
+            _ => Err(Error::InvalidArgument(format!("unknown backend `{s}` (expected tract, ort or auto)"))),
+        }
+    }
+}
+
+/// Execution providers the CLI and C ABI accept; anything but `cpu` needs the ort backend.
+pub const EXECUTION_PROVIDERS: &[&str] = &["cpu", "cuda", "tensorrt", "coreml", "nnapi", "xnnpack"];
+
+#[derive(Clone, Debug)]
+pub struct BackendOptions {
+    pub backend: BackendKind,
+    /// Explicit ONNX Runtime library (`--ort-lib`); see [`ort_lib::find`] for the fallbacks.
+    pub ort_library: Option<PathBuf>,
+    /// One of [`EXECUTION_PROVIDERS`].
+    pub execution_provider: String,
+    /// Intra-op threads for ORT (default: [`default_threads`]). tract runs single-threaded.
+    pub threads: Option<usize>,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        BackendOptions {
+            backend: BackendKind::Auto,
+            ort_library: None,
+            execution_provider: "cpu".to_string(),
+            threads: None,
+        }
+    }
+}
+
+/// Loads `path` with the backend `opts` selects.
+pub fn load_graph(path: &Path, opts: &BackendOptions) -> Result<Arc<dyn Graph>> {
+    let ep = opts.execution_provider.as_str();
+    if !EXECUTION_PROVIDERS.contains(&ep) {
+        return Err(Error::InvalidArgument(format!(
+            "unknown execution provider `{ep}` (expected one of {})",
+            EXECUTION_PROVIDERS.join(", ")
+        )));
+    }
+    if opts.threads == Some(0) {
+        return Err(Error::InvalidArgument("threads must be at least 1".into()));
+    }
+    // Checked here so both backends report a missing or unreadable model the same way.
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::io(path, "not a file"));
+    }
+    match resolve_kind(opts) {
+        BackendKind::Tract => load_tract(path, opts),
+        _ => load_ort(path, opts),
+    }
+}
+
+fn resolve_kind(opts: &BackendOptions) -> BackendKind {
+    match opts.backend {
+        BackendKind::Auto => {
+            // An explicit library or a non-CPU provider is a request for ORT: failing loudly beats
+            // silently running something else.
+            let wants_ort = opts.ort_library.is_some() || opts.execution_provider != "cpu";
+            if wants_ort || (cfg!(feature = "ort") && ort_lib::find(None).is_ok()) || !cfg!(feature = "tract") {
+                BackendKind::Ort
+            } else {
+                BackendKind::Tract
+            }
+        }
+        kind => kind,
+    }
+}
+
+#[cfg(feature = "tract")]
+fn load_tract(path: &Path, opts: &BackendOptions) -> Result<Arc<dyn Graph>> {
+    if opts.execution_provider != "cpu" {
+        return Err(Error::InvalidArgument(format!(
+            "execution provider `{}` needs the ort backend; tract runs on the CPU only",
+            opts.execution_provider
+        )));
+    }
+    Ok(Arc::new(tract::TractGraph::load(path)?))
+}
+
+#[cfg(not(feature = "tract"))]
+fn load_tract(_: &Path, _: &BackendOptions) -> Result<Arc<dyn Graph>> {
+    Err(Error::BackendUnavailable("this build has no tract backend (cargo feature `tract`)".into()))
+}
+
+#[cfg(feature = "ort")]
+fn load_ort(path: &Path, opts: &BackendOptions) -> Result<Arc<dyn Graph>> {
+    Ok(Arc::new(ort::OrtGraph::load(path, opts)?))
+}
+
+#[cfg(not(feature = "ort"))]
+fn load_ort(_: &Path, _: &BackendOptions) -> Result<Arc<dyn Graph>> {
+    Err(Error::BackendUnavailable("this build has no ONNX Runtime backend (cargo feature `ort`)".into()))
+}
+
+/// Default intra-op thread count: the physical cores available to this process, at most 8 (small
+/// denoisers stop scaling well before that, and SMT siblings only add contention).
+pub fn default_threads() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (logical / smt_ways()).clamp(1, 8)
+}
+
+#[cfg(target_os = "linux")]
+fn smt_ways() -> usize {
+    // /proc/cpuinfo's `siblings` (logical per package) over `cpu cores` (physical per package).
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else { return 1 };
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
+    match (field("siblings"), field("cpu cores")) {
+        (Some(s), Some(c)) if c > 0 && s >= c => s / c,
+        _ => 1,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn smt_ways() -> usize {
+    1
+}
+
+/// Checks `inputs` against the graph's declared inputs: each given once, right dtype, rank, fixed
+/// dimensions and element count. Allocation-free, so runners can call it on every step.
+pub(crate) fn check_inputs(infos: &[IoInfo], inputs: &[Input<'_>]) -> Result<()> {
+    if inputs.len() != infos.len() {
+        let missing = infos
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !inputs.iter().any(|inp| inp.index == *i))
+            .map(|(_, info)| info.name.as_str())
+            .collect::<Vec<_>>();
+        return Err(Error::InvalidArgument(format!(
+            "graph takes {} inputs, {} given{}",
+            infos.len(),
+            inputs.len(),
+            if missing.is_empty() { String::new() } else { format!(" (missing: {})", missing.join(", ")) }
+        )));
+    }
+    for (k, input) in inputs.iter().enumerate() {
+        let Some(info) = infos.get(input.index) else {
+            return Err(Error::InvalidArgument(format!(
+                "input index {} out of range (graph has {} inputs)",
+                input.index,
+                infos.len()
+            )));
+        };
+        if inputs[..k].iter().any(|other| other.index == input.index) {
+            return Err(Error::InvalidArgument(format!("input `{}` given twice", info.name)));
+        }
+        if input.data.dtype() != info.dtype {
+            return Err(Error::InvalidArgument(format!(
+                "input `{}` is {} in the graph, got {}",
+                info.name,
+                info.dtype,
+                input.data.dtype()
+            )));
+        }
+        let fits = input.shape.len() == info.shape.len()
+            && input.shape.iter().zip(&info.shape).all(|(&d, want)| want.map_or(true, |w| w == d));
+        if !fits {
+            return Err(Error::InvalidArgument(format!("input shape {:?} does not fit {info}", input.shape)));
+        }
+        if input.shape.contains(&0) {
+            return Err(Error::InvalidArgument(format!("input `{}` has an empty dimension: {:?}", info.name, input.shape)));
+        }
+        match element_count(input.shape) {
+            Some(n) if n == input.data.len() => {}
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "input `{}` has shape {:?} but {} elements",
+                    info.name,
+                    input.shape,
+                    input.data.len()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// Validates the output index and that it is a float output we can hand back as f32.
+pub(crate) fn check_output(infos: &[IoInfo], output: usize) -> Result<&IoInfo> {
+    let info = infos.get(output).ok_or_else(|| {
+        Error::InvalidArgument(format!("output index {output} out of range (graph has {} outputs)", infos.len()))
+    })?;
+    match info.dtype {
+        DType::F32 | DType::F16 => Ok(info),
+        dt => Err(Error::InvalidArgument(format!("output `{}` is {dt}; only float32/float16 outputs can be read", info.name))),
+    }
+}
+
+/// Checks that `out` can take an output of `shape` before anything is copied into it.
+pub(crate) fn check_out_len(info: &IoInfo, shape: &[usize], out: &[f32]) -> Result<()> {
+    match element_count(shape) {
+        Some(n) if n == out.len() => Ok(()),
+        _ => Err(Error::InvalidArgument(format!(
+            "output `{}` has shape {shape:?} but the output buffer holds {} values",
+            info.name,
+            out.len()
+        ))),
+    }
+}

@@ -1,0 +1,355 @@
+//! The ONNX Runtime backend (ort 2.0.0-rc.15, library loaded at run time).
+//!
+//! One ORT session per runner. ORT's `Run` is not thread-safe (ort makes `run` take `&mut self`), so
+//! a shared session would need a lock that serialises every denoiser call of every generation; a
+//! session per runner costs its own copy of the optimised graph and activation arena instead. The
+//! prepacked weight buffers (the large part for conv/matmul-heavy UNets) are shared across those
+//! sessions through one `PrepackedWeights` container, and the common case of one generation at a time
+//! reuses the session built at load time, so a single-session process pays for exactly one.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use half::slice::HalfFloatSliceExt;
+use ort::environment::Environment;
+use ort::logging::LogLevel;
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
+use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
+use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
+
+use super::{
+    check_inputs, check_out_len, check_output, default_threads, ort_lib, BackendOptions, DType, Graph, Input, InputData,
+    IoInfo, Runner,
+};
+use crate::error::{Error, Result};
+
+/// The process-wide environment and the library it came from. A process can load only one ONNX
+/// Runtime; asking for a second, different one is an error rather than a silent mix-up.
+static ENVIRONMENT: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
+
+fn environment(library: &Path) -> Result<Environment> {
+    let mut guard = ENVIRONMENT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((loaded, env)) = guard.as_ref() {
+        if loaded != library {
+            return Err(Error::BackendUnavailable(format!(
+                "ONNX Runtime is already loaded from {} in this process; cannot also load {}",
+                loaded.display(),
+                library.display()
+            )));
+        }
+        return Ok(env.clone());
+    }
+    let unavailable = |e: &dyn std::fmt::Display| {
+        Error::BackendUnavailable(format!(
+            "cannot load ONNX Runtime from {}: {e}; {}",
+            library.display(),
+            ort_lib::INSTALL_HINT
+        ))
+    };
+    let env = ort::init_from(library)
+        .map_err(|e| unavailable(&e))?
+        .with_name("diffusion-rt")
+        .with_telemetry(false)
+        .with_logger(Arc::new(forward_log))
+        .build()
+        .map_err(|e| unavailable(&e))?;
+    // ORT hands a custom logger everything down to VERBOSE; only format what `log` would keep.
+    env.set_log_level(match log::max_level() {
+        log::LevelFilter::Trace => LogLevel::Verbose,
+        log::LevelFilter::Debug => LogLevel::Info,
+        log::LevelFilter::Off => LogLevel::Fatal,
+        _ => LogLevel::Warning,
+    });
+    log::info!("ONNX Runtime loaded from {}", library.display());
+    *guard = Some((library.to_path_buf(), env.clone()));
+    Ok(env)
+}
+
+/// Routes ONNX Runtime's own log lines (otherwise printed to stderr) through `log`, so the CLI's
+/// `--quiet` and the C ABI's log callback see them. ORT's errors go out as warnings: every ORT error
+/// that matters also comes back to the caller as an `Err`, and the CLI should not print it twice.
+fn forward_log(level: LogLevel, category: &str, _id: &str, location: &str, message: &str) {
+    let level = match level {
+        LogLevel::Verbose => log::Level::Trace,
+        LogLevel::Info => log::Level::Debug,
+        LogLevel::Warning | LogLevel::Error => log::Level::Warn,
+        LogLevel::Fatal => log::Level::Error,
+    };
+    log::log!(target: "onnxruntime", level, "[{category}] {message} ({location})");
+}
+
+struct Shared {
+    path: PathBuf,
+    inputs: Vec<IoInfo>,
+    outputs: Vec<IoInfo>,
+}
+
+pub(crate) struct OrtGraph {
+    shared: Arc<Shared>,
+    env: Environment,
+    ep: String,
+    threads: usize,
+    prepacked: PrepackedWeights,
+    /// The session built while loading, handed to the first runner.
+    first: Mutex<Option<Session>>,
+}
+
+impl OrtGraph {
+    pub(crate) fn load(path: &Path, opts: &BackendOptions) -> Result<Self> {
+        let library = ort_lib::find(opts.ort_library.as_deref())?;
+        let env = environment(&library)?;
+        let threads = opts.threads.unwrap_or_else(default_threads);
+        let ep = opts.execution_provider.clone();
+        let prepacked = PrepackedWeights::new();
+        let session = build_session(&env, path, &ep, threads, &prepacked)?;
+        let inputs = session.inputs().iter().map(|o| io_info(o.name(), o.dtype())).collect();
+        let outputs = session.outputs().iter().map(|o| io_info(o.name(), o.dtype())).collect();
+        log::debug!("ort loaded {} on {ep} with {threads} threads", path.display());
+        Ok(OrtGraph {
+            shared: Arc::new(Shared { path: path.to_path_buf(), inputs, outputs }),
+            env,
+            ep,
+            threads,
+            prepacked,
+            first: Mutex::new(Some(session)),
+        })
+    }
+}
+
+fn build_session(env: &Environment, path: &Path, ep: &str, threads: usize, prepacked: &PrepackedWeights) -> Result<Session> {
+    let opt = |e: ort::Error<SessionBuilder>| Error::Internal(format!("ONNX Runtime session options: {e}"));
+    let mut builder = Session::builder(env)
+        .map_err(|e| Error::Internal(format!("ONNX Runtime session options: {e}")))?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(opt)?
+        .with_intra_threads(threads)
+        .map_err(opt)?
+        .with_inter_threads(1)
+        .map_err(opt)?
+        .with_prepacked_weights(prepacked)
+        .map_err(opt)?;
+    if ep != "cpu" {
+        // error_on_failure: without it ORT falls back to the CPU silently and we would report a
+        // provider that is not running.
+        builder = builder
+            .with_execution_providers([execution_provider(ep)?.error_on_failure()])
+            .map_err(|e| ep_unavailable(ep, &e))?;
+    }
+    builder.commit_from_file(path).map_err(|e| {
+        if ep != "cpu" && e.to_string().contains("xecution provider") {
+            ep_unavailable(ep, &e)
+        } else {
+            Error::Model(format!("{}: {e}", path.display()))
+        }
+    })
+}
+
+fn ep_unavailable(ep: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::BackendUnavailable(format!("execution provider `{ep}` could not be registered with ONNX Runtime: {e}"))
+}
+
+fn execution_provider(ep: &str) -> Result<ort::ep::ExecutionProviderDispatch> {
+    let missing = |feature: &str| {
+        Err(Error::BackendUnavailable(format!(
+            "execution provider `{ep}` is not compiled in; rebuild diffusion-rt with `--features {feature}`"
+        )))
+    };
+    match ep {
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(ort::ep::CUDA::default().build()),
+        #[cfg(feature = "tensorrt")]
+        "tensorrt" => Ok(ort::ep::TensorRT::default().build()),
+        #[cfg(feature = "coreml")]
+        "coreml" => Ok(ort::ep::CoreML::default().build()),
+        #[cfg(feature = "nnapi")]
+        "nnapi" => Ok(ort::ep::NNAPI::default().build()),
+        #[cfg(feature = "xnnpack")]
+        "xnnpack" => Ok(ort::ep::XNNPACK::default().build()),
+        "cuda" | "tensorrt" | "coreml" | "nnapi" | "xnnpack" => missing(ep),
+        _ => Err(Error::InvalidArgument(format!("unknown execution provider `{ep}`"))),
+    }
+}
+
+fn io_info(name: &str, ty: &ValueType) -> IoInfo {
+    let (dtype, shape) = match ty {
+        ValueType::Tensor { ty, shape, .. } => {
+            (dtype_of(*ty), shape.iter().map(|&d| usize::try_from(d).ok()).collect())
+        }
+        _ => (DType::Other, Vec::new()),
+    };
+    IoInfo { name: name.to_string(), dtype, shape }
+}
+
+fn dtype_of(ty: TensorElementType) -> DType {
+    match ty {
+        TensorElementType::Float32 => DType::F32,
+        TensorElementType::Float16 => DType::F16,
+        TensorElementType::Bfloat16 => DType::BF16,
+        TensorElementType::Float64 => DType::F64,
+        TensorElementType::Int64 => DType::I64,
+        TensorElementType::Int32 => DType::I32,
+        TensorElementType::Int16 => DType::I16,
+        TensorElementType::Int8 => DType::I8,
+        TensorElementType::Uint8 => DType::U8,
+        TensorElementType::Bool => DType::Bool,
+        _ => DType::Other,
+    }
+}
+
+impl Graph for OrtGraph {
+    fn inputs(&self) -> &[IoInfo] {
+        &self.shared.inputs
+    }
+
+    fn outputs(&self) -> &[IoInfo] {
+        &self.shared.outputs
+    }
+
+    fn runner(&self) -> Result<Box<dyn Runner>> {
+        let first = self.first.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let session = match first {
+            Some(session) => session,
+            None => build_session(&self.env, &self.shared.path, &self.ep, self.threads, &self.prepacked)?,
+        };
+        let mut selected = Vec::with_capacity(self.shared.outputs.len());
+        for info in &self.shared.outputs {
+            let options = RunOptions::new()
+                .map_err(|e| Error::Internal(format!("ONNX Runtime run options: {e}")))?
+                .with_outputs(OutputSelector::no_default().with(info.name.as_str()));
+            selected.push(options);
+        }
+        let n = self.shared.inputs.len();
+        Ok(Box::new(OrtRunner {
+            shared: self.shared.clone(),
+            session,
+            selected,
+            values: Vec::with_capacity(n),
+            spares: (0..n).map(|_| None).collect(),
+        }))
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "ort"
+    }
+
+    fn execution_provider(&self) -> String {
+        self.ep.clone()
+    }
+}
+
+struct OrtRunner {
+    shared: Arc<Shared>,
+    session: Session,
+    /// Per output: run options asking ORT for that output only, so nothing else is computed or copied.
+    selected: Vec<RunOptions<HasSelectedOutputs>>,
+    /// Input tensors in graph order, owned by ORT's allocator and refilled in place on every call.
+    /// Copying a latent into them costs microseconds; it buys an allocation-free steady state and
+    /// lifetime-free storage, where borrowing the caller's slices would need new ORT values per call.
+    values: Vec<SessionInputValue<'static>>,
+    /// The previous tensor of each input, kept when the shape changes, so alternating between batch
+    /// B and 2B (guidance switched on and off) swaps buffers instead of reallocating.
+    spares: Vec<Option<DynValue>>,
+}
+
+fn model_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Model(format!("{}: {e}", path.display()))
+}
+
+impl OrtRunner {
+    fn fill_inputs(&mut self, inputs: &[Input<'_>]) -> Result<()> {
+        let path = &self.shared.path;
+        for index in 0..self.shared.inputs.len() {
+            let input = inputs
+                .iter()
+                .find(|i| i.index == index)
+                .ok_or_else(|| Error::Internal(format!("input {index} vanished after validation")))?;
+            if self.values.len() <= index {
+                let value = new_tensor(input).map_err(|e| model_error(path, e))?;
+                self.values.push(SessionInputValue::Owned(value));
+                continue;
+            }
+            let SessionInputValue::Owned(current) = &mut self.values[index] else {
+                return Err(Error::Internal("ort input slot holds a borrowed value".into()));
+            };
+            if !fits(current, input) {
+                let spare = &mut self.spares[index];
+                match spare {
+                    Some(s) if fits(s, input) => std::mem::swap(current, s),
+                    _ => {
+                        let fresh = new_tensor(input).map_err(|e| model_error(path, e))?;
+                        *spare = Some(std::mem::replace(current, fresh));
+                        continue;
+                    }
+                }
+            }
+            copy_into(current, input).map_err(|e| model_error(path, e))?;
+        }
+        Ok(())
+    }
+}
+
+fn fits(value: &DynValue, input: &Input<'_>) -> bool {
+    match value.dtype() {
+        ValueType::Tensor { ty, shape, .. } => {
+            dtype_of(*ty) == input.data.dtype()
+                && shape.len() == input.shape.len()
+                && shape.iter().zip(input.shape).all(|(&a, &b)| usize::try_from(a).is_ok_and(|a| a == b))
+        }
+        _ => false,
+    }
+}
+
+fn new_tensor(input: &Input<'_>) -> ort::Result<DynValue> {
+    let shape = input.shape.to_vec();
+    Ok(match input.data {
+        InputData::F32(d) => Tensor::from_array((shape, d.to_vec()))?.into_dyn(),
+        InputData::F16(d) => Tensor::from_array((shape, d.to_vec()))?.into_dyn(),
+        InputData::I64(d) => Tensor::from_array((shape, d.to_vec()))?.into_dyn(),
+        InputData::I32(d) => Tensor::from_array((shape, d.to_vec()))?.into_dyn(),
+    })
+}
+
+fn copy_into(value: &mut DynValue, input: &Input<'_>) -> ort::Result<()> {
+    match input.data {
+        InputData::F32(d) => value.try_extract_tensor_mut::<f32>()?.1.copy_from_slice(d),
+        InputData::F16(d) => value.try_extract_tensor_mut::<half::f16>()?.1.copy_from_slice(d),
+        InputData::I64(d) => value.try_extract_tensor_mut::<i64>()?.1.copy_from_slice(d),
+        InputData::I32(d) => value.try_extract_tensor_mut::<i32>()?.1.copy_from_slice(d),
+    }
+    Ok(())
+}
+
+impl Runner for OrtRunner {
+    fn run(&mut self, inputs: &[Input<'_>], output: usize, out: &mut [f32]) -> Result<Vec<usize>> {
+        // A handle of our own, so `info` does not keep `self` borrowed across the run.
+        let shared = self.shared.clone();
+        check_inputs(&shared.inputs, inputs)?;
+        let info = check_output(&shared.outputs, output)?;
+        self.fill_inputs(inputs)?;
+        let path = &shared.path;
+        let model_error = |e: ort::Error| model_error(path, e);
+        let options = self
+            .selected
+            .get(output)
+            .ok_or_else(|| Error::Internal(format!("no run options for output {output}")))?;
+        let results = self.session.run_with_options(self.values.as_slice(), options).map_err(model_error)?;
+        let value = results
+            .get(info.name.as_str())
+            .ok_or_else(|| Error::Internal(format!("ONNX Runtime returned no output `{}`", info.name)))?;
+        let ValueType::Tensor { ty, shape, .. } = value.dtype() else {
+            return Err(Error::Model(format!("{}: output `{}` is not a tensor", path.display(), info.name)));
+        };
+        let shape: Vec<usize> = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
+        check_out_len(info, &shape, out)?;
+        match ty {
+            TensorElementType::Float32 => out.copy_from_slice(value.try_extract_tensor::<f32>().map_err(model_error)?.1),
+            TensorElementType::Float16 => {
+                value.try_extract_tensor::<half::f16>().map_err(model_error)?.1.convert_to_f32_slice(out)
+            }
+            other => {
+                return Err(Error::Model(format!("{}: output `{}` came back as {other:?}", path.display(), info.name)))
+            }
+        }
+        Ok(shape)
+    }
+}

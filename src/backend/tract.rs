@@ -1,0 +1,192 @@
+//! The pure-Rust backend: tract-onnx, always available, CPU only, single-threaded.
+//!
+//! The graph keeps its own symbolic batch dimension. Pinning input facts to a concrete batch looks
+//! tempting (more constant folding) but contradicts the `value_info` many exporters write and makes
+//! analysis fail; a symbolic batch also lets one runner serve both batch B and 2B (guidance).
+
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use half::slice::HalfFloatSliceExt;
+use tract_onnx::prelude::*;
+
+use super::{check_inputs, check_out_len, check_output, DType, Graph, Input, InputData, IoInfo, Runner};
+use crate::error::{Error, Result};
+
+struct Shared {
+    path: PathBuf,
+    inputs: Vec<IoInfo>,
+    outputs: Vec<IoInfo>,
+}
+
+impl Shared {
+    fn model_error(&self, e: TractError) -> Error {
+        // `{:#}` prints anyhow's whole context chain, which is where tract says which node failed.
+        Error::Model(format!("{}: {e:#}", self.path.display()))
+    }
+}
+
+pub(crate) struct TractGraph {
+    shared: Arc<Shared>,
+    plan: Arc<TypedSimplePlan>,
+}
+
+impl TractGraph {
+    pub(crate) fn load(path: &Path) -> Result<Self> {
+        let err = |e: TractError| Error::Model(format!("{}: {e:#}", path.display()));
+        let model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+        // Names come from the graph as parsed: optimisation may fold an input's first op into it and
+        // relabel the outlet (a `timestep` feeding a Cast came out as `/Cast_output_0`).
+        let input_names = model.inputs.iter().map(|o| model.node(o.node).name.clone()).collect::<Vec<_>>();
+        let output_names = model
+            .outputs
+            .iter()
+            .map(|&o| model.outlet_label(o).unwrap_or(&model.node(o.node).name).to_string())
+            .collect::<Vec<_>>();
+        let model = model.into_optimized().map_err(err)?;
+        let inputs = io_infos(input_names, |i| model.input_fact(i)).map_err(err)?;
+        let outputs = io_infos(output_names, |i| model.output_fact(i)).map_err(err)?;
+        let plan = TypedSimplePlan::new(model).map_err(err)?;
+        log::debug!("tract loaded {}: inputs {inputs:?}, outputs {outputs:?}", path.display());
+        Ok(TractGraph { shared: Arc::new(Shared { path: path.to_path_buf(), inputs, outputs }), plan })
+    }
+}
+
+fn io_infos<'m>(names: Vec<String>, fact: impl Fn(usize) -> TractResult<&'m TypedFact>) -> TractResult<Vec<IoInfo>> {
+    let mut infos = Vec::with_capacity(names.len());
+    for (i, name) in names.into_iter().enumerate() {
+        let fact = fact(i)?;
+        let shape = fact.shape.iter().map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok())).collect();
+        infos.push(IoInfo { name, dtype: dtype_of(fact.datum_type), shape });
+    }
+    Ok(infos)
+}
+
+fn dtype_of(dt: DatumType) -> DType {
+    match dt {
+        DatumType::F32 => DType::F32,
+        DatumType::F16 => DType::F16,
+        DatumType::F64 => DType::F64,
+        DatumType::I64 => DType::I64,
+        DatumType::I32 => DType::I32,
+        DatumType::I16 => DType::I16,
+        DatumType::I8 => DType::I8,
+        DatumType::U8 => DType::U8,
+        DatumType::Bool => DType::Bool,
+        _ => DType::Other,
+    }
+}
+
+impl Graph for TractGraph {
+    fn inputs(&self) -> &[IoInfo] {
+        &self.shared.inputs
+    }
+
+    fn outputs(&self) -> &[IoInfo] {
+        &self.shared.outputs
+    }
+
+    fn runner(&self) -> Result<Box<dyn Runner>> {
+        let state = self.plan.spawn().map_err(|e| self.shared.model_error(e))?;
+        let slots = vec![None; self.shared.inputs.len()];
+        Ok(Box::new(TractRunner { shared: self.shared.clone(), plan: self.plan.clone(), state, slots }))
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn execution_provider(&self) -> String {
+        "cpu".to_string()
+    }
+}
+
+struct TractRunner {
+    shared: Arc<Shared>,
+    plan: Arc<TypedSimplePlan>,
+    state: TypedSimpleState,
+    /// Input tensors kept between calls: tract drops its references at the end of a run, so the
+    /// next call with the same shape refills these in place instead of allocating.
+    slots: Vec<Option<Arc<Tensor>>>,
+}
+
+impl Runner for TractRunner {
+    fn run(&mut self, inputs: &[Input<'_>], output: usize, out: &mut [f32]) -> Result<Vec<usize>> {
+        check_inputs(&self.shared.inputs, inputs)?;
+        let info = check_output(&self.shared.outputs, output)?;
+        let mut values: TVec<TValue> = TVec::with_capacity(inputs.len());
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            let input = inputs.iter().find(|i| i.index == index).ok_or_else(|| {
+                Error::Internal(format!("input {index} vanished after validation"))
+            })?;
+            fill(slot, input).map_err(|e| self.shared.model_error(e))?;
+            if let Some(tensor) = slot {
+                values.push(TValue::from_const(tensor.clone()));
+            }
+        }
+        // Some tract kernels index with input values unchecked and panic (a Gather fed an out-of-range
+        // class label does). The process must survive any input, so a panic becomes an error and the
+        // state, possibly half-updated, is replaced.
+        let state = &mut self.state;
+        let results = match panic::catch_unwind(AssertUnwindSafe(|| state.run(values))) {
+            Ok(run) => run.map_err(|e| self.shared.model_error(e))?,
+            Err(payload) => {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                self.state = self.plan.spawn().map_err(|e| self.shared.model_error(e))?;
+                self.slots.iter_mut().for_each(|s| *s = None);
+                return Err(Error::Model(format!(
+                    "{}: tract failed on these inputs (out-of-range index?): {what}",
+                    self.shared.path.display()
+                )));
+            }
+        };
+        let value = results
+            .get(output)
+            .ok_or_else(|| Error::Internal(format!("tract returned no output {output}")))?;
+        let shape = value.shape();
+        check_out_len(info, shape, out)?;
+        let view = value.try_as_plain_ram().map_err(|e| self.shared.model_error(e))?;
+        match value.datum_type() {
+            DatumType::F32 => out.copy_from_slice(view.as_slice::<f32>().map_err(|e| self.shared.model_error(e))?),
+            DatumType::F16 => view.as_slice::<f16>().map_err(|e| self.shared.model_error(e))?.convert_to_f32_slice(out),
+            dt => {
+                return Err(Error::Model(format!(
+                    "{}: output `{}` came back as {dt:?}",
+                    self.shared.path.display(),
+                    info.name
+                )))
+            }
+        }
+        Ok(shape.to_vec())
+    }
+}
+
+/// Puts `input` into `slot`, reusing the tensor there when tract no longer holds it and the shape and
+/// type match.
+fn fill(slot: &mut Option<Arc<Tensor>>, input: &Input<'_>) -> TractResult<()> {
+    if let Some(tensor) = slot.as_mut().and_then(Arc::get_mut) {
+        if tensor.shape() == input.shape && dtype_of(tensor.datum_type()) == input.data.dtype() {
+            let mut view = tensor.try_as_plain_ram_mut()?;
+            match input.data {
+                InputData::F32(d) => view.as_slice_mut::<f32>()?.copy_from_slice(d),
+                InputData::F16(d) => view.as_slice_mut::<f16>()?.copy_from_slice(d),
+                InputData::I64(d) => view.as_slice_mut::<i64>()?.copy_from_slice(d),
+                InputData::I32(d) => view.as_slice_mut::<i32>()?.copy_from_slice(d),
+            }
+            return Ok(());
+        }
+    }
+    let tensor = match input.data {
+        InputData::F32(d) => Tensor::from_shape(input.shape, d)?,
+        InputData::F16(d) => Tensor::from_shape(input.shape, d)?,
+        InputData::I64(d) => Tensor::from_shape(input.shape, d)?,
+        InputData::I32(d) => Tensor::from_shape(input.shape, d)?,
+    };
+    *slot = Some(Arc::new(tensor));
+    Ok(())
+}

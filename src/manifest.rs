@@ -1,0 +1,355 @@
+//! `model.json`, schema `diffusion-rt.model/1`: how a directory of ONNX files becomes a denoiser.
+//!
+//! Parsing is strict: an unknown key is an error, so a typo (`"predicton"`) never silently falls back to
+//! a default. Every error names the file and, where serde can tell, the key and line.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::schedule::{BetaSchedule, DiscreteSchedule, EdmSchedule, FinalSigmas, FlowSchedule, NoiseSchedule, TimestepSpacing};
+
+pub const SCHEMA: &str = "diffusion-rt.model/1";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub schema: String,
+    pub name: String,
+    /// Shape of one sample without the batch dimension, e.g. `[1, 16, 16]` or `[4, 64, 64]` latents.
+    pub sample_shape: Vec<usize>,
+    pub denoiser: DenoiserSpec,
+    pub noise_schedule: NoiseScheduleSpec,
+    #[serde(default)]
+    pub defaults: Defaults,
+    #[serde(default)]
+    pub output: OutputSpec,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenoiserSpec {
+    pub onnx: String,
+    pub sample_input: String,
+    #[serde(default)]
+    pub time_input: Option<TimeInput>,
+    #[serde(default)]
+    pub class_input: Option<ClassInput>,
+    #[serde(default)]
+    pub cond_inputs: Vec<CondInput>,
+    pub output: String,
+    pub prediction: Prediction,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeInput {
+    pub name: String,
+    pub kind: TimeKind,
+    #[serde(default = "one")]
+    pub scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// What the network's time input means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeKind {
+    /// Discrete training timestep (fractional values as diffusers interpolates them).
+    Index,
+    /// Variance-exploding sigma.
+    Sigma,
+    /// EDM's `c_noise = ln(sigma) / 4`.
+    CNoise,
+    /// Flow time in [0, 1].
+    T,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassInput {
+    pub name: String,
+    pub num_classes: u32,
+    /// The label meaning "no class"; classifier-free guidance needs it.
+    #[serde(default)]
+    pub null_class: Option<i64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CondInput {
+    pub name: String,
+    pub default: f32,
+}
+
+/// What the network's output means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    Epsilon,
+    VPrediction,
+    /// The clean sample itself (x0), e.g. an EDM-preconditioned or consistency model.
+    Sample,
+    /// Flow matching velocity `noise - x0`.
+    Velocity,
+}
+
+/// `noise_schedule`: the training noise schedule. Keys of `discrete` are named as in diffusers'
+/// `scheduler_config.json`; an absent `timestep_spacing` gives each sampler its diffusers scheduler's
+/// own default, as `Scheduler.from_config` does.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NoiseScheduleSpec {
+    Discrete {
+        #[serde(default)]
+        num_train_timesteps: Option<usize>,
+        #[serde(default)]
+        beta_schedule: Option<String>,
+        #[serde(default)]
+        beta_start: Option<f64>,
+        #[serde(default)]
+        beta_end: Option<f64>,
+        #[serde(default)]
+        timestep_spacing: Option<String>,
+        #[serde(default)]
+        steps_offset: Option<usize>,
+        /// DDIM's final alpha: 1 (true) or `alphas_cumprod[0]` (false, Stable Diffusion's configs).
+        #[serde(default)]
+        set_alpha_to_one: Option<bool>,
+        #[serde(default)]
+        final_sigmas_type: Option<String>,
+        #[serde(default)]
+        original_inference_steps: Option<usize>,
+    },
+    Edm {
+        sigma_min: f64,
+        sigma_max: f64,
+        #[serde(default)]
+        sigma_data: Option<f64>,
+        #[serde(default)]
+        rho: Option<f64>,
+    },
+    Flow {
+        #[serde(default)]
+        num_train_timesteps: Option<usize>,
+        #[serde(default)]
+        shift: Option<f64>,
+    },
+}
+
+impl NoiseScheduleSpec {
+    /// The schedule the samplers use; errors name the offending key.
+    pub fn to_schedule(&self) -> Result<NoiseSchedule> {
+        let key = |k: &str, e: Error| Error::Manifest(format!("key `noise_schedule.{k}`: {e}"));
+        Ok(match self {
+            NoiseScheduleSpec::Discrete {
+                num_train_timesteps, beta_schedule, beta_start, beta_end, timestep_spacing, steps_offset,
+                set_alpha_to_one, final_sigmas_type, original_inference_steps,
+            } => {
+                let d = DiscreteSchedule::default();
+                let s = DiscreteSchedule {
+                    num_train_timesteps: num_train_timesteps.unwrap_or(d.num_train_timesteps),
+                    beta_start: beta_start.unwrap_or(d.beta_start),
+                    beta_end: beta_end.unwrap_or(d.beta_end),
+                    beta_schedule: match beta_schedule {
+                        Some(n) => BetaSchedule::from_name(n).map_err(|e| key("beta_schedule", e))?,
+                        None => d.beta_schedule,
+                    },
+                    timestep_spacing: match timestep_spacing {
+                        Some(n) => Some(TimestepSpacing::from_name(n).map_err(|e| key("timestep_spacing", e))?),
+                        None => None,
+                    },
+                    steps_offset: steps_offset.unwrap_or(d.steps_offset),
+                    set_alpha_to_one: set_alpha_to_one.unwrap_or(d.set_alpha_to_one),
+                    final_sigmas_type: match final_sigmas_type {
+                        Some(n) => FinalSigmas::from_name(n).map_err(|e| key("final_sigmas_type", e))?,
+                        None => d.final_sigmas_type,
+                    },
+                    original_inference_steps: original_inference_steps.unwrap_or(d.original_inference_steps),
+                };
+                if s.num_train_timesteps < 2 {
+                    return Err(key("num_train_timesteps", Error::InvalidArgument("must be at least 2".into())));
+                }
+                if !(s.beta_start > 0.0 && s.beta_end > s.beta_start && s.beta_end < 1.0) {
+                    return Err(key("beta_start", Error::InvalidArgument(format!(
+                        "need 0 < beta_start < beta_end < 1, got {} and {}", s.beta_start, s.beta_end))));
+                }
+                if s.original_inference_steps == 0 {
+                    return Err(key("original_inference_steps", Error::InvalidArgument("must be at least 1".into())));
+                }
+                NoiseSchedule::Discrete(s)
+            }
+            NoiseScheduleSpec::Edm { sigma_min, sigma_max, sigma_data, rho } => {
+                let d = EdmSchedule::default();
+                let s = EdmSchedule {
+                    sigma_min: *sigma_min,
+                    sigma_max: *sigma_max,
+                    sigma_data: sigma_data.unwrap_or(d.sigma_data),
+                    rho: rho.unwrap_or(d.rho),
+                };
+                if !(s.sigma_min > 0.0 && s.sigma_max > s.sigma_min && s.sigma_max.is_finite()) {
+                    return Err(key("sigma_min", Error::InvalidArgument(format!(
+                        "need 0 < sigma_min < sigma_max, got {} and {}", s.sigma_min, s.sigma_max))));
+                }
+                if !(s.sigma_data > 0.0 && s.rho > 0.0 && s.rho.is_finite()) {
+                    return Err(key("sigma_data", Error::InvalidArgument("sigma_data and rho must be positive".into())));
+                }
+                NoiseSchedule::Edm(s)
+            }
+            NoiseScheduleSpec::Flow { num_train_timesteps, shift } => {
+                let d = FlowSchedule::default();
+                let s = FlowSchedule {
+                    num_train_timesteps: num_train_timesteps.unwrap_or(d.num_train_timesteps),
+                    shift: shift.unwrap_or(d.shift),
+                };
+                if s.num_train_timesteps < 2 || !(s.shift.is_finite() && s.shift > 0.0) {
+                    return Err(key("shift", Error::InvalidArgument(format!(
+                        "need num_train_timesteps >= 2 and shift > 0, got {} and {}", s.num_train_timesteps, s.shift))));
+                }
+                NoiseSchedule::Flow(s)
+            }
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    #[serde(default)]
+    pub sampler: Option<String>,
+    #[serde(default)]
+    pub steps: Option<u32>,
+    #[serde(default)]
+    pub guidance: Option<f32>,
+    /// A step table found offline (sigmas in the model's VE convention), used instead of the schedule.
+    #[serde(default)]
+    pub sigmas: Option<Vec<f64>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    #[serde(default = "default_kind")]
+    pub kind: OutputKind,
+    #[serde(default = "default_range")]
+    pub value_range: [f32; 2],
+}
+
+impl Default for OutputSpec {
+    fn default() -> Self {
+        OutputSpec { kind: OutputKind::Image, value_range: default_range() }
+    }
+}
+
+fn default_kind() -> OutputKind {
+    OutputKind::Image
+}
+fn default_range() -> [f32; 2] {
+    [-1.0, 1.0]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    /// `[C, H, W]` samples shown as an image (C = 1 or 3).
+    Image,
+    /// Anything else (trajectories, audio, latents): saved raw only.
+    Tensor,
+}
+
+impl Manifest {
+    /// Reads `dir/model.json`.
+    pub fn load(dir: &Path) -> Result<(Manifest, PathBuf)> {
+        let path = dir.join("model.json");
+        if !dir.is_dir() {
+            return Err(Error::io(dir, "model directory not found"));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let m = Manifest::parse(&text).map_err(|e| match e {
+            Error::Manifest(msg) => Error::Manifest(format!("{}: {msg}", path.display())),
+            other => other,
+        })?;
+        Ok((m, path))
+    }
+
+    /// Parses and validates the manifest text (without looking at the ONNX graph).
+    pub fn parse(text: &str) -> Result<Manifest> {
+        let m: Manifest = serde_json::from_str(text).map_err(|e| Error::Manifest(e.to_string()))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: String| Err(Error::Manifest(format!("key `{key}`: {why}")));
+        if self.schema != SCHEMA {
+            return bad("schema", format!("unsupported schema {:?}; this runtime reads {SCHEMA:?}", self.schema));
+        }
+        if self.sample_shape.is_empty() || self.sample_shape.contains(&0) {
+            return bad("sample_shape", format!("must be non-empty with positive dimensions, got {:?}", self.sample_shape));
+        }
+        if self.sample_shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > 1 << 28) {
+            return bad("sample_shape", format!("{:?} is too large", self.sample_shape));
+        }
+        let d = &self.denoiser;
+        if let Some(t) = &d.time_input {
+            if !(t.scale.is_finite() && t.scale > 0.0) {
+                return bad("denoiser.time_input.scale", format!("must be a positive number, got {}", t.scale));
+            }
+        }
+        if let Some(c) = &d.class_input {
+            if c.num_classes == 0 {
+                return bad("denoiser.class_input.num_classes", "must be at least 1".into());
+            }
+            if let Some(n) = c.null_class {
+                if n < 0 {
+                    return bad("denoiser.class_input.null_class", format!("must be >= 0, got {n}"));
+                }
+            }
+        }
+        let mut names = vec![d.sample_input.as_str()];
+        names.extend(d.time_input.as_ref().map(|t| t.name.as_str()));
+        names.extend(d.class_input.as_ref().map(|c| c.name.as_str()));
+        names.extend(d.cond_inputs.iter().map(|c| c.name.as_str()));
+        for (i, n) in names.iter().enumerate() {
+            if names[..i].contains(n) {
+                return bad("denoiser", format!("input `{n}` is named twice"));
+            }
+        }
+        for c in &d.cond_inputs {
+            if !c.default.is_finite() {
+                return bad("denoiser.cond_inputs.default", format!("`{}` has a non-finite default", c.name));
+            }
+        }
+        self.noise_schedule.to_schedule()?;
+        if let Some(0) = self.defaults.steps {
+            return bad("defaults.steps", "must be at least 1".into());
+        }
+        if let Some(g) = self.defaults.guidance {
+            if !(g.is_finite() && g >= 0.0) {
+                return bad("defaults.guidance", format!("must be a finite number >= 0, got {g}"));
+            }
+        }
+        if let Some(s) = &self.defaults.sigmas {
+            if s.len() < 2 || s.iter().any(|v| !v.is_finite() || *v < 0.0) || s.windows(2).any(|w| w[1] >= w[0]) {
+                return bad("defaults.sigmas", "must be at least two finite, non-negative, strictly decreasing values".into());
+            }
+        }
+        let [lo, hi] = self.output.value_range;
+        if !(lo.is_finite() && hi.is_finite() && hi > lo) {
+            return bad("output.value_range", format!("need two finite values lo < hi, got [{lo}, {hi}]"));
+        }
+        Ok(())
+    }
+
+    pub fn sample_len(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+
+    pub fn null_class(&self) -> Option<i64> {
+        self.denoiser.class_input.as_ref().and_then(|c| c.null_class)
+    }
+}

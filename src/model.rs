@@ -1,0 +1,384 @@
+//! A loaded model: the manifest checked against the ONNX graph, and the adapters that turn the
+//! network into `D(x, level) -> x0` (time input encoding, prediction type, class and float conditions).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use crate::backend::{self, BackendOptions, DType, Graph, Input, InputData, IoInfo, Runner};
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, Prediction, TimeKind};
+use crate::sampler::Level;
+use crate::schedule::NoiseSchedule;
+
+/// Where each manifest role sits among the graph's inputs, and how it is fed.
+#[derive(Clone, Debug)]
+struct Wiring {
+    sample: usize,
+    /// Input index, element type, and whether it is per-sample (`[B]`) rather than a scalar.
+    time: Option<(usize, DType, bool)>,
+    class: Option<(usize, DType)>,
+    /// Input index, element type and per-sample element count (1 for `[B]` or `[B, 1]`).
+    conds: Vec<(usize, DType, usize)>,
+    output: usize,
+    /// A batch dimension fixed in the graph (`None` = symbolic).
+    fixed_batch: Option<usize>,
+}
+
+/// A loaded, validated, immutable model; share it between sessions with `Arc`.
+pub struct Model {
+    manifest: Manifest,
+    dir: PathBuf,
+    schedule: NoiseSchedule,
+    graph: Arc<dyn Graph>,
+    wiring: Wiring,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("name", &self.manifest.name).field("dir", &self.dir).finish()
+    }
+}
+
+impl Model {
+    /// Loads `dir/model.json` and the graph it names.
+    pub fn load(dir: &Path, opts: &BackendOptions) -> Result<Model> {
+        let (manifest, json) = Manifest::load(dir)?;
+        let schedule = manifest.noise_schedule.to_schedule().map_err(|e| in_file(e, &json))?;
+        let onnx = dir.join(&manifest.denoiser.onnx);
+        if !onnx.is_file() {
+            return Err(Error::Manifest(format!(
+                "{}: key `denoiser.onnx`: file {} not found", json.display(), onnx.display())));
+        }
+        let graph = backend::load_graph(&onnx, opts)?;
+        let wiring = wire(&manifest, graph.as_ref()).map_err(|e| {
+            Error::Manifest(format!("{}: {} (graph {})", json.display(), e, onnx.display()))
+        })?;
+        Ok(Model { manifest, dir: dir.to_path_buf(), schedule, graph, wiring })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn noise_schedule(&self) -> &NoiseSchedule {
+        &self.schedule
+    }
+    pub fn graph(&self) -> &dyn Graph {
+        self.graph.as_ref()
+    }
+    pub fn sample_len(&self) -> usize {
+        self.manifest.sample_len()
+    }
+    pub fn cond_names(&self) -> impl Iterator<Item = &str> {
+        self.manifest.denoiser.cond_inputs.iter().map(|c| c.name.as_str())
+    }
+    /// The largest batch one network call may take (a graph exported with a fixed batch).
+    pub fn max_network_batch(&self) -> Option<usize> {
+        self.wiring.fixed_batch
+    }
+
+    /// A per-session evaluator of the network.
+    pub fn network(self: &Arc<Self>) -> Result<Network> {
+        Ok(Network {
+            model: Arc::clone(self),
+            runner: self.graph.runner()?,
+            time_f32: Vec::new(),
+            time_f16: Vec::new(),
+            time_i64: Vec::new(),
+            time_i32: Vec::new(),
+            class_i64: Vec::new(),
+            class_i32: Vec::new(),
+            cond_f16: Vec::new(),
+            sample_f16: Vec::new(),
+            sample_shape: Vec::new(),
+            shapes: Vec::new(),
+        })
+    }
+}
+
+fn in_file(e: Error, path: &Path) -> Error {
+    match e {
+        Error::Manifest(m) => Error::Manifest(format!("{}: {m}", path.display())),
+        other => other,
+    }
+}
+
+fn find(infos: &[IoInfo], name: &str, key: &str, what: &str) -> Result<usize> {
+    infos.iter().position(|i| i.name == name).ok_or_else(|| {
+        let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
+        Error::Manifest(format!("key `{key}`: the graph has no {what} `{name}` (it has: {})", names.join(", ")))
+    })
+}
+
+/// Checks the manifest against the graph: names, element types, ranks and static dimensions.
+fn wire(m: &Manifest, g: &dyn Graph) -> Result<Wiring> {
+    let d = &m.denoiser;
+    let ins = g.inputs();
+    let bad = |key: &str, msg: String| Err(Error::Manifest(format!("key `{key}`: {msg}")));
+
+    let sample = find(ins, &d.sample_input, "denoiser.sample_input", "input")?;
+    let output = find(g.outputs(), &d.output, "denoiser.output", "output")?;
+    let mut fixed_batch = None;
+    for (key, info) in [("denoiser.sample_input", &ins[sample]), ("denoiser.output", &g.outputs()[output])] {
+        if !matches!(info.dtype, DType::F32 | DType::F16) {
+            return bad(key, format!("`{}` is {}, expected float32 or float16", info.name, info.dtype));
+        }
+        let want: Vec<Option<usize>> = m.sample_shape.iter().map(|&s| Some(s)).collect();
+        let shape_ok = info.shape.len() == want.len() + 1
+            && info.shape[1..].iter().zip(&want).all(|(g, w)| g.is_none() || g == w);
+        if !shape_ok {
+            return bad(key, format!("`{info}` contradicts sample_shape {:?} (expected [batch, {}])", m.sample_shape,
+                m.sample_shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")));
+        }
+        if let Some(b) = info.shape[0] {
+            fixed_batch = Some(fixed_batch.map_or(b, |f: usize| f.min(b)));
+        }
+    }
+    if ins[sample].dtype == DType::F16 && g.outputs()[output].dtype != DType::F16 {
+        // Mixed precision graphs exist; both ends are converted independently, nothing to reject.
+    }
+
+    let time = match &d.time_input {
+        None => None,
+        Some(t) => {
+            let i = find(ins, &t.name, "denoiser.time_input.name", "input")?;
+            let info = &ins[i];
+            if !matches!(info.dtype, DType::F32 | DType::F16 | DType::I64 | DType::I32) {
+                return bad("denoiser.time_input", format!("`{info}`: unsupported element type {}", info.dtype));
+            }
+            let per_sample = match info.shape.len() {
+                0 => false,
+                1 => true,
+                2 if info.shape[1] == Some(1) => true,
+                _ => return bad("denoiser.time_input", format!("`{info}` must be a scalar or one value per sample")),
+            };
+            if matches!(info.dtype, DType::I64 | DType::I32) && t.kind != TimeKind::Index {
+                return bad("denoiser.time_input.kind", format!("`{info}` is an integer input, which only kind `index` can feed"));
+            }
+            Some((i, info.dtype, per_sample))
+        }
+    };
+    let class = match &d.class_input {
+        None => None,
+        Some(c) => {
+            let i = find(ins, &c.name, "denoiser.class_input.name", "input")?;
+            let info = &ins[i];
+            if !matches!(info.dtype, DType::I64 | DType::I32) || info.shape.len() != 1 {
+                return bad("denoiser.class_input", format!("`{info}` must be int64 or int32 of shape [batch]"));
+            }
+            if let Some(n) = c.null_class {
+                if n < c.num_classes as i64 {
+                    return bad("denoiser.class_input.null_class",
+                        format!("{n} is one of the {} real classes; the null class must be >= num_classes", c.num_classes));
+                }
+            }
+            Some((i, info.dtype))
+        }
+    };
+    let mut conds = Vec::new();
+    for c in &d.cond_inputs {
+        let i = find(ins, &c.name, "denoiser.cond_inputs.name", "input")?;
+        let info = &ins[i];
+        if !matches!(info.dtype, DType::F32 | DType::F16) {
+            return bad("denoiser.cond_inputs", format!("`{info}` must be float32 or float16"));
+        }
+        let per = match info.shape.len() {
+            1 => 1,
+            2 => match info.shape[1] {
+                Some(n) if n > 0 => n,
+                _ => return bad("denoiser.cond_inputs", format!("`{info}` needs a fixed second dimension")),
+            },
+            _ => return bad("denoiser.cond_inputs", format!("`{info}` must be [batch] or [batch, n]")),
+        };
+        if per != 1 {
+            return bad("denoiser.cond_inputs", format!("`{info}`: only one value per sample is supported"));
+        }
+        conds.push((i, info.dtype, per));
+    }
+    let mut used: Vec<usize> = vec![sample];
+    used.extend(time.map(|t| t.0));
+    used.extend(class.map(|c| c.0));
+    used.extend(conds.iter().map(|c| c.0));
+    if let Some(extra) = ins.iter().enumerate().find(|(i, _)| !used.contains(i)) {
+        return bad("denoiser", format!("graph input `{}` is not described in model.json", extra.1));
+    }
+    Ok(Wiring { sample, time, class, conds, output, fixed_batch })
+}
+
+/// One session's network evaluator: feeds the graph and converts its output to `x0`.
+/// Input buffers are kept between calls, so steps after the first allocate nothing here.
+pub struct Network {
+    model: Arc<Model>,
+    runner: Box<dyn Runner>,
+    time_f32: Vec<f32>,
+    time_f16: Vec<half::f16>,
+    time_i64: Vec<i64>,
+    time_i32: Vec<i32>,
+    class_i64: Vec<i64>,
+    class_i32: Vec<i32>,
+    cond_f16: Vec<half::f16>,
+    sample_f16: Vec<half::f16>,
+    sample_shape: Vec<usize>,
+    shapes: Vec<[usize; 2]>,
+}
+
+impl Network {
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// The value fed to the time input for `level`, before the dtype cast.
+    pub fn time_value(&self, level: &Level) -> Option<f64> {
+        let t = self.model.manifest.denoiser.time_input.as_ref()?;
+        let v = match t.kind {
+            TimeKind::Index => level.timestep,
+            TimeKind::Sigma => level.ve_sigma(),
+            TimeKind::CNoise => 0.25 * level.ve_sigma().ln(),
+            TimeKind::T => level.sigma / (level.alpha + level.sigma),
+        };
+        Some(v * t.scale)
+    }
+
+    /// Evaluates `n` samples `x` (native scaling) at `level` with per-sample `classes` (may be empty
+    /// when the model has no class input) and `conds` (`n` values per conditioning input, input-major),
+    /// writing the predicted clean samples into `x0`.
+    pub fn denoise(&mut self, x: &[f32], n: usize, level: &Level, classes: &[i64], conds: &[f32], _step: usize,
+                   x0: &mut [f32]) -> Result<()> {
+        let m = Arc::clone(&self.model);
+        let w = &m.wiring;
+        let len = m.sample_len();
+        if x.len() != n * len || x0.len() != n * len {
+            return Err(Error::Internal(format!("denoise: buffers of {} and {} values for {n} samples of {len}", x.len(), x0.len())));
+        }
+        if let Some(b) = w.fixed_batch {
+            if n != b {
+                return Err(Error::InvalidArgument(format!(
+                    "the graph has a fixed batch of {b}; this call needs {n} (guidance doubles the batch)")));
+            }
+        }
+        copy_into(&mut self.sample_shape, std::iter::once(n).chain(m.manifest.sample_shape.iter().copied()));
+        let time_len = if matches!(w.time, Some((_, _, true))) { n } else { 1 };
+        if let (Some((_, dtype, _)), Some(v)) = (w.time, self.time_value(level)) {
+            match dtype {
+                DType::F32 => fill(&mut self.time_f32, time_len, v as f32),
+                DType::F16 => fill(&mut self.time_f16, time_len, half::f16::from_f64(v)),
+                // diffusers casts fractional timesteps to integers by truncation (`.long()`).
+                DType::I64 => fill(&mut self.time_i64, time_len, v as i64),
+                _ => fill(&mut self.time_i32, time_len, v as i32),
+            }
+        }
+        if let Some((_, dtype)) = w.class {
+            if classes.len() != n {
+                return Err(Error::Internal(format!("denoise: {} class labels for {n} samples", classes.len())));
+            }
+            match dtype {
+                DType::I64 => copy_into(&mut self.class_i64, classes.iter().copied()),
+                _ => copy_into(&mut self.class_i32, classes.iter().map(|&c| c as i32)),
+            }
+        }
+        if conds.len() != n * w.conds.len() {
+            return Err(Error::Internal(format!("denoise: {} conditioning values for {n} samples", conds.len())));
+        }
+        let any_f16_cond = w.conds.iter().any(|c| c.1 == DType::F16);
+        if any_f16_cond {
+            copy_into(&mut self.cond_f16, conds.iter().map(|&v| half::f16::from_f32(v)));
+        }
+        self.shapes.clear();
+        for &(i, ..) in &w.conds {
+            let rank2 = m.graph.inputs()[i].shape.len() == 2;
+            self.shapes.push(if rank2 { [n, 1] } else { [n, 0] });
+        }
+
+        let sample_data = if m.graph.inputs()[w.sample].dtype == DType::F16 {
+            copy_into(&mut self.sample_f16, x.iter().map(|&v| half::f16::from_f32(v)));
+            InputData::F16(&self.sample_f16)
+        } else {
+            InputData::F32(x)
+        };
+        let time_shape = [n];
+        let time_rank2 = [n, 1];
+        // Inline storage: building the input list must not allocate on every step.
+        let mut inputs: SmallVec<[Input<'_>; 8]> = SmallVec::new();
+        inputs.push(Input { index: w.sample, shape: &self.sample_shape, data: sample_data });
+        if let Some((i, dtype, per_sample)) = w.time {
+            let shape: &[usize] = if !per_sample {
+                &[]
+            } else if m.graph.inputs()[i].shape.len() == 2 {
+                &time_rank2
+            } else {
+                &time_shape
+            };
+            let data = match dtype {
+                DType::F32 => InputData::F32(&self.time_f32),
+                DType::F16 => InputData::F16(&self.time_f16),
+                DType::I64 => InputData::I64(&self.time_i64),
+                _ => InputData::I32(&self.time_i32),
+            };
+            inputs.push(Input { index: i, shape, data });
+        }
+        if let Some((i, dtype)) = w.class {
+            let data = if dtype == DType::I64 { InputData::I64(&self.class_i64) } else { InputData::I32(&self.class_i32) };
+            inputs.push(Input { index: i, shape: &time_shape, data });
+        }
+        for (k, &(i, dtype, _)) in w.conds.iter().enumerate() {
+            let vals = &conds[k * n..(k + 1) * n];
+            let s = &self.shapes[k];
+            let shape: &[usize] = if s[1] == 1 { &s[..] } else { &s[..1] };
+            let data = if dtype == DType::F16 {
+                InputData::F16(&self.cond_f16[k * n..(k + 1) * n])
+            } else {
+                InputData::F32(vals)
+            };
+            inputs.push(Input { index: i, shape, data });
+        }
+        self.runner.run(&inputs, w.output, x0)?;
+        to_x0(m.manifest.denoiser.prediction, level, x, x0)
+        // Non-finite predictions are caught by the sampler, after guidance, with the step number.
+    }
+}
+
+fn fill<T: Copy>(buf: &mut Vec<T>, n: usize, v: T) {
+    buf.clear();
+    buf.resize(n, v);
+}
+
+fn copy_into<T>(buf: &mut Vec<T>, it: impl Iterator<Item = T>) {
+    buf.clear();
+    buf.extend(it);
+}
+
+/// Converts the network output in `out` (in place) to the clean-sample prediction, for a native
+/// sample `x = alpha * x0 + sigma * noise`.
+fn to_x0(pred: Prediction, l: &Level, x: &[f32], out: &mut [f32]) -> Result<()> {
+    let (a, s) = (l.alpha, l.sigma);
+    // (cx, co): x0 = cx * x + co * out.
+    let (cx, co) = match pred {
+        Prediction::Sample => return Ok(()),
+        Prediction::Epsilon => {
+            if a <= 0.0 {
+                return Err(Error::InvalidArgument(
+                    "an epsilon-prediction model cannot denoise at alpha = 0 (pure noise); use a schedule that stops short of it".into()));
+            }
+            (1.0 / a, -s / a)
+        }
+        // v = alpha * eps - sigma * x0.
+        Prediction::VPrediction => {
+            let n = a * a + s * s;
+            (a / n, -s / n)
+        }
+        // v = eps - x0, so x = (alpha + sigma) x0 + sigma v.
+        Prediction::Velocity => {
+            let n = a + s;
+            (1.0 / n, -s / n)
+        }
+    };
+    let (cx, co) = (cx as f32, co as f32);
+    for (o, &xi) in out.iter_mut().zip(x) {
+        *o = cx * xi + co * *o;
+    }
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! One generation, end to end: seed → initial noise → sampler loop over the guided network → final
+//! sample. A [`Session`] owns the per-generation state (backend runner, scratch) of one shared [`Model`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::guidance::{Conditioning, Guided};
+use crate::model::{Model, Network};
+use crate::rng::{PhiloxNoise, RecordedNoise};
+use crate::sampler::{sampler_by_name, NoiseSource, SamplerKind, SamplerOptions};
+use crate::schedule::{Schedule, SigmaSpacing};
+
+/// Everything one generation needs besides the model. `Default` + the model's defaults give a
+/// sensible run; every field is checked before any work starts.
+#[derive(Clone, Debug, Default)]
+pub struct GenerateParams {
+    /// Sampler name (`None` = the model's default, else `dpmpp-2m`).
+    pub sampler: Option<String>,
+    pub spacing: SigmaSpacing,
+    /// A custom sigma table (model convention, last entry included), replacing the schedule.
+    pub sigmas: Option<Vec<f64>>,
+    pub steps: Option<u32>,
+    pub guidance: Option<f32>,
+    /// DDIM's eta.
+    pub eta: f64,
+    pub batch: usize,
+    pub seed: u64,
+    /// One label for all samples, or one per sample; empty = the null class / no class input.
+    pub classes: Vec<i64>,
+    /// Conditioning values by input name: one value for all samples or one per sample.
+    pub conds: Vec<(String, Vec<f32>)>,
+    /// Initial unit noise `[batch, *sample_shape]` instead of the seeded one.
+    pub noise: Option<Vec<f32>>,
+    /// Per-step noise for stochastic samplers, indexed by step, instead of the seeded one.
+    pub step_noise: Option<Vec<Vec<f32>>>,
+    /// img2img: a starting sample `[batch, *sample_shape]` (or one sample for all) and how much of the
+    /// schedule to run on it (1 = all of it, i.e. ignore the image).
+    pub init: Option<Vec<f32>>,
+    pub strength: Option<f32>,
+}
+
+/// What a generation produced, with the counts a benchmark needs.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// `batch × sample_len` values, the final sample in the model's value range.
+    pub samples: Vec<f32>,
+    pub sampler: SamplerKind,
+    pub steps: usize,
+    /// Network forward passes per sample (conditional and unconditional counted separately).
+    pub nfe: usize,
+}
+
+/// The most samples one generation may hold; larger requests are refused up front.
+pub const MAX_BATCH: usize = 4096;
+pub const MAX_STEPS: u32 = 10_000;
+
+/// One generation at a time over a shared model.
+pub struct Session {
+    net: Network,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Session {
+    pub fn new(model: &Arc<Model>) -> Result<Session> {
+        Ok(Session { net: model.network()?, cancel: Arc::new(AtomicBool::new(false)) })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        self.net.model()
+    }
+
+    /// A flag that cancels the running generation when set (safe from any thread); cleared when a
+    /// generation starts.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
+    }
+
+    /// Runs one generation; `progress(done, total)` after every step, `false` cancels.
+    pub fn generate(&mut self, p: &GenerateParams, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<Generation> {
+        self.cancel.store(false, Ordering::SeqCst);
+        let model = Arc::clone(self.net.model());
+        let plan = Plan::new(&model, p)?;
+        let len = model.sample_len();
+        let n = plan.batch * len;
+
+        let mut unit = vec![0f32; n];
+        match &p.noise {
+            Some(v) => unit.copy_from_slice(v),
+            None => PhiloxNoise::new(p.seed).initial(&mut unit),
+        }
+        let levels = plan.schedule.levels();
+        let (levels, mut x) = match &plan.init {
+            None => {
+                let mut x = vec![0f32; n];
+                plan.schedule.initial_sample(&unit, &mut x)?;
+                (levels, x)
+            }
+            Some((init, start)) => {
+                // diffusers' img2img: skip the first steps, then noise the image to the level it starts at.
+                let l = levels[*start];
+                let x = init.iter().zip(&unit).map(|(&i, &z)| (l.alpha * i as f64 + l.sigma * z as f64) as f32).collect();
+                (&levels[*start..], x)
+            }
+        };
+        let mut seeded;
+        let mut recorded;
+        let noise: &mut dyn NoiseSource = match &p.step_noise {
+            Some(draws) => {
+                recorded = RecordedNoise::new(draws.clone());
+                &mut recorded
+            }
+            None => {
+                seeded = PhiloxNoise::new(p.seed);
+                &mut seeded
+            }
+        };
+        let mut guided = Guided::new(&mut self.net, plan.batch, plan.guidance, plan.cond)?;
+        let cancel = Arc::clone(&self.cancel);
+        let mut report = |done: usize, total: usize| !cancel.load(Ordering::SeqCst) && progress(done, total);
+        plan.sampler.sample(&mut guided, levels, &mut x, noise, &mut report, &plan.options)?;
+        let nfe = guided.evaluations;
+        Ok(Generation { samples: x, sampler: plan.sampler, steps: levels.len() - 1, nfe })
+    }
+}
+
+/// The checked, resolved form of [`GenerateParams`] for one model.
+struct Plan {
+    sampler: SamplerKind,
+    options: SamplerOptions,
+    schedule: Schedule,
+    batch: usize,
+    guidance: f32,
+    cond: Conditioning,
+    /// img2img: the start sample (whole batch) and the index of the level to start from.
+    init: Option<(Vec<f32>, usize)>,
+}
+
+impl Plan {
+    fn new(model: &Model, p: &GenerateParams) -> Result<Plan> {
+        let m = model.manifest();
+        let arg = |msg: String| Err(Error::InvalidArgument(msg));
+        let batch = p.batch;
+        if batch == 0 || batch > MAX_BATCH {
+            return arg(format!("batch must be between 1 and {MAX_BATCH}, got {batch}"));
+        }
+        let len = model.sample_len();
+        let default_sampler = m.defaults.sampler.as_deref().unwrap_or("dpmpp-2m");
+        let sampler = sampler_by_name(p.sampler.as_deref().unwrap_or(default_sampler))?;
+        let steps = p.steps.or(m.defaults.steps).unwrap_or(20);
+        if steps == 0 || steps > MAX_STEPS {
+            return arg(format!("steps must be between 1 and {MAX_STEPS}, got {steps}"));
+        }
+        let guidance = p.guidance.or(m.defaults.guidance).unwrap_or(1.0);
+        if !guidance.is_finite() || guidance < 0.0 || guidance > 100.0 {
+            return arg(format!("guidance must be a finite number in [0, 100], got {guidance}"));
+        }
+        if !(p.eta.is_finite() && (0.0..=1.0).contains(&p.eta)) {
+            return arg(format!("eta must be in [0, 1], got {}", p.eta));
+        }
+        let mut options = SamplerOptions { eta: p.eta, ..SamplerOptions::default() };
+        if !matches!(model.noise_schedule(), crate::schedule::NoiseSchedule::Discrete(_)) {
+            options.lcm_boundary = None;
+        }
+        let sigmas = p.sigmas.as_ref().or(m.defaults.sigmas.as_ref());
+        let schedule = match sigmas {
+            Some(s) if p.steps.is_none() || p.sigmas.is_some() => Schedule::from_sigmas(model.noise_schedule(), s)?,
+            _ => sampler.schedule(model.noise_schedule(), steps as usize, p.spacing)?,
+        };
+
+        let cond = conditioning(model, p, batch)?;
+        for (what, v) in [("noise", &p.noise)] {
+            if let Some(v) = v {
+                if v.len() != batch * len {
+                    return arg(format!("{what} has {} values, expected batch {batch} × {len}", v.len()));
+                }
+                if v.iter().any(|x| !x.is_finite()) {
+                    return arg(format!("{what} contains NaN or infinity"));
+                }
+            }
+        }
+        if let Some(draws) = &p.step_noise {
+            if let Some(d) = draws.iter().find(|d| d.len() != batch * len && !d.is_empty()) {
+                return arg(format!("step noise has a draw of {} values, expected {}", d.len(), batch * len));
+            }
+        }
+        let init = match (&p.init, p.strength) {
+            (None, None) => None,
+            (None, Some(_)) => return arg("strength needs an initial sample (init)".into()),
+            (Some(init), strength) => {
+                let strength = strength.unwrap_or(0.8);
+                if !(strength > 0.0 && strength <= 1.0) {
+                    return arg(format!("strength must be in (0, 1], got {strength}"));
+                }
+                let full = if init.len() == len {
+                    init.repeat(batch)
+                } else if init.len() == batch * len {
+                    init.clone()
+                } else {
+                    return arg(format!("init has {} values, expected {len} or batch {batch} × {len}", init.len()));
+                };
+                if full.iter().any(|x| !x.is_finite()) {
+                    return arg("init contains NaN or infinity".into());
+                }
+                // diffusers: init_timestep = min(int(steps * strength), steps); start at steps - init_timestep.
+                let total = schedule.steps();
+                let run = ((total as f64 * strength as f64) as usize).min(total);
+                if run == 0 {
+                    return arg(format!("strength {strength} with {total} steps leaves no step to run"));
+                }
+                Some((full, total - run))
+            }
+        };
+        Ok(Plan { sampler, options, schedule, batch, guidance, cond, init })
+    }
+}
+
+fn conditioning(model: &Model, p: &GenerateParams, batch: usize) -> Result<Conditioning> {
+    let m = model.manifest();
+    let arg = |msg: String| Err(Error::InvalidArgument(msg));
+    let classes = match &m.denoiser.class_input {
+        None => {
+            if !p.classes.is_empty() {
+                return arg(format!("model `{}` has no class input, but classes were given", m.name));
+            }
+            Vec::new()
+        }
+        Some(ci) => {
+            let labels: Vec<i64> = match p.classes.len() {
+                0 => match ci.null_class {
+                    Some(n) => vec![n; batch],
+                    None => return arg(format!("model `{}` needs a class (0..{}) and has no null class", m.name, ci.num_classes)),
+                },
+                1 => vec![p.classes[0]; batch],
+                k if k == batch => p.classes.clone(),
+                k => return arg(format!("{k} classes for a batch of {batch}: give one, or one per sample")),
+            };
+            for &c in &labels {
+                let ok = (0..ci.num_classes as i64).contains(&c) || Some(c) == ci.null_class;
+                if !ok {
+                    return arg(format!("class {c} is out of range 0..{} for model `{}`", ci.num_classes, m.name));
+                }
+            }
+            labels
+        }
+    };
+    let mut conds = Vec::with_capacity(batch * m.denoiser.cond_inputs.len());
+    for (name, _) in &p.conds {
+        if !m.denoiser.cond_inputs.iter().any(|c| &c.name == name) {
+            let known: Vec<&str> = model.cond_names().collect();
+            return arg(format!("model `{}` has no conditioning input `{name}` (it has: {})", m.name,
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }));
+        }
+    }
+    for c in &m.denoiser.cond_inputs {
+        let given = p.conds.iter().filter(|(n, _)| *n == c.name).collect::<Vec<_>>();
+        if given.len() > 1 {
+            return arg(format!("conditioning `{}` given twice", c.name));
+        }
+        match given.first().map(|(_, v)| v.as_slice()) {
+            None => conds.extend(std::iter::repeat_n(c.default, batch)),
+            Some([v]) => conds.extend(std::iter::repeat_n(*v, batch)),
+            Some(v) if v.len() == batch => conds.extend_from_slice(v),
+            Some(v) => return arg(format!("conditioning `{}` has {} values for a batch of {batch}", c.name, v.len())),
+        }
+    }
+    if let Some(v) = conds.iter().find(|v| !v.is_finite()) {
+        return arg(format!("conditioning value {v} is not finite"));
+    }
+    Ok(Conditioning { classes, conds })
+}
