@@ -148,6 +148,22 @@ fn fixtures_load_and_are_consistent() {
     }
 }
 
+/// The fixtures were made from the committed graphs: a retrained model without regenerated fixtures
+/// (or the reverse) fails here rather than as a puzzling numeric mismatch.
+#[test]
+fn fixtures_are_current_for_the_shipped_models() {
+    use sha2::{Digest, Sha256};
+    let index = index();
+    let hashes = index["model_sha256"].as_object().expect("model_sha256");
+    assert!(!hashes.is_empty());
+    for (model, want) in hashes {
+        let bytes = std::fs::read(repo().join("models").join(model).join("denoiser.onnx")).expect("read model");
+        let got: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(&got, want, "models/{model}/denoiser.onnx changed since tests/fixtures/golden was made; \
+            rerun tests/fixtures/make_golden.py");
+    }
+}
+
 #[test]
 fn samplers_match_diffusers_and_backends_agree() {
     let mut per_backend = Vec::new();
