@@ -353,3 +353,70 @@ impl Manifest {
         self.denoiser.class_input.as_ref().and_then(|c| c.null_class)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{
+      "schema": "diffusion-rt.model/1", "name": "m", "sample_shape": [1, 4, 4],
+      "denoiser": {"onnx": "d.onnx", "sample_input": "x", "time_input": {"name": "t", "kind": "index"},
+                   "output": "y", "prediction": "epsilon"},
+      "noise_schedule": {"type": "discrete"}
+    }"#;
+
+    fn err(text: &str) -> String {
+        match Manifest::parse(text) {
+            Err(Error::Manifest(m)) => m,
+            other => panic!("expected a manifest error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_manifest_gets_defaults() {
+        let m = Manifest::parse(GOOD).unwrap();
+        assert_eq!(m.sample_len(), 16);
+        assert_eq!(m.denoiser.time_input.as_ref().unwrap().scale, 1.0);
+        assert_eq!(m.output.value_range, [-1.0, 1.0]);
+        assert!(matches!(m.noise_schedule.to_schedule().unwrap(), NoiseSchedule::Discrete(d) if d == DiscreteSchedule::default()));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (GOOD.replace("\"prediction\"", "\"predicton\""), "predicton"),
+            (GOOD.replace("\"name\": \"m\",", "\"name\": \"m\", \"extra\": 1,"), "extra"),
+            (GOOD.replace("diffusion-rt.model/1", "diffusion-rt.model/9"), "schema"),
+            (GOOD.replace("[1, 4, 4]", "[1, 0, 4]"), "sample_shape"),
+            (GOOD.replace("\"epsilon\"", "\"eps\""), "eps"),
+            (GOOD.replace("\"index\"", "\"idx\""), "idx"),
+            (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"discrete\", \"beta_schedule\": \"cosine\"}"), "beta_schedule"),
+            (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"discrete\", \"timestep_spacing\": \"even\"}"), "timestep_spacing"),
+            (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"discrete\", \"beta_start\": 0.5, \"beta_end\": 0.1}"), "beta_start"),
+            (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"edm\", \"sigma_min\": 5, \"sigma_max\": 1}"), "sigma_min"),
+            (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"flow\", \"shift\": -1}"), "shift"),
+            (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"vp\"}"), "vp"),
+            (GOOD.replace("\"kind\": \"index\"}", "\"kind\": \"index\", \"scale\": 0}"), "scale"),
+            (GOOD.replace("\"output\": \"y\"", "\"output\": \"y\", \"class_input\": {\"name\": \"x\", \"num_classes\": 3}"), "named twice"),
+            ("{not json".to_string(), "line 1"),
+            ("".to_string(), "EOF"),
+        ];
+        for (text, needle) in cases {
+            let msg = err(&text);
+            assert!(msg.contains(needle), "`{msg}` should mention `{needle}`");
+        }
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("drt-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("model.json"), GOOD.replace("\"prediction\"", "\"predicton\"")).unwrap();
+        let msg = Manifest::load(&dir).unwrap_err().to_string();
+        assert!(msg.contains("model.json") && msg.contains("predicton"), "{msg}");
+        std::fs::remove_file(dir.join("model.json")).unwrap();
+        assert!(matches!(Manifest::load(&dir), Err(Error::Io(m)) if m.contains("model.json")));
+        assert!(matches!(Manifest::load(&dir.join("absent")), Err(Error::Io(m)) if m.contains("absent")));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

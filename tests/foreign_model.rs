@@ -160,3 +160,35 @@ fn wrong_prediction_type_is_caught() {
         assert!(err > MISMATCH, "{name}: an epsilon reading of a v-prediction model still matched ({err:.3e})");
     }
 }
+
+// SCRATCH-PROBE (temporary)
+#[test]
+#[ignore]
+fn scratch_probe() {
+    use diffusion_rt::backend::{load_graph, Input, InputData};
+    for f in std::fs::read_dir("/tmp/fv").unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().map_or(true, |e| e != "onnx") { continue; }
+        for backend in backends() {
+            let g = load_graph(&p, &common::options(backend)).unwrap();
+            let mut r = g.runner().unwrap();
+            for batch in [2usize, 1, 4] {
+                let x = vec![0.1f32; batch * 768];
+                let ti = g.inputs().iter().position(|i| i.name != "sample").unwrap();
+                let si = g.inputs().iter().position(|i| i.name == "sample").unwrap();
+                let tinfo = &g.inputs()[ti];
+                let ti64 = vec![500i64; batch];
+                let tf = vec![500f32; batch];
+                let sshape = [batch, 3, 16, 16];
+                let tshape: Vec<usize> = if tinfo.shape.is_empty() { vec![] } else { vec![batch] };
+                let n = if tinfo.shape.is_empty() { 1 } else { batch };
+                let data = if tinfo.dtype == DType::I64 { InputData::I64(&ti64[..n]) } else { InputData::F32(&tf[..n]) };
+                let ins = [Input { index: si, shape: &sshape, data: InputData::F32(&x) }, Input { index: ti, shape: &tshape, data }];
+                let mut out = vec![0f32; batch * 768];
+                let res = r.run(&ins, 0, &mut out);
+                println!("{} {backend:?} batch {batch} inputs {:?}: {:?}", p.file_name().unwrap().to_string_lossy(),
+                    g.inputs().iter().map(|i| i.to_string()).collect::<Vec<_>>(), res.map(|_| out[..3].to_vec()).map_err(|e| e.to_string().chars().take(120).collect::<String>()));
+            }
+        }
+    }
+}
