@@ -38,16 +38,28 @@ pub fn sample_dpmpp_2m(
             let h = -e.ln();
             let h_prev = (cur.alpha * prev.sigma / (cur.sigma * prev.alpha)).ln();
             let w = 0.5 * h / h_prev;
-            if w.is_finite() { w } else { 0.0 }
+            if w.is_finite() {
+                w
+            } else {
+                0.0
+            }
         } else {
             0.0
         };
         // x' = cx x + cd (x0 + w (x0 - prev_x0)) + std z
         let (cx, cd, std) = if sde {
             let e2 = e * e;
-            (next.sigma / cur.sigma * e, next.alpha * (1.0 - e2), next.sigma * (1.0 - e2).max(0.0).sqrt())
+            (
+                next.sigma / cur.sigma * e,
+                next.alpha * (1.0 - e2),
+                next.sigma * (1.0 - e2).max(0.0).sqrt(),
+            )
         } else {
-            (next.sigma / cur.sigma, next.alpha - cur.alpha * next.sigma / cur.sigma, 0.0)
+            (
+                next.sigma / cur.sigma,
+                next.alpha - cur.alpha * next.sigma / cur.sigma,
+                0.0,
+            )
         };
         let (k0, k1) = (cd * (1.0 + d1), cd * d1);
         if std > 0.0 {

@@ -38,10 +38,16 @@ pub fn sample_first_order(
 ) -> Result<()> {
     check_run(den, levels, x)?;
     if !(eta >= 0.0 && eta.is_finite()) {
-        return Err(Error::InvalidArgument(format!("eta must be a finite value >= 0, got {eta}")));
+        return Err(Error::InvalidArgument(format!(
+            "eta must be a finite value >= 0, got {eta}"
+        )));
     }
     let mut x0 = vec![0.0f32; x.len()];
-    let mut z = if eta > 0.0 { vec![0.0f32; x.len()] } else { Vec::new() };
+    let mut z = if eta > 0.0 {
+        vec![0.0f32; x.len()]
+    } else {
+        Vec::new()
+    };
     let total = levels.len() - 1;
     for i in 0..total {
         denoise(den, x, &levels[i], i, &mut x0)?;
@@ -62,7 +68,11 @@ mod tests {
     use super::*;
 
     fn vp(acp: f64) -> Level {
-        Level { alpha: acp.sqrt(), sigma: (1.0 - acp).sqrt(), timestep: 0.0 }
+        Level {
+            alpha: acp.sqrt(),
+            sigma: (1.0 - acp).sqrt(),
+            timestep: 0.0,
+        }
     }
 
     #[test]
@@ -88,8 +98,16 @@ mod tests {
     fn eta_one_in_ve_coordinates_is_euler_ancestral() {
         // alpha = 1: sigma_up^2 = s1^2 (s^2 - s1^2) / s^2, sigma_down^2 = s1^2 - sigma_up^2.
         let (s, s1) = (3.0f64, 1.5f64);
-        let cur = Level { alpha: 1.0, sigma: s, timestep: 0.0 };
-        let next = Level { alpha: 1.0, sigma: s1, timestep: 0.0 };
+        let cur = Level {
+            alpha: 1.0,
+            sigma: s,
+            timestep: 0.0,
+        };
+        let next = Level {
+            alpha: 1.0,
+            sigma: s1,
+            timestep: 0.0,
+        };
         let (cx, cx0, std) = step_coefficients(&cur, &next, 1.0);
         let up = (s1 * s1 * (s * s - s1 * s1) / (s * s)).sqrt();
         let down = (s1 * s1 - up * up).sqrt();
@@ -100,8 +118,16 @@ mod tests {
 
     #[test]
     fn flow_start_with_zero_alpha_stays_finite() {
-        let cur = Level { alpha: 0.0, sigma: 1.0, timestep: 1.0 };
-        let next = Level { alpha: 0.25, sigma: 0.75, timestep: 0.75 };
+        let cur = Level {
+            alpha: 0.0,
+            sigma: 1.0,
+            timestep: 1.0,
+        };
+        let next = Level {
+            alpha: 0.25,
+            sigma: 0.75,
+            timestep: 0.75,
+        };
         for eta in [0.0, 1.0] {
             let (cx, cx0, std) = step_coefficients(&cur, &next, eta);
             assert!(cx.is_finite() && cx0.is_finite() && std.is_finite());

@@ -18,9 +18,16 @@ fn coords(l: &Level, flow: bool) -> (f64, f64) {
     (1.0 / norm, l.sigma / norm)
 }
 
-pub fn sample_heun(den: &mut dyn Denoiser, levels: &[Level], x: &mut [f32], progress: Progress) -> Result<()> {
+pub fn sample_heun(
+    den: &mut dyn Denoiser,
+    levels: &[Level],
+    x: &mut [f32],
+    progress: Progress,
+) -> Result<()> {
     check_run(den, levels, x)?;
-    let flow = levels.iter().all(|l| (l.alpha + l.sigma - 1.0).abs() < 1e-6);
+    let flow = levels
+        .iter()
+        .all(|l| (l.alpha + l.sigma - 1.0).abs() < 1e-6);
     if !flow && levels[0].alpha == 0.0 {
         return Err(Error::InvalidArgument(
             "heun integrates in sigma/alpha and needs alpha > 0 at the first level (except on flow schedules)".into(),

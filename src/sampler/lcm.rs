@@ -19,7 +19,10 @@ pub struct ConsistencyBoundary {
 impl Default for ConsistencyBoundary {
     /// diffusers' LCMScheduler values.
     fn default() -> Self {
-        ConsistencyBoundary { timestep_scaling: 10.0, sigma_data: 0.5 }
+        ConsistencyBoundary {
+            timestep_scaling: 10.0,
+            sigma_data: 0.5,
+        }
     }
 }
 

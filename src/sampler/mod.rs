@@ -53,6 +53,9 @@ impl Level {
 pub trait Denoiser {
     /// Number of f32 values in one call's `x` (batch × sample elements).
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Writes the predicted clean sample for the native sample `x` at `level` into `x0`.
     /// `step` is the index of the sampler step (for error messages and caches).
     fn denoise(&mut self, x: &[f32], level: &Level, step: usize, x0: &mut [f32]) -> Result<()>;
@@ -72,6 +75,8 @@ pub struct NoNoise;
 
 impl NoiseSource for NoNoise {
     fn fill(&mut self, step: usize, _out: &mut [f32]) -> Result<()> {
-        Err(crate::error::Error::Internal(format!("a deterministic sampler asked for noise at step {step}")))
+        Err(crate::error::Error::Internal(format!(
+            "a deterministic sampler asked for noise at step {step}"
+        )))
     }
 }

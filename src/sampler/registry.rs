@@ -31,7 +31,10 @@ pub struct SamplerOptions {
 
 impl Default for SamplerOptions {
     fn default() -> Self {
-        SamplerOptions { eta: 0.0, lcm_boundary: Some(ConsistencyBoundary::default()) }
+        SamplerOptions {
+            eta: 0.0,
+            lcm_boundary: Some(ConsistencyBoundary::default()),
+        }
     }
 }
 
@@ -68,7 +71,10 @@ impl SamplerKind {
             SamplerKind::Ddim => Grid::Ddim,
             SamplerKind::Ddpm => Grid::Ddpm,
             SamplerKind::Lcm => Grid::Lcm,
-            SamplerKind::Euler | SamplerKind::EulerAncestral | SamplerKind::Heun | SamplerKind::FlowEuler => Grid::Euler,
+            SamplerKind::Euler
+            | SamplerKind::EulerAncestral
+            | SamplerKind::Heun
+            | SamplerKind::FlowEuler => Grid::Euler,
             SamplerKind::DpmPp2m | SamplerKind::DpmPp2mSde => Grid::Dpm,
         }
     }
@@ -99,14 +105,22 @@ impl SamplerKind {
     /// Whether a run draws noise after the initial sample.
     pub fn is_stochastic(self, opts: &SamplerOptions) -> bool {
         match self {
-            SamplerKind::Ddpm | SamplerKind::EulerAncestral | SamplerKind::DpmPp2mSde | SamplerKind::Lcm => true,
+            SamplerKind::Ddpm
+            | SamplerKind::EulerAncestral
+            | SamplerKind::DpmPp2mSde
+            | SamplerKind::Lcm => true,
             SamplerKind::Ddim => opts.eta > 0.0,
             _ => false,
         }
     }
 
     /// The schedule this sampler walks for `steps` steps of a model trained on `noise`.
-    pub fn schedule(self, noise: &NoiseSchedule, steps: usize, spacing: SigmaSpacing) -> Result<Schedule> {
+    pub fn schedule(
+        self,
+        noise: &NoiseSchedule,
+        steps: usize,
+        spacing: SigmaSpacing,
+    ) -> Result<Schedule> {
         noise.schedule(self.grid(), steps, spacing)
     }
 
@@ -125,12 +139,20 @@ impl SamplerKind {
     ) -> Result<()> {
         use super::{dpmpp, euler, heun, lcm};
         match self {
-            SamplerKind::Ddim => euler::sample_first_order(den, levels, x, noise, opts.eta, progress),
-            SamplerKind::Euler | SamplerKind::FlowEuler => euler::sample_first_order(den, levels, x, noise, 0.0, progress),
-            SamplerKind::Ddpm | SamplerKind::EulerAncestral => euler::sample_first_order(den, levels, x, noise, 1.0, progress),
+            SamplerKind::Ddim => {
+                euler::sample_first_order(den, levels, x, noise, opts.eta, progress)
+            }
+            SamplerKind::Euler | SamplerKind::FlowEuler => {
+                euler::sample_first_order(den, levels, x, noise, 0.0, progress)
+            }
+            SamplerKind::Ddpm | SamplerKind::EulerAncestral => {
+                euler::sample_first_order(den, levels, x, noise, 1.0, progress)
+            }
             SamplerKind::Heun => heun::sample_heun(den, levels, x, progress),
             SamplerKind::DpmPp2m => dpmpp::sample_dpmpp_2m(den, levels, x, noise, false, progress),
-            SamplerKind::DpmPp2mSde => dpmpp::sample_dpmpp_2m(den, levels, x, noise, true, progress),
+            SamplerKind::DpmPp2mSde => {
+                dpmpp::sample_dpmpp_2m(den, levels, x, noise, true, progress)
+            }
             SamplerKind::Lcm => lcm::sample_lcm(den, levels, x, noise, opts.lcm_boundary, progress),
         }
     }
@@ -143,7 +165,14 @@ pub fn sampler_names() -> Vec<&'static str> {
 
 /// Looks a sampler up by its CLI name.
 pub fn sampler_by_name(name: &str) -> Result<SamplerKind> {
-    SamplerKind::ALL.iter().copied().find(|k| k.name() == name).ok_or_else(|| {
-        Error::InvalidArgument(format!("unknown sampler '{name}'; valid: {}", sampler_names().join(", ")))
-    })
+    SamplerKind::ALL
+        .iter()
+        .copied()
+        .find(|k| k.name() == name)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "unknown sampler '{name}'; valid: {}",
+                sampler_names().join(", ")
+            ))
+        })
 }

@@ -8,8 +8,11 @@ use crate::error::{Error, Result};
 use crate::sampler::Level;
 
 fn check_steps(steps: usize) -> Result<()> {
-    if steps == 0 {
-        return Err(Error::InvalidArgument("steps must be at least 1".into()));
+    if !(1..=super::MAX_STEPS).contains(&steps) {
+        return Err(Error::InvalidArgument(format!(
+            "steps must be between 1 and {}, got {steps}",
+            super::MAX_STEPS
+        )));
     }
     Ok(())
 }
@@ -17,7 +20,11 @@ fn check_steps(steps: usize) -> Result<()> {
 /// EDMEulerScheduler `set_timesteps`: Karras (rho) or exponential sigmas from `sigma_max` down to
 /// `sigma_min` in float64, stored as float32, then a final 0. `Level.timestep` is the sigma itself;
 /// the model adapter derives `c_noise` from it.
-pub(super) fn edm_levels(cfg: &EdmSchedule, steps: usize, spacing: SigmaSpacing) -> Result<Vec<Level>> {
+pub(super) fn edm_levels(
+    cfg: &EdmSchedule,
+    steps: usize,
+    spacing: SigmaSpacing,
+) -> Result<Vec<Level>> {
     check_steps(steps)?;
     if !(cfg.sigma_min > 0.0 && cfg.sigma_max > cfg.sigma_min && cfg.rho > 0.0) {
         return Err(Error::InvalidArgument(format!(
@@ -27,17 +34,22 @@ pub(super) fn edm_levels(cfg: &EdmSchedule, steps: usize, spacing: SigmaSpacing)
     }
     let sigmas: Vec<f64> = match spacing {
         SigmaSpacing::Default | SigmaSpacing::Karras => {
-            let (min_inv, max_inv) = (cfg.sigma_min.powf(1.0 / cfg.rho), cfg.sigma_max.powf(1.0 / cfg.rho));
+            let (min_inv, max_inv) = (
+                cfg.sigma_min.powf(1.0 / cfg.rho),
+                cfg.sigma_max.powf(1.0 / cfg.rho),
+            );
             torch_linspace_f64(0.0, 1.0, steps)
                 .into_iter()
                 .map(|r| (max_inv + r * (min_inv - max_inv)).powf(cfg.rho))
                 .collect()
         }
-        SigmaSpacing::Exponential => torch_linspace_f64(cfg.sigma_min.ln(), cfg.sigma_max.ln(), steps)
-            .into_iter()
-            .rev()
-            .map(f64::exp)
-            .collect(),
+        SigmaSpacing::Exponential => {
+            torch_linspace_f64(cfg.sigma_min.ln(), cfg.sigma_max.ln(), steps)
+                .into_iter()
+                .rev()
+                .map(f64::exp)
+                .collect()
+        }
     };
     let mut levels: Vec<Level> = sigmas.iter().map(|&s| edm_level(s as f32)).collect();
     levels.push(edm_level(0.0));
@@ -45,12 +57,20 @@ pub(super) fn edm_levels(cfg: &EdmSchedule, steps: usize, spacing: SigmaSpacing)
 }
 
 pub(super) fn edm_level(s: f32) -> Level {
-    Level { alpha: 1.0, sigma: s as f64, timestep: s as f64 }
+    Level {
+        alpha: 1.0,
+        sigma: s as f64,
+        timestep: s as f64,
+    }
 }
 
 pub(super) fn flow_level(t: f32) -> Level {
     let t = t as f64;
-    Level { alpha: 1.0 - t, sigma: t, timestep: t }
+    Level {
+        alpha: 1.0 - t,
+        sigma: t,
+        timestep: t,
+    }
 }
 
 /// FlowMatchEulerDiscreteScheduler with a static `shift`.
@@ -59,10 +79,14 @@ pub(super) fn flow_level(t: f32) -> Level {
 /// `steps` points linearly between that grid's first and last value and shifts them again, so the
 /// smallest sigma is shifted twice. We reproduce that (it is what the scheduler feeds the network).
 /// `Level.timestep` is the flow time `t` in [0, 1]; diffusers feeds `t * num_train_timesteps`.
-pub(super) fn flow_levels(cfg: &FlowSchedule, steps: usize, spacing: SigmaSpacing) -> Result<Vec<Level>> {
+pub(super) fn flow_levels(
+    cfg: &FlowSchedule,
+    steps: usize,
+    spacing: SigmaSpacing,
+) -> Result<Vec<Level>> {
     check_steps(steps)?;
     let t = cfg.num_train_timesteps;
-    if t < 1 || !(cfg.shift > 0.0 && cfg.shift.is_finite()) {
+    if !((1..=super::MAX_STEPS).contains(&t) && cfg.shift > 0.0 && cfg.shift.is_finite()) {
         return Err(Error::InvalidArgument(format!(
             "flow schedule needs num_train_timesteps >= 1 and shift > 0, got {t} and {}",
             cfg.shift
@@ -72,7 +96,7 @@ pub(super) fn flow_levels(cfg: &FlowSchedule, steps: usize, spacing: SigmaSpacin
         let a = cfg.shift as f32 * s;
         a / (1.0f32 + (cfg.shift - 1.0) as f32 * s)
     };
-    let sigma_max = shift32(t as f32 / t as f32) as f64;
+    let sigma_max = shift32(1.0) as f64; // the train grid's first entry, T / T
     let sigma_min = shift32(1.0f32 / t as f32) as f64;
     let shift = |s: f64| cfg.shift * s / (1.0 + (cfg.shift - 1.0) * s);
     let mut sigmas: Vec<f64> = np_linspace(sigma_max * t as f64, sigma_min * t as f64, steps)
@@ -104,7 +128,10 @@ mod tests {
 
     #[test]
     fn flow_without_shift_is_linear_in_t() {
-        let cfg = FlowSchedule { num_train_timesteps: 1000, shift: 1.0 };
+        let cfg = FlowSchedule {
+            num_train_timesteps: 1000,
+            shift: 1.0,
+        };
         let l = flow_levels(&cfg, 4, SigmaSpacing::Default).unwrap();
         assert_eq!(l[0].sigma, 1.0);
         assert_eq!(l[0].alpha, 0.0);
@@ -115,11 +142,35 @@ mod tests {
 
     #[test]
     fn flow_shift_moves_levels_up() {
-        let base = flow_levels(&FlowSchedule { num_train_timesteps: 1000, shift: 1.0 }, 10, SigmaSpacing::Default).unwrap();
-        let shifted = flow_levels(&FlowSchedule { num_train_timesteps: 1000, shift: 3.0 }, 10, SigmaSpacing::Default).unwrap();
+        let base = flow_levels(
+            &FlowSchedule {
+                num_train_timesteps: 1000,
+                shift: 1.0,
+            },
+            10,
+            SigmaSpacing::Default,
+        )
+        .unwrap();
+        let shifted = flow_levels(
+            &FlowSchedule {
+                num_train_timesteps: 1000,
+                shift: 3.0,
+            },
+            10,
+            SigmaSpacing::Default,
+        )
+        .unwrap();
         for (b, s) in base[1..10].iter().zip(&shifted[1..10]) {
             assert!(s.sigma > b.sigma);
         }
-        assert!(flow_levels(&FlowSchedule { num_train_timesteps: 1000, shift: -1.0 }, 10, SigmaSpacing::Default).is_err());
+        assert!(flow_levels(
+            &FlowSchedule {
+                num_train_timesteps: 1000,
+                shift: -1.0
+            },
+            10,
+            SigmaSpacing::Default
+        )
+        .is_err());
     }
 }
