@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
-pub mod ort_lib;
 #[cfg(feature = "ort")]
 mod ort;
+pub mod ort_lib;
 #[cfg(feature = "tract")]
 mod tract;
 
@@ -160,7 +160,9 @@ impl FromStr for BackendKind {
             "tract" => Ok(BackendKind::Tract),
             "ort" => Ok(BackendKind::Ort),
             "auto" => Ok(BackendKind::Auto),
-            _ => Err(Error::InvalidArgument(format!("unknown backend `{s}` (expected tract, ort or auto)"))),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown backend `{s}` (expected tract, ort or auto)"
+            ))),
         }
     }
 }
@@ -219,7 +221,10 @@ fn resolve_kind(opts: &BackendOptions) -> BackendKind {
             // An explicit library or a non-CPU provider is a request for ORT: failing loudly beats
             // silently running something else.
             let wants_ort = opts.ort_library.is_some() || opts.execution_provider != "cpu";
-            if wants_ort || (cfg!(feature = "ort") && ort_lib::find(None).is_ok()) || !cfg!(feature = "tract") {
+            if wants_ort
+                || (cfg!(feature = "ort") && ort_lib::find(None).is_ok())
+                || !cfg!(feature = "tract")
+            {
                 BackendKind::Ort
             } else {
                 BackendKind::Tract
@@ -242,7 +247,9 @@ fn load_tract(path: &Path, opts: &BackendOptions) -> Result<Arc<dyn Graph>> {
 
 #[cfg(not(feature = "tract"))]
 fn load_tract(_: &Path, _: &BackendOptions) -> Result<Arc<dyn Graph>> {
-    Err(Error::BackendUnavailable("this build has no tract backend (cargo feature `tract`)".into()))
+    Err(Error::BackendUnavailable(
+        "this build has no tract backend (cargo feature `tract`)".into(),
+    ))
 }
 
 #[cfg(feature = "ort")]
@@ -252,7 +259,9 @@ fn load_ort(path: &Path, opts: &BackendOptions) -> Result<Arc<dyn Graph>> {
 
 #[cfg(not(feature = "ort"))]
 fn load_ort(_: &Path, _: &BackendOptions) -> Result<Arc<dyn Graph>> {
-    Err(Error::BackendUnavailable("this build has no ONNX Runtime backend (cargo feature `ort`)".into()))
+    Err(Error::BackendUnavailable(
+        "this build has no ONNX Runtime backend (cargo feature `ort`)".into(),
+    ))
 }
 
 /// Default intra-op thread count: the physical cores available to this process, at most 8 (small
@@ -265,7 +274,9 @@ pub fn default_threads() -> usize {
 #[cfg(target_os = "linux")]
 fn smt_ways() -> usize {
     // /proc/cpuinfo's `siblings` (logical per package) over `cpu cores` (physical per package).
-    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else { return 1 };
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return 1;
+    };
     let field = |key: &str| {
         info.lines()
             .find(|l| l.starts_with(key))
@@ -285,6 +296,7 @@ fn smt_ways() -> usize {
 
 /// Checks `inputs` against the graph's declared inputs: each given once, right dtype, rank, fixed
 /// dimensions and element count. Allocation-free, so runners can call it on every step.
+#[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
 pub(crate) fn check_inputs(infos: &[IoInfo], inputs: &[Input<'_>]) -> Result<()> {
     if inputs.len() != infos.len() {
         let missing = infos
@@ -297,7 +309,11 @@ pub(crate) fn check_inputs(infos: &[IoInfo], inputs: &[Input<'_>]) -> Result<()>
             "graph takes {} inputs, {} given{}",
             infos.len(),
             inputs.len(),
-            if missing.is_empty() { String::new() } else { format!(" (missing: {})", missing.join(", ")) }
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!(" (missing: {})", missing.join(", "))
+            }
         )));
     }
     for (k, input) in inputs.iter().enumerate() {
@@ -309,7 +325,10 @@ pub(crate) fn check_inputs(infos: &[IoInfo], inputs: &[Input<'_>]) -> Result<()>
             )));
         };
         if inputs[..k].iter().any(|other| other.index == input.index) {
-            return Err(Error::InvalidArgument(format!("input `{}` given twice", info.name)));
+            return Err(Error::InvalidArgument(format!(
+                "input `{}` given twice",
+                info.name
+            )));
         }
         if input.data.dtype() != info.dtype {
             return Err(Error::InvalidArgument(format!(
@@ -320,12 +339,22 @@ pub(crate) fn check_inputs(infos: &[IoInfo], inputs: &[Input<'_>]) -> Result<()>
             )));
         }
         let fits = input.shape.len() == info.shape.len()
-            && input.shape.iter().zip(&info.shape).all(|(&d, want)| want.map_or(true, |w| w == d));
+            && input
+                .shape
+                .iter()
+                .zip(&info.shape)
+                .all(|(&d, want)| want.map_or(true, |w| w == d));
         if !fits {
-            return Err(Error::InvalidArgument(format!("input shape {:?} does not fit {info}", input.shape)));
+            return Err(Error::InvalidArgument(format!(
+                "input shape {:?} does not fit {info}",
+                input.shape
+            )));
         }
         if input.shape.contains(&0) {
-            return Err(Error::InvalidArgument(format!("input `{}` has an empty dimension: {:?}", info.name, input.shape)));
+            return Err(Error::InvalidArgument(format!(
+                "input `{}` has an empty dimension: {:?}",
+                info.name, input.shape
+            )));
         }
         match element_count(input.shape) {
             Some(n) if n == input.data.len() => {}
@@ -342,22 +371,31 @@ pub(crate) fn check_inputs(infos: &[IoInfo], inputs: &[Input<'_>]) -> Result<()>
     Ok(())
 }
 
+#[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
 pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 /// Validates the output index and that it is a float output we can hand back as f32.
+#[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
 pub(crate) fn check_output(infos: &[IoInfo], output: usize) -> Result<&IoInfo> {
     let info = infos.get(output).ok_or_else(|| {
-        Error::InvalidArgument(format!("output index {output} out of range (graph has {} outputs)", infos.len()))
+        Error::InvalidArgument(format!(
+            "output index {output} out of range (graph has {} outputs)",
+            infos.len()
+        ))
     })?;
     match info.dtype {
         DType::F32 | DType::F16 => Ok(info),
-        dt => Err(Error::InvalidArgument(format!("output `{}` is {dt}; only float32/float16 outputs can be read", info.name))),
+        dt => Err(Error::InvalidArgument(format!(
+            "output `{}` is {dt}; only float32/float16 outputs can be read",
+            info.name
+        ))),
     }
 }
 
 /// Checks that `out` can take an output of `shape` before anything is copied into it.
+#[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
 pub(crate) fn check_out_len(info: &IoInfo, shape: &[usize], out: &[f32]) -> Result<()> {
     match element_count(shape) {
         Some(n) if n == out.len() => Ok(()),

@@ -18,8 +18,8 @@ use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, Sess
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
 use super::{
-    check_inputs, check_out_len, check_output, default_threads, ort_lib, BackendOptions, DType, Graph, Input, InputData,
-    IoInfo, Runner,
+    check_inputs, check_out_len, check_output, default_threads, ort_lib, BackendOptions, DType,
+    Graph, Input, InputData, IoInfo, Runner,
 };
 use crate::error::{Error, Result};
 
@@ -28,7 +28,9 @@ use crate::error::{Error, Result};
 static ENVIRONMENT: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
 
 fn environment(library: &Path) -> Result<Environment> {
-    let mut guard = ENVIRONMENT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut guard = ENVIRONMENT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((loaded, env)) = guard.as_ref() {
         if loaded != library {
             return Err(Error::BackendUnavailable(format!(
@@ -102,11 +104,26 @@ impl OrtGraph {
         let ep = opts.execution_provider.clone();
         let prepacked = PrepackedWeights::new();
         let session = build_session(&env, path, &ep, threads, &prepacked)?;
-        let inputs = session.inputs().iter().map(|o| io_info(o.name(), o.dtype())).collect();
-        let outputs = session.outputs().iter().map(|o| io_info(o.name(), o.dtype())).collect();
-        log::debug!("ort loaded {} on {ep} with {threads} threads", path.display());
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| io_info(o.name(), o.dtype()))
+            .collect();
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| io_info(o.name(), o.dtype()))
+            .collect();
+        log::debug!(
+            "ort loaded {} on {ep} with {threads} threads",
+            path.display()
+        );
         Ok(OrtGraph {
-            shared: Arc::new(Shared { path: path.to_path_buf(), inputs, outputs }),
+            shared: Arc::new(Shared {
+                path: path.to_path_buf(),
+                inputs,
+                outputs,
+            }),
             env,
             ep,
             threads,
@@ -116,8 +133,16 @@ impl OrtGraph {
     }
 }
 
-fn build_session(env: &Environment, path: &Path, ep: &str, threads: usize, prepacked: &PrepackedWeights) -> Result<Session> {
-    let opt = |e: ort::Error<SessionBuilder>| Error::Internal(format!("ONNX Runtime session options: {e}"));
+fn build_session(
+    env: &Environment,
+    path: &Path,
+    ep: &str,
+    threads: usize,
+    prepacked: &PrepackedWeights,
+) -> Result<Session> {
+    let opt = |e: ort::Error<SessionBuilder>| {
+        Error::Internal(format!("ONNX Runtime session options: {e}"))
+    };
     let mut builder = Session::builder(env)
         .map_err(|e| Error::Internal(format!("ONNX Runtime session options: {e}")))?
         .with_optimization_level(GraphOptimizationLevel::All)
@@ -145,7 +170,9 @@ fn build_session(env: &Environment, path: &Path, ep: &str, threads: usize, prepa
 }
 
 fn ep_unavailable(ep: &str, e: &dyn std::fmt::Display) -> Error {
-    Error::BackendUnavailable(format!("execution provider `{ep}` could not be registered with ONNX Runtime: {e}"))
+    Error::BackendUnavailable(format!(
+        "execution provider `{ep}` could not be registered with ONNX Runtime: {e}"
+    ))
 }
 
 fn execution_provider(ep: &str) -> Result<ort::ep::ExecutionProviderDispatch> {
@@ -165,19 +192,27 @@ fn execution_provider(ep: &str) -> Result<ort::ep::ExecutionProviderDispatch> {
         "nnapi" => Ok(ort::ep::NNAPI::default().build()),
         #[cfg(feature = "xnnpack")]
         "xnnpack" => Ok(ort::ep::XNNPACK::default().build()),
+        #[allow(unreachable_patterns)] // with every provider feature on, nothing is missing
         "cuda" | "tensorrt" | "coreml" | "nnapi" | "xnnpack" => missing(ep),
-        _ => Err(Error::InvalidArgument(format!("unknown execution provider `{ep}`"))),
+        _ => Err(Error::InvalidArgument(format!(
+            "unknown execution provider `{ep}`"
+        ))),
     }
 }
 
 fn io_info(name: &str, ty: &ValueType) -> IoInfo {
     let (dtype, shape) = match ty {
-        ValueType::Tensor { ty, shape, .. } => {
-            (dtype_of(*ty), shape.iter().map(|&d| usize::try_from(d).ok()).collect())
-        }
+        ValueType::Tensor { ty, shape, .. } => (
+            dtype_of(*ty),
+            shape.iter().map(|&d| usize::try_from(d).ok()).collect(),
+        ),
         _ => (DType::Other, Vec::new()),
     };
-    IoInfo { name: name.to_string(), dtype, shape }
+    IoInfo {
+        name: name.to_string(),
+        dtype,
+        shape,
+    }
 }
 
 fn dtype_of(ty: TensorElementType) -> DType {
@@ -206,10 +241,20 @@ impl Graph for OrtGraph {
     }
 
     fn runner(&self) -> Result<Box<dyn Runner>> {
-        let first = self.first.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let first = self
+            .first
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
         let session = match first {
             Some(session) => session,
-            None => build_session(&self.env, &self.shared.path, &self.ep, self.threads, &self.prepacked)?,
+            None => build_session(
+                &self.env,
+                &self.shared.path,
+                &self.ep,
+                self.threads,
+                &self.prepacked,
+            )?,
         };
         let mut selected = Vec::with_capacity(self.shared.outputs.len());
         for info in &self.shared.outputs {
@@ -259,17 +304,18 @@ impl OrtRunner {
     fn fill_inputs(&mut self, inputs: &[Input<'_>]) -> Result<()> {
         let path = &self.shared.path;
         for index in 0..self.shared.inputs.len() {
-            let input = inputs
-                .iter()
-                .find(|i| i.index == index)
-                .ok_or_else(|| Error::Internal(format!("input {index} vanished after validation")))?;
+            let input = inputs.iter().find(|i| i.index == index).ok_or_else(|| {
+                Error::Internal(format!("input {index} vanished after validation"))
+            })?;
             if self.values.len() <= index {
                 let value = new_tensor(input).map_err(|e| model_error(path, e))?;
                 self.values.push(SessionInputValue::Owned(value));
                 continue;
             }
             let SessionInputValue::Owned(current) = &mut self.values[index] else {
-                return Err(Error::Internal("ort input slot holds a borrowed value".into()));
+                return Err(Error::Internal(
+                    "ort input slot holds a borrowed value".into(),
+                ));
             };
             if !fits(current, input) {
                 let spare = &mut self.spares[index];
@@ -293,7 +339,10 @@ fn fits(value: &DynValue, input: &Input<'_>) -> bool {
         ValueType::Tensor { ty, shape, .. } => {
             dtype_of(*ty) == input.data.dtype()
                 && shape.len() == input.shape.len()
-                && shape.iter().zip(input.shape).all(|(&a, &b)| usize::try_from(a).is_ok_and(|a| a == b))
+                && shape
+                    .iter()
+                    .zip(input.shape)
+                    .all(|(&a, &b)| usize::try_from(a).is_ok_and(|a| a == b))
         }
         _ => false,
     }
@@ -312,7 +361,10 @@ fn new_tensor(input: &Input<'_>) -> ort::Result<DynValue> {
 fn copy_into(value: &mut DynValue, input: &Input<'_>) -> ort::Result<()> {
     match input.data {
         InputData::F32(d) => value.try_extract_tensor_mut::<f32>()?.1.copy_from_slice(d),
-        InputData::F16(d) => value.try_extract_tensor_mut::<half::f16>()?.1.copy_from_slice(d),
+        InputData::F16(d) => value
+            .try_extract_tensor_mut::<half::f16>()?
+            .1
+            .copy_from_slice(d),
         InputData::I64(d) => value.try_extract_tensor_mut::<i64>()?.1.copy_from_slice(d),
         InputData::I32(d) => value.try_extract_tensor_mut::<i32>()?.1.copy_from_slice(d),
     }
@@ -332,22 +384,40 @@ impl Runner for OrtRunner {
             .selected
             .get(output)
             .ok_or_else(|| Error::Internal(format!("no run options for output {output}")))?;
-        let results = self.session.run_with_options(self.values.as_slice(), options).map_err(model_error)?;
-        let value = results
-            .get(info.name.as_str())
-            .ok_or_else(|| Error::Internal(format!("ONNX Runtime returned no output `{}`", info.name)))?;
+        let results = self
+            .session
+            .run_with_options(self.values.as_slice(), options)
+            .map_err(model_error)?;
+        let value = results.get(info.name.as_str()).ok_or_else(|| {
+            Error::Internal(format!("ONNX Runtime returned no output `{}`", info.name))
+        })?;
         let ValueType::Tensor { ty, shape, .. } = value.dtype() else {
-            return Err(Error::Model(format!("{}: output `{}` is not a tensor", path.display(), info.name)));
+            return Err(Error::Model(format!(
+                "{}: output `{}` is not a tensor",
+                path.display(),
+                info.name
+            )));
         };
-        let shape: Vec<usize> = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
+        let shape: Vec<usize> = shape
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(0))
+            .collect();
         check_out_len(info, &shape, out)?;
         match ty {
-            TensorElementType::Float32 => out.copy_from_slice(value.try_extract_tensor::<f32>().map_err(model_error)?.1),
-            TensorElementType::Float16 => {
-                value.try_extract_tensor::<half::f16>().map_err(model_error)?.1.convert_to_f32_slice(out)
+            TensorElementType::Float32 => {
+                out.copy_from_slice(value.try_extract_tensor::<f32>().map_err(model_error)?.1)
             }
+            TensorElementType::Float16 => value
+                .try_extract_tensor::<half::f16>()
+                .map_err(model_error)?
+                .1
+                .convert_to_f32_slice(out),
             other => {
-                return Err(Error::Model(format!("{}: output `{}` came back as {other:?}", path.display(), info.name)))
+                return Err(Error::Model(format!(
+                    "{}: output `{}` came back as {other:?}",
+                    path.display(),
+                    info.name
+                )))
             }
         }
         Ok(shape)

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// How to get the library, appended to every "not found" message.
-pub const INSTALL_HINT: &str = "install it with `bash scripts/install-onnxruntime.sh` (from the diffusion-rt \
+pub const INSTALL_HINT: &str =
+    "install it with `bash scripts/install-onnxruntime.sh` (from the diffusion-rt \
      repository), or point --ort-lib / DRT_ORT_LIB at an existing libonnxruntime";
 
 const INSTALL_DIR: &str = ".ort/lib";
@@ -30,7 +31,10 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf> {
     }
     let mut looked = Vec::new();
     let cwd = std::env::current_dir().ok();
-    let dirs = cwd.iter().map(|d| d.join(INSTALL_DIR)).chain([Path::new(env!("CARGO_MANIFEST_DIR")).join(INSTALL_DIR)]);
+    let dirs = cwd
+        .iter()
+        .map(|d| d.join(INSTALL_DIR))
+        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join(INSTALL_DIR)]);
     for dir in dirs {
         if let Some(lib) = library_in(&dir) {
             return absolute(&lib);
@@ -62,7 +66,11 @@ fn resolve(path: &Path, source: &str) -> Result<PathBuf> {
 /// `libonnxruntime.so` in `dir`, or failing that a versioned `libonnxruntime.so.X.Y.Z` (the PyPI wheel
 /// ships only that name), the highest version first.
 fn library_in(dir: &Path) -> Option<PathBuf> {
-    let plain = format!("{}onnxruntime{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    let plain = format!(
+        "{}onnxruntime{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
     let candidate = dir.join(&plain);
     if candidate.is_file() {
         return Some(candidate);
@@ -72,7 +80,12 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
         .ok()?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&versioned_prefix)))
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&versioned_prefix))
+        })
         .collect();
     versioned.sort_by_key(|p| version_key(p));
     versioned.pop()
@@ -80,7 +93,9 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
 
 fn version_key(path: &Path) -> Vec<u64> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.split('.').filter_map(|part| part.parse().ok()).collect()
+    name.split('.')
+        .filter_map(|part| part.parse().ok())
+        .collect()
 }
 
 /// ort resolves a relative path against the executable's folder, not the working directory, so it
@@ -112,6 +127,9 @@ mod tests {
         let err = find(Some(Path::new("/nonexistent/libonnxruntime.so"))).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::BackendUnavailable(_)), "{msg}");
-        assert!(msg.contains("scripts/install-onnxruntime.sh") && msg.contains("/nonexistent"), "{msg}");
+        assert!(
+            msg.contains("scripts/install-onnxruntime.sh") && msg.contains("/nonexistent"),
+            "{msg}"
+        );
     }
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use half::slice::HalfFloatSliceExt;
 use tract_onnx::prelude::*;
 
-use super::{check_inputs, check_out_len, check_output, DType, Graph, Input, InputData, IoInfo, Runner};
+use super::{
+    check_inputs, check_out_len, check_output, DType, Graph, Input, InputData, IoInfo, Runner,
+};
 use crate::error::{Error, Result};
 
 struct Shared {
@@ -34,31 +36,72 @@ pub(crate) struct TractGraph {
 
 impl TractGraph {
     pub(crate) fn load(path: &Path) -> Result<Self> {
+        // tract's analysis has panicking paths on malformed graphs; a bad file must stay an error.
+        panic::catch_unwind(AssertUnwindSafe(|| Self::load_inner(path))).unwrap_or_else(|payload| {
+            Err(Error::Model(format!(
+                "{}: tract failed while loading: {}",
+                path.display(),
+                panic_message(payload.as_ref())
+            )))
+        })
+    }
+
+    fn load_inner(path: &Path) -> Result<Self> {
         let err = |e: TractError| Error::Model(format!("{}: {e:#}", path.display()));
         let model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
         // Names come from the graph as parsed: optimisation may fold an input's first op into it and
         // relabel the outlet (a `timestep` feeding a Cast came out as `/Cast_output_0`).
-        let input_names = model.inputs.iter().map(|o| model.node(o.node).name.clone()).collect::<Vec<_>>();
+        let input_names = model
+            .inputs
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect::<Vec<_>>();
         let output_names = model
             .outputs
             .iter()
-            .map(|&o| model.outlet_label(o).unwrap_or(&model.node(o.node).name).to_string())
+            .map(|&o| {
+                model
+                    .outlet_label(o)
+                    .unwrap_or(&model.node(o.node).name)
+                    .to_string()
+            })
             .collect::<Vec<_>>();
         let model = model.into_optimized().map_err(err)?;
         let inputs = io_infos(input_names, |i| model.input_fact(i)).map_err(err)?;
         let outputs = io_infos(output_names, |i| model.output_fact(i)).map_err(err)?;
         let plan = TypedSimplePlan::new(model).map_err(err)?;
-        log::debug!("tract loaded {}: inputs {inputs:?}, outputs {outputs:?}", path.display());
-        Ok(TractGraph { shared: Arc::new(Shared { path: path.to_path_buf(), inputs, outputs }), plan })
+        log::debug!(
+            "tract loaded {}: inputs {inputs:?}, outputs {outputs:?}",
+            path.display()
+        );
+        Ok(TractGraph {
+            shared: Arc::new(Shared {
+                path: path.to_path_buf(),
+                inputs,
+                outputs,
+            }),
+            plan,
+        })
     }
 }
 
-fn io_infos<'m>(names: Vec<String>, fact: impl Fn(usize) -> TractResult<&'m TypedFact>) -> TractResult<Vec<IoInfo>> {
+fn io_infos<'m>(
+    names: Vec<String>,
+    fact: impl Fn(usize) -> TractResult<&'m TypedFact>,
+) -> TractResult<Vec<IoInfo>> {
     let mut infos = Vec::with_capacity(names.len());
     for (i, name) in names.into_iter().enumerate() {
         let fact = fact(i)?;
-        let shape = fact.shape.iter().map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok())).collect();
-        infos.push(IoInfo { name, dtype: dtype_of(fact.datum_type), shape });
+        let shape = fact
+            .shape
+            .iter()
+            .map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok()))
+            .collect();
+        infos.push(IoInfo {
+            name,
+            dtype: dtype_of(fact.datum_type),
+            shape,
+        });
     }
     Ok(infos)
 }
@@ -90,7 +133,12 @@ impl Graph for TractGraph {
     fn runner(&self) -> Result<Box<dyn Runner>> {
         let state = self.plan.spawn().map_err(|e| self.shared.model_error(e))?;
         let slots = vec![None; self.shared.inputs.len()];
-        Ok(Box::new(TractRunner { shared: self.shared.clone(), plan: self.plan.clone(), state, slots }))
+        Ok(Box::new(TractRunner {
+            shared: self.shared.clone(),
+            plan: self.plan.clone(),
+            state,
+            slots,
+        }))
     }
 
     fn backend_name(&self) -> &'static str {
@@ -132,11 +180,7 @@ impl Runner for TractRunner {
         let results = match panic::catch_unwind(AssertUnwindSafe(|| state.run(values))) {
             Ok(run) => run.map_err(|e| self.shared.model_error(e))?,
             Err(payload) => {
-                let what = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
+                let what = panic_message(payload.as_ref());
                 self.state = self.plan.spawn().map_err(|e| self.shared.model_error(e))?;
                 self.slots.iter_mut().for_each(|s| *s = None);
                 return Err(Error::Model(format!(
@@ -150,10 +194,18 @@ impl Runner for TractRunner {
             .ok_or_else(|| Error::Internal(format!("tract returned no output {output}")))?;
         let shape = value.shape();
         check_out_len(info, shape, out)?;
-        let view = value.try_as_plain_ram().map_err(|e| self.shared.model_error(e))?;
+        let view = value
+            .try_as_plain_ram()
+            .map_err(|e| self.shared.model_error(e))?;
         match value.datum_type() {
-            DatumType::F32 => out.copy_from_slice(view.as_slice::<f32>().map_err(|e| self.shared.model_error(e))?),
-            DatumType::F16 => view.as_slice::<f16>().map_err(|e| self.shared.model_error(e))?.convert_to_f32_slice(out),
+            DatumType::F32 => out.copy_from_slice(
+                view.as_slice::<f32>()
+                    .map_err(|e| self.shared.model_error(e))?,
+            ),
+            DatumType::F16 => view
+                .as_slice::<f16>()
+                .map_err(|e| self.shared.model_error(e))?
+                .convert_to_f32_slice(out),
             dt => {
                 return Err(Error::Model(format!(
                     "{}: output `{}` came back as {dt:?}",
@@ -189,4 +241,12 @@ fn fill(slot: &mut Option<Arc<Tensor>>, input: &Input<'_>) -> TractResult<()> {
     };
     *slot = Some(Arc::new(tensor));
     Ok(())
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
