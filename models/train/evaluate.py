@@ -34,9 +34,9 @@ def scale_model_input(sched, x, t):
     return x.numpy().astype(np.float32)
 
 
-def session(path):
+def session(path, threads=2):
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
+    opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
