@@ -5,7 +5,7 @@
 //! coefficients for both halves, this equals diffusers' guidance on epsilon / v / velocity.
 
 use crate::error::{Error, Result};
-use crate::model::Network;
+use crate::model::{Network, PerSample};
 use crate::sampler::{Denoiser, Level};
 
 /// Per-sample conditioning of one generation.
@@ -68,15 +68,17 @@ impl Denoiser for Guided<'_> {
         self.batch * self.net.model().sample_len()
     }
 
-    fn denoise(&mut self, x: &[f32], level: &Level, step: usize, x0: &mut [f32]) -> Result<()> {
+    fn denoise(&mut self, x: &[f32], level: &Level, _step: usize, x0: &mut [f32]) -> Result<()> {
         if self.guidance == 1.0 {
             self.evaluations += 1;
-            return self.net.denoise(x, self.batch, level, &self.cond.classes, &self.cond.conds, step, x0);
+            let cond = PerSample { classes: &self.cond.classes, conds: &self.cond.conds };
+            return self.net.denoise(x, self.batch, level, cond, x0);
         }
         let n = x.len();
         self.x2[..n].copy_from_slice(x);
         self.x2[n..].copy_from_slice(x);
-        self.net.denoise(&self.x2, 2 * self.batch, level, &self.classes2, &self.conds2, step, &mut self.out2)?;
+        let cond = PerSample { classes: &self.classes2, conds: &self.conds2 };
+        self.net.denoise(&self.x2, 2 * self.batch, level, cond, &mut self.out2)?;
         self.evaluations += 2;
         let (c, u) = self.out2.split_at(n);
         let g = self.guidance;

@@ -209,6 +209,15 @@ fn wire(m: &Manifest, g: &dyn Graph) -> Result<Wiring> {
     Ok(Wiring { sample, time, class, conds, output, fixed_batch })
 }
 
+/// Conditioning of the samples of one network call.
+#[derive(Clone, Copy, Debug)]
+pub struct PerSample<'a> {
+    /// One label per sample; empty when the model has no class input.
+    pub classes: &'a [i64],
+    /// `n` values per conditioning input, input-major (the manifest's `cond_inputs` order).
+    pub conds: &'a [f32],
+}
+
 /// One session's network evaluator: feeds the graph and converts its output to `x0`.
 /// Input buffers are kept between calls, so steps after the first allocate nothing here.
 pub struct Network {
@@ -243,11 +252,10 @@ impl Network {
         Some(v * t.scale)
     }
 
-    /// Evaluates `n` samples `x` (native scaling) at `level` with per-sample `classes` (may be empty
-    /// when the model has no class input) and `conds` (`n` values per conditioning input, input-major),
-    /// writing the predicted clean samples into `x0`.
-    pub fn denoise(&mut self, x: &[f32], n: usize, level: &Level, classes: &[i64], conds: &[f32], _step: usize,
-                   x0: &mut [f32]) -> Result<()> {
+    /// Evaluates `n` samples `x` (native scaling) at `level` with their conditioning, writing the
+    /// predicted clean samples into `x0`.
+    pub fn denoise(&mut self, x: &[f32], n: usize, level: &Level, cond: PerSample<'_>, x0: &mut [f32]) -> Result<()> {
+        let PerSample { classes, conds } = cond;
         let m = Arc::clone(&self.model);
         let w = &m.wiring;
         let len = m.sample_len();

@@ -152,7 +152,7 @@ impl Plan {
             return arg(format!("steps must be between 1 and {MAX_STEPS}, got {steps}"));
         }
         let guidance = p.guidance.or(m.defaults.guidance).unwrap_or(1.0);
-        if !guidance.is_finite() || guidance < 0.0 || guidance > 100.0 {
+        if !(0.0..=100.0).contains(&guidance) {
             return arg(format!("guidance must be a finite number in [0, 100], got {guidance}"));
         }
         if !(p.eta.is_finite() && (0.0..=1.0).contains(&p.eta)) {

@@ -343,7 +343,7 @@ pub(crate) fn check_inputs(infos: &[IoInfo], inputs: &[Input<'_>]) -> Result<()>
                 .shape
                 .iter()
                 .zip(&info.shape)
-                .all(|(&d, want)| want.map_or(true, |w| w == d));
+                .all(|(&d, want)| want.is_none_or(|w| w == d));
         if !fits {
             return Err(Error::InvalidArgument(format!(
                 "input shape {:?} does not fit {info}",

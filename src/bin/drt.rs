@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate samples and write them as a PNG grid and/or a raw .npy.
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Show a model's manifest, graph inputs and outputs, and what the backend makes of them.
     Inspect(ModelArgs),
 }
