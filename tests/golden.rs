@@ -1,7 +1,7 @@
 //! The golden references of `tests/fixtures/make_golden.py`: diffusers' schedulers driving the shipped
 //! ONNX denoisers through onnxruntime's Python API. Each case is rebuilt the way a user would: a
 //! `model.json` carrying the scheduler's config, then a generation fed the fixture's initial and
-//! per-step noise. The final samples must match to relative L2 <= 1e-4 on every backend.
+//! per-step noise (and, for img2img cases, the start image and strength). The final samples must match to relative L2 <= 1e-4 on every backend.
 
 mod common;
 
@@ -93,6 +93,8 @@ fn params(index: &Value, case: &Value, spacing: SigmaSpacing) -> GenerateParams 
         classes: index["classes"].as_array().expect("classes").iter().map(|c| c.as_i64().expect("class")).collect(),
         noise: Some(init.data),
         step_noise,
+        init: case.get("init").map(|f| load_npy(f.as_str().expect("init")).data),
+        strength: case.get("strength").map(|v| v.as_f64().expect("strength") as f32),
         ..GenerateParams::default()
     }
 }
@@ -139,6 +141,10 @@ fn fixtures_load_and_are_consistent() {
         assert_eq!(load_npy(case["output"].as_str().expect("output")).shape, vec![batch, 1, 16, 16], "{name}");
         if case["scheduler"] != "FlowMatchEulerDiscreteScheduler" {
             assert!(case["config"]["timestep_spacing"].is_string(), "{name}: timestep_spacing must be explicit");
+        }
+        if let Some(f) = case.get("init") {
+            assert_eq!(load_npy(f.as_str().expect("init")).shape, vec![batch, 1, 16, 16], "{name}");
+            assert!(case["strength"].as_f64().is_some_and(|s| s > 0.0 && s < 1.0), "{name}");
         }
         if let Some(f) = case.get("step_noise") {
             let arr = load_npy(f.as_str().expect("file"));
