@@ -3,6 +3,23 @@
 //! Layers, top to bottom (nothing below knows about anything above): [`pipeline`] (one generation),
 //! [`sampler`] over a [`schedule`], [`guidance`] wrapping the network, [`model`] (manifest adapters
 //! turning the network into `D(x, level) -> x0`), [`backend`] (tract or ONNX Runtime).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use diffusion_rt::{BackendOptions, GenerateParams, Model, Session};
+//!
+//! fn main() -> diffusion_rt::Result<()> {
+//!     let model = Arc::new(Model::load("models/digits".as_ref(), &BackendOptions::default())?);
+//!     let mut session = Session::new(&model)?; // one per thread; the model is shared
+//!     let params = GenerateParams { batch: 2, classes: vec![3, 7], seed: 42, ..GenerateParams::default() };
+//!     let out = session.generate(&params, &mut |step, total| {
+//!         eprintln!("{step}/{total}");
+//!         true // false cancels
+//!     })?;
+//!     assert_eq!(out.samples.len(), 2 * model.sample_len());
+//!     Ok(())
+//! }
+//! ```
 
 pub mod backend;
 pub mod error;
