@@ -209,3 +209,23 @@ fn scalar_int64_timestep_graph_on_ort() {
 fn scalar_int64_timestep_graph_on_tract() {
     scalar_timestep_graph(BackendKind::Tract);
 }
+
+/// The same UNet exported with a rank-0 int64 timestep (as many diffusers exports are) gives the same
+/// samples on every backend: the model layer runs such graphs one sample per call on tract, whose
+/// optimiser cannot batch them (see `scalar_int64_timestep_graph_on_tract`).
+#[test]
+fn scalar_timestep_export_of_the_same_unet_matches() {
+    let tmp = TempDir::new("foreign-scalar");
+    let mut manifest = read_json(&fixture_dir().join("model.json"));
+    manifest["denoiser"]["onnx"] = json!(fixture_dir().join("unet_scalar_timestep.onnx"));
+    std::fs::write(tmp.path().join("model.json"), serde_json::to_string_pretty(&manifest).expect("json")).expect("write");
+    for backend in backends() {
+        let model = load(tmp.path(), backend);
+        let info = &model.graph().inputs()[1];
+        assert_eq!((info.dtype, info.shape.len()), (DType::I64, 0), "{backend:?}: `{info}` should be a scalar");
+        for (name, err, _) in run_cases(tmp.path(), backend) {
+            println!("{backend:?} {name} (scalar timestep): rel L2 {err:.2e}");
+            assert!(err <= TOLERANCE, "{backend:?} {name}: {err:.3e}");
+        }
+    }
+}
