@@ -269,6 +269,9 @@ impl Network {
         if x.len() != n * len || x0.len() != n * len {
             return Err(Error::Internal(format!("denoise: buffers of {} and {} values for {n} samples of {len}", x.len(), x0.len())));
         }
+        if conds.len() != n * w.conds.len() {
+            return Err(Error::Internal(format!("denoise: {} conditioning values for {n} samples", conds.len())));
+        }
         if self.one_sample_per_call && n > 1 {
             let k = w.conds.len();
             for i in 0..n {
@@ -303,9 +306,6 @@ impl Network {
                 DType::I64 => copy_into(&mut self.class_i64, classes.iter().copied()),
                 _ => copy_into(&mut self.class_i32, classes.iter().map(|&c| c as i32)),
             }
-        }
-        if conds.len() != n * w.conds.len() {
-            return Err(Error::Internal(format!("denoise: {} conditioning values for {n} samples", conds.len())));
         }
         let any_f16_cond = w.conds.iter().any(|c| c.1 == DType::F16);
         if any_f16_cond {
