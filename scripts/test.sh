@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-onnxruntime.sh > /dev/null
 export DRT_REQUIRE_ORT=1
+# The C examples link the shared library, which `cargo test` does not rebuild.
+cargo build --release --locked --lib
 cargo test --release --locked "$@"

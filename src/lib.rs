@@ -23,6 +23,7 @@
 
 pub mod backend;
 pub mod error;
+pub mod ffi;
 pub mod guidance;
 pub mod image;
 pub mod manifest;

@@ -1,0 +1,141 @@
+//! The C ABI's contract, called from Rust as C would: statuses, messages, NULL handling, buffers
+//! left untouched on error, old (shorter) parameter structs, cancellation from callbacks and threads.
+
+mod common;
+
+use std::ffi::{c_void, CStr, CString};
+use std::ptr::{null, null_mut};
+
+use common::model_dir;
+use diffusion_rt::ffi::*;
+
+fn last_error() -> String {
+    unsafe { CStr::from_ptr(drt_last_error()) }.to_string_lossy().into_owned()
+}
+
+fn tract_params() -> (drt_model_params, CString) {
+    let backend = CString::new("tract").expect("cstr");
+    let mut p = drt_model_params_default();
+    p.backend = backend.as_ptr();
+    (p, backend)
+}
+
+fn load() -> *mut drt_model {
+    let dir = CString::new(model_dir("digits").to_str().expect("utf8")).expect("cstr");
+    let (p, _keep) = tract_params();
+    let mut m = null_mut();
+    assert_eq!(unsafe { drt_model_load(dir.as_ptr(), &p, &mut m) }, drt_status::DRT_OK, "{}", last_error());
+    m
+}
+
+#[test]
+fn errors_are_statuses_with_messages() {
+    unsafe {
+        let mut m = null_mut();
+        assert_eq!(drt_model_load(null(), null(), &mut m), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("model_dir"));
+        let missing = CString::new("/no/such/model").expect("cstr");
+        assert_eq!(drt_model_load(missing.as_ptr(), null(), &mut m), drt_status::DRT_ERR_IO);
+        assert!(last_error().contains("/no/such/model") && m.is_null(), "out untouched on error");
+        assert_eq!(drt_model_load(missing.as_ptr(), null(), null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        let bad_backend = CString::new("gpu").expect("cstr");
+        let mut p = drt_model_params_default();
+        p.backend = bad_backend.as_ptr();
+        let dir = CString::new(model_dir("digits").to_str().expect("utf8")).expect("cstr");
+        assert_eq!(drt_model_load(dir.as_ptr(), &p, &mut m), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        p.struct_size = 2;
+        assert_eq!(drt_model_load(dir.as_ptr(), &p, &mut m), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("struct_size"));
+        drt_model_free(null_mut());
+        drt_session_free(null_mut());
+        drt_session_cancel(null());
+        assert_eq!(drt_model_sample_len(null()), 0);
+        assert_eq!(CStr::from_ptr(drt_status_string(drt_status::DRT_ERR_CANCELLED)).to_str(), Ok("DRT_ERR_CANCELLED"));
+        assert_eq!(CStr::from_ptr(drt_version()).to_str(), Ok(env!("CARGO_PKG_VERSION")));
+    }
+}
+
+#[test]
+fn generate_checks_buffers_and_parameters() {
+    unsafe {
+        let m = load();
+        assert_eq!(drt_model_sample_len(m), 256);
+        let mut s = null_mut();
+        assert_eq!(drt_session_create(m, null(), &mut s), drt_status::DRT_OK);
+        let mut p = drt_generate_params_default();
+        p.steps = 4;
+        p.batch = 2;
+        p.class_label = 5;
+        let mut out = vec![7.0f32; 512];
+        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 511), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(out.iter().all(|&v| v == 7.0), "nothing written on a short buffer");
+        assert!(last_error().contains("511"));
+        for (edit, needle) in [
+            (&|p: &mut drt_generate_params| p.steps = 0 as _, "steps"),
+            (&|p: &mut drt_generate_params| p.class_label = 99, "class 99"),
+            (&|p: &mut drt_generate_params| p.guidance = f32::NAN, "guidance"),
+        ] as [(&dyn Fn(&mut drt_generate_params), &str); 3]
+        {
+            let mut bad = p;
+            edit(&mut bad);
+            assert_eq!(drt_generate(s, &bad, out.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
+            assert!(last_error().contains(needle), "`{}` should mention {needle}", last_error());
+        }
+        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
+        assert_eq!(last_error(), "", "success clears the message");
+        assert!(out.iter().all(|v| v.is_finite() && *v != 7.0));
+
+        // A caller compiled against a struct that ended before `class_label` gets the defaults of the
+        // fields it does not know: no class, batch 1.
+        let mut old = p;
+        old.struct_size = std::mem::offset_of!(drt_generate_params, class_label) as u32;
+        let mut unconditional = vec![0f32; 512];
+        assert_eq!(drt_generate(s, &old, unconditional.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
+        let mut none = p;
+        none.class_label = -1;
+        none.batch = 1;
+        let mut want = vec![0f32; 512];
+        assert_eq!(drt_generate(s, &none, want.as_mut_ptr(), 512), drt_status::DRT_OK);
+        assert!(unconditional == want && want[256..].iter().all(|&v| v == 0.0));
+        drt_session_free(s);
+        drt_model_free(m);
+    }
+}
+
+unsafe extern "C" fn stop_at_two(step: u32, _total: u32, user_data: *mut c_void) -> bool {
+    *(user_data as *mut u32) = step;
+    step < 2
+}
+
+unsafe extern "C" fn cancel_from_thread(step: u32, _total: u32, user_data: *mut c_void) -> bool {
+    if step == 1 {
+        let s = user_data as usize;
+        std::thread::spawn(move || drt_session_cancel(s as *const drt_session)).join().expect("thread");
+    }
+    true
+}
+
+#[test]
+fn progress_callback_and_cancel_stop_the_run() {
+    unsafe {
+        let m = load();
+        let mut s = null_mut();
+        assert_eq!(drt_session_create(m, null(), &mut s), drt_status::DRT_OK);
+        let mut out = vec![0f32; 256];
+        let mut seen = 0u32;
+        let mut p = drt_generate_params_default();
+        p.steps = 6;
+        p.progress = Some(stop_at_two);
+        p.user_data = &mut seen as *mut u32 as *mut c_void;
+        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 256), drt_status::DRT_ERR_CANCELLED);
+        assert_eq!(seen, 2);
+        p.progress = Some(cancel_from_thread);
+        p.user_data = s as *mut c_void;
+        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 256), drt_status::DRT_ERR_CANCELLED);
+        assert!(last_error().contains("step 2"), "{}", last_error());
+        p.progress = None;
+        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 256), drt_status::DRT_OK, "usable after a cancel");
+        drt_session_free(s);
+        drt_model_free(m);
+    }
+}
