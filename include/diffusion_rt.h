@@ -8,6 +8,21 @@
 #include <stdint.h>
 
 /**
+ * Version of the library these declarations come from.
+ */
+#define DRT_VERSION_MAJOR 0
+
+#define DRT_VERSION_MINOR 1
+
+#define DRT_VERSION_PATCH 0
+
+/**
+ * Bumped on every incompatible change of this header. An app compares it with drt_abi_version() at
+ * start-up to catch a mismatched shared library before calling anything else.
+ */
+#define DRT_ABI_VERSION 1
+
+/**
  * Result of every fallible call.
  */
 typedef enum drt_status {
@@ -108,11 +123,39 @@ typedef struct drt_generate_params {
    */
   drt_progress_fn progress;
   void *user_data;
+  /**
+   * Optional per-sample class labels (`batch` of them), overriding class_label; NULL = none.
+   */
+  const int32_t *classes;
+  /**
+   * Optional initial standard-normal noise, `batch * sample_len` floats; NULL = seeded noise.
+   */
+  const float *noise;
+  /**
+   * Optional float conditioning: `cond_count` input names and one value each for all samples.
+   */
+  const char *const *cond_names;
+  const float *cond_values;
+  uint32_t cond_count;
+  /**
+   * Optional img2img start, `sample_len` (shared) or `batch * sample_len` floats; NULL = none.
+   */
+  const float *init;
+  size_t init_len;
+  /**
+   * img2img: the fraction of the schedule run on `init`, in (0, 1].
+   */
+  float strength;
 } drt_generate_params;
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * The ABI version of the loaded library (see DRT_ABI_VERSION).
+ */
+uint32_t drt_abi_version(void);
 
 /**
  * The library version, e.g. "0.1.0". Static storage; never NULL.

@@ -139,3 +139,78 @@ fn progress_callback_and_cancel_stop_the_run() {
         drt_model_free(m);
     }
 }
+
+#[test]
+fn version_macros_match_the_library() {
+    let v = format!("{DRT_VERSION_MAJOR}.{DRT_VERSION_MINOR}.{DRT_VERSION_PATCH}");
+    assert_eq!(v, env!("CARGO_PKG_VERSION"));
+    assert_eq!(drt_abi_version(), DRT_ABI_VERSION);
+}
+
+/// Per-sample classes, supplied noise and img2img through the C struct give what the Rust API gives.
+#[test]
+fn extended_parameters_match_the_rust_api() {
+    use diffusion_rt::{GenerateParams, Session};
+    let model = common::load(&model_dir("digits"), diffusion_rt::BackendKind::Tract);
+    let rust = |p: GenerateParams| Session::new(&model).expect("session").generate(&p, &mut |_, _| true).expect("gen").samples;
+    unsafe {
+        let m = load();
+        let mut s = null_mut();
+        assert_eq!(drt_session_create(m, null(), &mut s), drt_status::DRT_OK);
+        let classes = [3i32, 8];
+        let noise: Vec<f32> = (0..512).map(|i| ((i as f32) * 0.7).sin()).collect();
+        let init: Vec<f32> = (0..256).map(|i| ((i as f32) * 0.1).cos()).collect();
+        let mut p = drt_generate_params_default();
+        p.steps = 5;
+        p.batch = 2;
+        p.seed = 9;
+        p.classes = classes.as_ptr();
+        let base = GenerateParams { steps: Some(5), batch: 2, seed: 9, classes: vec![3, 8], ..GenerateParams::default() };
+        let mut out = vec![0f32; 512];
+        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
+        assert_eq!(out, rust(base.clone()), "per-sample classes");
+        p.noise = noise.as_ptr();
+        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
+        assert_eq!(out, rust(GenerateParams { noise: Some(noise.clone()), ..base.clone() }), "supplied noise");
+        p.init = init.as_ptr();
+        p.init_len = init.len();
+        p.strength = 0.6;
+        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
+        let img2img = GenerateParams { noise: Some(noise.clone()), init: Some(init.clone()), strength: Some(0.6), ..base };
+        assert_eq!(out, rust(img2img), "img2img");
+        p.init_len = 7;
+        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("init has 7 values"), "{}", last_error());
+        drt_session_free(s);
+        drt_model_free(m);
+    }
+}
+
+#[test]
+fn float_conditioning_by_name() {
+    unsafe {
+        let dir = CString::new(common::repo().join("tests/fixtures/toy").to_str().expect("utf8")).expect("cstr");
+        let (mp, _keep) = tract_params();
+        let mut m = null_mut();
+        assert_eq!(drt_model_load(dir.as_ptr(), &mp, &mut m), drt_status::DRT_OK, "{}", last_error());
+        let mut s = null_mut();
+        assert_eq!(drt_session_create(m, null(), &mut s), drt_status::DRT_OK);
+        let name = CString::new("difficulty").expect("cstr");
+        let names = [name.as_ptr()];
+        let values = [0.375f32];
+        let mut p = drt_generate_params_default();
+        p.cond_names = names.as_ptr();
+        p.cond_values = values.as_ptr();
+        p.cond_count = 1;
+        let mut out = vec![0f32; 16];
+        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 16), drt_status::DRT_OK, "{}", last_error());
+        assert!(out.iter().all(|&v| (v - 0.375).abs() < 1e-6), "{out:?}");
+        let wrong = CString::new("hardness").expect("cstr");
+        let names = [wrong.as_ptr()];
+        p.cond_names = names.as_ptr();
+        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 16), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("hardness"));
+        drt_session_free(s);
+        drt_model_free(m);
+    }
+}

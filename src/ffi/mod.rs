@@ -108,6 +108,20 @@ unsafe fn read_params<T: Copy>(p: *const T, size_of_field: u32, defaults: T) -> 
     Ok(out)
 }
 
+/// Version of the library these declarations come from.
+pub const DRT_VERSION_MAJOR: u32 = 0;
+pub const DRT_VERSION_MINOR: u32 = 1;
+pub const DRT_VERSION_PATCH: u32 = 0;
+/// Bumped on every incompatible change of this header. An app compares it with drt_abi_version() at
+/// start-up to catch a mismatched shared library before calling anything else.
+pub const DRT_ABI_VERSION: u32 = 1;
+
+/// The ABI version of the loaded library (see DRT_ABI_VERSION).
+#[no_mangle]
+pub extern "C" fn drt_abi_version() -> u32 {
+    DRT_ABI_VERSION
+}
+
 /// The library version, e.g. "0.1.0". Static storage; never NULL.
 #[no_mangle]
 pub extern "C" fn drt_version() -> *const c_char {
@@ -304,6 +318,19 @@ pub struct drt_generate_params {
     /// Optional progress callback and its user data.
     pub progress: drt_progress_fn,
     pub user_data: *mut c_void,
+    /// Optional per-sample class labels (`batch` of them), overriding class_label; NULL = none.
+    pub classes: *const i32,
+    /// Optional initial standard-normal noise, `batch * sample_len` floats; NULL = seeded noise.
+    pub noise: *const f32,
+    /// Optional float conditioning: `cond_count` input names and one value each for all samples.
+    pub cond_names: *const *const c_char,
+    pub cond_values: *const f32,
+    pub cond_count: u32,
+    /// Optional img2img start, `sample_len` (shared) or `batch * sample_len` floats; NULL = none.
+    pub init: *const f32,
+    pub init_len: usize,
+    /// img2img: the fraction of the schedule run on `init`, in (0, 1].
+    pub strength: f32,
 }
 
 /// Defaults: seed 0, 20 steps, the model's guidance and sampler, no class, batch 1, no callback.
@@ -319,6 +346,14 @@ pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
         batch: 1,
         progress: None,
         user_data: std::ptr::null_mut(),
+        classes: std::ptr::null(),
+        noise: std::ptr::null(),
+        cond_names: std::ptr::null(),
+        cond_values: std::ptr::null(),
+        cond_count: 0,
+        init: std::ptr::null(),
+        init_len: 0,
+        strength: 0.8,
     }
 }
 
@@ -350,13 +385,36 @@ pub unsafe extern "C" fn drt_generate(
         if out_len < needed {
             return Err(invalid(&format!("out holds {out_len} floats; batch {} needs {needed}", p.batch)));
         }
+        let batch = p.batch as usize;
+        if batch == 0 || batch > crate::pipeline::MAX_BATCH {
+            return Err(invalid(&format!("batch must be between 1 and {}, got {batch}", crate::pipeline::MAX_BATCH)));
+        }
+        let classes = if !p.classes.is_null() {
+            std::slice::from_raw_parts(p.classes, batch).iter().map(|&c| c as i64).collect()
+        } else if p.class_label < 0 {
+            Vec::new()
+        } else {
+            vec![p.class_label as i64]
+        };
+        let mut conds = Vec::with_capacity(p.cond_count as usize);
+        if p.cond_count > 0 && (p.cond_names.is_null() || p.cond_values.is_null()) {
+            return Err(invalid("cond_count > 0 needs cond_names and cond_values"));
+        }
+        for i in 0..p.cond_count as usize {
+            let name = opt_str(*p.cond_names.add(i), "params.cond_names")?.ok_or_else(|| invalid("a cond_names entry is NULL"))?;
+            conds.push((name.to_string(), vec![*p.cond_values.add(i)]));
+        }
         let gp = GenerateParams {
             sampler: opt_str(p.sampler, "params.sampler")?.map(str::to_string),
             steps: Some(p.steps),
             guidance: (p.guidance >= 0.0 || p.guidance.is_nan()).then_some(p.guidance),
-            batch: p.batch as usize,
+            batch,
             seed: p.seed,
-            classes: if p.class_label < 0 { Vec::new() } else { vec![p.class_label as i64] },
+            classes,
+            conds,
+            noise: (!p.noise.is_null()).then(|| std::slice::from_raw_parts(p.noise, needed).to_vec()),
+            init: (!p.init.is_null()).then(|| std::slice::from_raw_parts(p.init, p.init_len).to_vec()),
+            strength: (!p.init.is_null()).then_some(p.strength),
             ..GenerateParams::default()
         };
         let (cb, ud) = (p.progress, p.user_data);
