@@ -42,21 +42,38 @@ fn header_compiles_as_c99_and_cxx11() {
     run(Command::new("c++").args(["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I"]).arg(&inc).arg(&c));
 }
 
-#[test]
-fn generate_example_matches_the_rust_api() {
+/// Compiles `c_examples/NAME.c` against the shared library into `tmp`.
+fn build_example(name: &str, tmp: &TempDir) -> PathBuf {
     let lib = lib_dir();
     assert!(lib.join("libdiffusion_rt.so").is_file(), "build the library first: cargo build --release --lib");
-    let tmp = TempDir::new("c-generate");
-    let exe = tmp.path().join("generate");
+    let exe = tmp.path().join(name);
     run(Command::new("cc")
         .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I"])
         .arg(repo().join("include"))
-        .arg(repo().join("c_examples/generate.c"))
+        .arg(repo().join("c_examples").join(format!("{name}.c")))
         .arg("-L")
         .arg(&lib)
         .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .args(["-ldiffusion_rt", "-o"])
+        .args(["-ldiffusion_rt", "-lpthread", "-o"])
         .arg(&exe));
+    exe
+}
+
+#[test]
+fn threads_example_equals_sequential_runs_on_every_backend() {
+    let tmp = TempDir::new("c-threads");
+    let exe = build_example("threads", &tmp);
+    for backend in common::backends() {
+        let name = if backend == BackendKind::Tract { "tract" } else { "ort" };
+        let o = run(Command::new(&exe).arg(model_dir("digits")).arg(name).arg("6"));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("every result equals the sequential one"), "{name}");
+    }
+}
+
+#[test]
+fn generate_example_matches_the_rust_api() {
+    let tmp = TempDir::new("c-generate");
+    let exe = build_example("generate", &tmp);
     let (pgm, raw) = (tmp.path().join("d.pgm"), tmp.path().join("d.f32"));
     run(Command::new(&exe).arg(model_dir("digits")).arg("tract").arg(&pgm).arg(&raw));
     let bytes = std::fs::read(&pgm).expect("pgm written");
