@@ -83,14 +83,8 @@ impl Model {
 
     /// A per-session evaluator of the network.
     pub fn network(self: &Arc<Self>) -> Result<Network> {
-        // tract 0.23.9's declutter folds `timestep * ones(batch)` in int64 down to the bare timestep,
-        // losing the broadcast, so a graph with a rank-0 integer timestep fails at batch >= 2 there.
-        // Such a graph is exact at batch 1, and a scalar timestep is shared by the batch anyway.
-        let one_sample_per_call = self.graph.backend_name() == "tract"
-            && matches!(self.wiring.time, Some((_, DType::I64 | DType::I32, false)));
         Ok(Network {
             model: Arc::clone(self),
-            one_sample_per_call,
             runner: self.graph.runner()?,
             time_f32: Vec::new(),
             time_f16: Vec::new(),
@@ -228,7 +222,6 @@ pub struct PerSample<'a> {
 /// Input buffers are kept between calls, so steps after the first allocate nothing here.
 pub struct Network {
     model: Arc<Model>,
-    one_sample_per_call: bool,
     runner: Box<dyn Runner>,
     time_f32: Vec<f32>,
     time_f16: Vec<half::f16>,
@@ -271,15 +264,6 @@ impl Network {
         }
         if conds.len() != n * w.conds.len() {
             return Err(Error::Internal(format!("denoise: {} conditioning values for {n} samples", conds.len())));
-        }
-        if self.one_sample_per_call && n > 1 {
-            let k = w.conds.len();
-            for i in 0..n {
-                let one_conds: SmallVec<[f32; 8]> = (0..k).map(|c| conds[c * n + i]).collect();
-                let one = PerSample { classes: classes.get(i..i + 1).unwrap_or(&[]), conds: &one_conds };
-                self.denoise(&x[i * len..(i + 1) * len], 1, level, one, &mut x0[i * len..(i + 1) * len])?;
-            }
-            return Ok(());
         }
         if let Some(b) = w.fixed_batch {
             if n != b {

@@ -6,17 +6,16 @@
 //! only: half the point is comparing them.
 #![cfg(all(feature = "tract", feature = "ort"))]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::{backends, ort_available, rel_l2, repo};
 use diffusion_rt::backend::{
     load_graph, ort_lib, BackendKind, BackendOptions, DType, Graph, Input, InputData, IoInfo,
 };
 use diffusion_rt::error::Error;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn denoiser_path() -> PathBuf {
     repo().join("models/digits/denoiser.onnx")
@@ -31,26 +30,6 @@ fn opts(backend: BackendKind) -> BackendOptions {
         backend,
         threads: Some(2),
         ..BackendOptions::default()
-    }
-}
-
-/// `None` when the ort tests should be skipped (library missing and not required).
-fn ort_available() -> Option<()> {
-    match ort_lib::find(None) {
-        Ok(_) => Some(()),
-        Err(e) if std::env::var_os("DRT_REQUIRE_ORT").is_none() => {
-            // Straight to stderr, past the test harness's capture, once per run: a skip must be seen.
-            static NOTE: std::sync::Once = std::sync::Once::new();
-            NOTE.call_once(|| {
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "note: skipping the ONNX Runtime tests ({e})"
-                );
-            });
-            None
-        }
-        Err(e) => panic!("DRT_REQUIRE_ORT is set but ONNX Runtime is unavailable: {e}"),
     }
 }
 
@@ -133,16 +112,6 @@ fn inputs<'a>(graph: &dyn Graph, case: &'a Case, batch_shape: &'a [usize]) -> Ve
     ]
 }
 
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
-}
 
 fn check_io(graph: &dyn Graph) {
     let info = |name: &str, dtype, shape: &[Option<usize>]| IoInfo {
@@ -213,7 +182,9 @@ fn tract_matches_onnxruntime_reference() {
 
 #[test]
 fn ort_matches_onnxruntime_reference() {
-    let Some(()) = ort_available() else { return };
+    if !ort_available() {
+        return;
+    }
     let graph = load(BackendKind::Ort);
     assert_eq!(graph.backend_name(), "ort");
     run_reference(graph.as_ref());
@@ -221,7 +192,9 @@ fn ort_matches_onnxruntime_reference() {
 
 #[test]
 fn tract_and_ort_agree() {
-    let Some(()) = ort_available() else { return };
+    if !ort_available() {
+        return;
+    }
     let tract = run_reference(load(BackendKind::Tract).as_ref());
     let ort = run_reference(load(BackendKind::Ort).as_ref());
     let err = rel_l2(&tract, &ort);
@@ -243,7 +216,7 @@ fn auto_prefers_ort_when_its_library_is_found() {
 #[test]
 fn runners_on_several_threads() {
     let mut kinds = vec![BackendKind::Tract];
-    if ort_available().is_some() {
+    if ort_available() {
         kinds.push(BackendKind::Ort);
     }
     for kind in kinds {
@@ -264,13 +237,6 @@ fn runners_on_several_threads() {
     }
 }
 
-fn backends() -> Vec<BackendKind> {
-    let mut kinds = vec![BackendKind::Tract];
-    if ort_available().is_some() {
-        kinds.push(BackendKind::Ort);
-    }
-    kinds
-}
 
 #[test]
 fn missing_model_file_is_an_io_error_naming_it() {
@@ -441,7 +407,7 @@ fn execution_provider_requests() {
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     // Without the cargo feature the provider is not compiled in: unavailable, never a silent CPU
     // fallback. (With the feature, whether it registers depends on the library and the machine.)
-    if cfg!(feature = "cuda") || ort_available().is_none() {
+    if cfg!(feature = "cuda") || !ort_available() {
         return;
     }
     let err = load_graph(&denoiser_path(), &with_ep(BackendKind::Ort, "cuda"))

@@ -44,19 +44,23 @@ fn header_compiles_as_c99_and_cxx11() {
 
 /// Compiles `c_examples/NAME.c` against the shared library into `tmp`.
 fn build_example(name: &str, tmp: &TempDir) -> PathBuf {
+    build_c(&repo().join("c_examples").join(format!("{name}.c")), &tmp.path().join(name))
+}
+
+/// Compiles the C program `src` against the header and the shared library into `exe`.
+fn build_c(src: &Path, exe: &Path) -> PathBuf {
     let lib = lib_dir();
     assert!(lib.join("libdiffusion_rt.so").is_file(), "build the library first: cargo build --release --lib");
-    let exe = tmp.path().join(name);
     run(Command::new("cc")
         .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I"])
         .arg(repo().join("include"))
-        .arg(repo().join("c_examples").join(format!("{name}.c")))
+        .arg(src)
         .arg("-L")
         .arg(&lib)
         .arg(format!("-Wl,-rpath,{}", lib.display()))
         .args(["-ldiffusion_rt", "-lpthread", "-o"])
-        .arg(&exe));
-    exe
+        .arg(exe));
+    exe.to_path_buf()
 }
 
 #[test]
@@ -106,16 +110,7 @@ fn readme_c_program_runs_as_printed() {
     let tmp = TempDir::new("readme-c");
     let (src, exe) = (tmp.path().join("hello.c"), tmp.path().join("hello"));
     std::fs::write(&src, program).expect("write");
-    let lib = lib_dir();
-    run(Command::new("cc")
-        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I"])
-        .arg(repo().join("include"))
-        .arg(&src)
-        .arg("-L")
-        .arg(&lib)
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .args(["-ldiffusion_rt", "-o"])
-        .arg(&exe));
+    build_c(&src, &exe);
     let o = run(Command::new(&exe).current_dir(repo()).env("DRT_ORT_LIB", "/nonexistent/libonnxruntime.so"));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("pixel (8, 8) of a seven is"), "{out}");

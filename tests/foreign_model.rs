@@ -8,8 +8,8 @@
 //! The folder is loaded exactly as committed; each sampler must land within relative L2 1e-4.
 //!
 //! A rank-0 int64 timestep (another common export) is covered at the graph level by
-//! `scalar_timestep_repro.onnx`: onnxruntime runs it, tract 0.23.9's optimiser does not (its test is
-//! ignored until the tract backend works around it).
+//! `scalar_timestep_repro.onnx`: onnxruntime runs it batched, tract 0.23.9's optimiser cannot, so
+//! the tract backend runs it one batch item at a time.
 
 mod common;
 
@@ -203,15 +203,15 @@ fn scalar_int64_timestep_graph_on_ort() {
 /// tract 0.23.9 `into_optimized` folds `Mul(timestep, ConstantOfShape([batch]))` (int64, lowered to
 /// TDim) to the bare timestep, so the embedding stays `[1, 8]` while its fact says `[batch, 8]`; the
 /// optimised MatMul, packed for `batch` rows, then panics (`b_packing.dyn_eq(b.format())` in
-/// `ProtoFusedSpec::resolve`). Batch 1 and a float32 timestep are unaffected.
+/// `ProtoFusedSpec::resolve`). Batch 1 and a float32 timestep are unaffected, so the tract backend
+/// runs such graphs one batch item at a time.
 #[test]
-#[ignore = "tract 0.23.9 optimiser drops the batch broadcast of a rank-0 int64 timestep"]
 fn scalar_int64_timestep_graph_on_tract() {
     scalar_timestep_graph(BackendKind::Tract);
 }
 
 /// The same UNet exported with a rank-0 int64 timestep (as many diffusers exports are) gives the same
-/// samples on every backend: the model layer runs such graphs one sample per call on tract, whose
+/// samples on every backend: the tract backend runs such graphs one batch item at a time, as its
 /// optimiser cannot batch them (see `scalar_int64_timestep_graph_on_tract`).
 #[test]
 fn scalar_timestep_export_of_the_same_unet_matches() {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use half::slice::HalfFloatSliceExt;
+use smallvec::SmallVec;
 use tract_onnx::prelude::*;
 
 use super::{
@@ -20,6 +21,8 @@ struct Shared {
     path: PathBuf,
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
+    /// Run one batch item at a time (see [`needs_item_by_item`]).
+    item_by_item: bool,
 }
 
 impl Shared {
@@ -74,15 +77,27 @@ impl TractGraph {
             "tract loaded {}: inputs {inputs:?}, outputs {outputs:?}",
             path.display()
         );
+        let item_by_item = needs_item_by_item(&inputs);
         Ok(TractGraph {
             shared: Arc::new(Shared {
                 path: path.to_path_buf(),
                 inputs,
                 outputs,
+                item_by_item,
             }),
             plan,
         })
     }
+}
+
+/// tract 0.23.9's declutter folds `x * ones(batch)` in int64 down to `x`, losing the broadcast, so a
+/// graph that broadcasts a rank-0 integer input (a diffusers UNet exported with a scalar int64
+/// timestep) fails at batch >= 2. Such a graph is exact one batch item at a time, and the scalar is
+/// shared by the whole batch anyway.
+fn needs_item_by_item(inputs: &[IoInfo]) -> bool {
+    let scalar_int = inputs.iter().any(|i| i.shape.is_empty() && matches!(i.dtype, DType::I64 | DType::I32));
+    let batched = inputs.iter().any(|i| matches!(i.shape.first(), Some(None)));
+    scalar_int && batched
 }
 
 fn io_infos<'m>(
@@ -162,6 +177,60 @@ struct TractRunner {
 impl Runner for TractRunner {
     fn run(&mut self, inputs: &[Input<'_>], output: usize, out: &mut [f32]) -> Result<Vec<usize>> {
         check_inputs(&self.shared.inputs, inputs)?;
+        let batch = inputs
+            .iter()
+            .find(|i| matches!(self.shared.inputs[i.index].shape.first(), Some(None)))
+            .and_then(|i| i.shape.first().copied())
+            .unwrap_or(1);
+        if !self.shared.item_by_item || batch <= 1 {
+            return self.run_checked(inputs, output, out);
+        }
+        let per_out = out.len() / batch;
+        let shared = Arc::clone(&self.shared);
+        let is_batched = |i: &Input<'_>| matches!(shared.inputs[i.index].shape.first(), Some(None));
+        // Batched inputs get a batch of one; the rest keep their shapes.
+        let shapes: SmallVec<[SmallVec<[usize; 6]>; 8]> = inputs
+            .iter()
+            .map(|i| {
+                let mut s: SmallVec<[usize; 6]> = SmallVec::from_slice(i.shape);
+                if is_batched(i) {
+                    s[0] = 1;
+                }
+                s
+            })
+            .collect();
+        let mut shape = Vec::new();
+        for b in 0..batch {
+            let item: SmallVec<[Input<'_>; 8]> = inputs
+                .iter()
+                .zip(&shapes)
+                .map(|(i, s)| if is_batched(i) { batch_item(i, s, batch, b) } else { *i })
+                .collect();
+            shape = self.run_checked(&item, output, &mut out[b * per_out..(b + 1) * per_out])?;
+        }
+        if let Some(first) = shape.first_mut() {
+            *first = batch;
+        }
+        Ok(shape)
+    }
+}
+
+/// Item `b` of a batched input, with `shape` its batch-of-one shape.
+fn batch_item<'a>(input: &Input<'a>, shape: &'a [usize], batch: usize, b: usize) -> Input<'a> {
+    let per = input.data.len() / batch;
+    let range = b * per..(b + 1) * per;
+    let data = match input.data {
+        InputData::F32(d) => InputData::F32(&d[range]),
+        InputData::F16(d) => InputData::F16(&d[range]),
+        InputData::I64(d) => InputData::I64(&d[range]),
+        InputData::I32(d) => InputData::I32(&d[range]),
+    };
+    Input { index: input.index, shape, data }
+}
+
+impl TractRunner {
+    /// One run of the plan on already-checked inputs.
+    fn run_checked(&mut self, inputs: &[Input<'_>], output: usize, out: &mut [f32]) -> Result<Vec<usize>> {
         let info = check_output(&self.shared.outputs, output)?;
         let mut values: TVec<TValue> = TVec::with_capacity(inputs.len());
         for (index, slot) in self.slots.iter_mut().enumerate() {

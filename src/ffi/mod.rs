@@ -93,12 +93,12 @@ unsafe fn opt_str<'a>(p: *const c_char, what: &str) -> Result<Option<&'a str>, E
 }
 
 /// Copies a caller's params struct of `struct_size` bytes over the defaults, so a caller built
-/// against an older, shorter struct keeps working.
-unsafe fn read_params<T: Copy>(p: *const T, size_of_field: u32, defaults: T) -> Result<T, Error> {
+/// against an older, shorter struct keeps working. Every params struct starts with `struct_size`.
+unsafe fn read_params<T: Copy>(p: *const T, defaults: T) -> Result<T, Error> {
     if p.is_null() {
         return Ok(defaults);
     }
-    let size = size_of_field as usize;
+    let size = std::ptr::read_unaligned(p as *const u32) as usize;
     if size < std::mem::size_of::<u32>() {
         return Err(invalid("params.struct_size is too small; initialise params with the *_default() function"));
     }
@@ -208,8 +208,7 @@ pub unsafe extern "C" fn drt_model_load(
             return Err(invalid("out is NULL"));
         }
         let dir = opt_str(model_dir, "model_dir")?.ok_or_else(|| invalid("model_dir is NULL"))?;
-        let size = if params.is_null() { 0 } else { (*params).struct_size };
-        let p = read_params(params, size, drt_model_params_default())?;
+        let p = read_params(params, drt_model_params_default())?;
         let opts = BackendOptions {
             backend: match opt_str(p.backend, "params.backend")? {
                 None => BackendKind::Auto,
@@ -275,8 +274,7 @@ pub unsafe extern "C" fn drt_session_create(
         if m.is_null() || out.is_null() {
             return Err(invalid("model or out is NULL"));
         }
-        let size = if params.is_null() { 0 } else { (*params).struct_size };
-        read_params(params, size, drt_session_params_default())?;
+        read_params(params, drt_session_params_default())?;
         let session = Session::new(&(*m).model)?;
         let cancel = session.cancel_flag();
         *out = Box::into_raw(Box::new(drt_session { session: Mutex::new(session), cancel }));
@@ -374,8 +372,7 @@ pub unsafe extern "C" fn drt_generate(
         if s.is_null() || out.is_null() {
             return Err(invalid("session or out is NULL"));
         }
-        let size = if params.is_null() { 0 } else { (*params).struct_size };
-        let p = read_params(params, size, drt_generate_params_default())?;
+        let p = read_params(params, drt_generate_params_default())?;
         if p.steps == 0 {
             return Err(invalid("steps must be at least 1"));
         }
