@@ -5,7 +5,7 @@
 //! coefficients for both halves, this equals diffusers' guidance on epsilon / v / velocity.
 
 use crate::error::{Error, Result};
-use crate::model::{Network, PerSample};
+use crate::model::{Model, Network, PerSample};
 use crate::sampler::{Denoiser, Level};
 
 /// Per-sample conditioning of one generation.
@@ -17,10 +17,11 @@ pub struct Conditioning {
     pub conds: Vec<f32>,
 }
 
-/// The network as the samplers see it, with guidance applied when it is active.
-pub struct Guided<'a> {
-    net: &'a mut Network,
+/// Classifier-free guidance state of one generation: the doubled batch's labels and the scratch of
+/// the batched call. Borrowed together with the network as a [`Guided`] denoiser for each step.
+pub struct Guidance {
     batch: usize,
+    sample_len: usize,
     guidance: f32,
     /// Labels and conditions of the doubled batch: conditional half first, then the null class.
     classes2: Vec<i64>,
@@ -32,10 +33,9 @@ pub struct Guided<'a> {
     pub evaluations: usize,
 }
 
-impl<'a> Guided<'a> {
-    /// `guidance` ≤ 1 (and exactly 1) runs the conditional pass only.
-    pub fn new(net: &'a mut Network, batch: usize, guidance: f32, cond: Conditioning) -> Result<Self> {
-        let model = net.model().clone();
+impl Guidance {
+    /// `guidance` 1 runs the conditional pass only.
+    pub fn new(model: &Model, batch: usize, guidance: f32, cond: Conditioning) -> Result<Self> {
         let len = model.sample_len();
         if !guidance.is_finite() || guidance < 0.0 {
             return Err(Error::InvalidArgument(format!("guidance must be a finite number >= 0, got {guidance}")));
@@ -59,31 +59,43 @@ impl<'a> Guided<'a> {
             x2.resize(2 * batch * len, 0.0);
             out2.resize(2 * batch * len, 0.0);
         }
-        Ok(Guided { net, batch, guidance, classes2, conds2, cond, x2, out2, evaluations: 0 })
+        Ok(Guidance { batch, sample_len: len, guidance, classes2, conds2, cond, x2, out2, evaluations: 0 })
     }
+
+    /// The denoiser the samplers call: this guidance over `net`.
+    pub fn over<'a>(&'a mut self, net: &'a mut Network) -> Guided<'a> {
+        Guided { net, g: self }
+    }
+}
+
+/// The network as the samplers see it, with guidance applied when it is active.
+pub struct Guided<'a> {
+    net: &'a mut Network,
+    g: &'a mut Guidance,
 }
 
 impl Denoiser for Guided<'_> {
     fn len(&self) -> usize {
-        self.batch * self.net.model().sample_len()
+        self.g.batch * self.g.sample_len
     }
 
     fn denoise(&mut self, x: &[f32], level: &Level, _step: usize, x0: &mut [f32]) -> Result<()> {
-        if self.guidance == 1.0 {
-            self.evaluations += 1;
-            let cond = PerSample { classes: &self.cond.classes, conds: &self.cond.conds };
-            return self.net.denoise(x, self.batch, level, cond, x0);
+        let g = &mut *self.g;
+        if g.guidance == 1.0 {
+            g.evaluations += 1;
+            let cond = PerSample { classes: &g.cond.classes, conds: &g.cond.conds };
+            return self.net.denoise(x, g.batch, level, cond, x0);
         }
         let n = x.len();
-        self.x2[..n].copy_from_slice(x);
-        self.x2[n..].copy_from_slice(x);
-        let cond = PerSample { classes: &self.classes2, conds: &self.conds2 };
-        self.net.denoise(&self.x2, 2 * self.batch, level, cond, &mut self.out2)?;
-        self.evaluations += 2;
-        let (c, u) = self.out2.split_at(n);
-        let g = self.guidance;
+        g.x2[..n].copy_from_slice(x);
+        g.x2[n..].copy_from_slice(x);
+        let cond = PerSample { classes: &g.classes2, conds: &g.conds2 };
+        self.net.denoise(&g.x2, 2 * g.batch, level, cond, &mut g.out2)?;
+        g.evaluations += 2;
+        let (c, u) = g.out2.split_at(n);
+        let w = g.guidance;
         for ((o, &c), &u) in x0.iter_mut().zip(c).zip(u) {
-            *o = u + g * (c - u);
+            *o = u + w * (c - u);
         }
         Ok(())
     }

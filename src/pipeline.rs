@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::guidance::{Conditioning, Guided};
+use crate::guidance::{Conditioning, Guidance};
 use crate::model::{Model, Network};
 use crate::rng::{PhiloxNoise, RecordedNoise};
-use crate::sampler::{sampler_by_name, NoiseSource, SamplerKind, SamplerOptions};
+use crate::sampler::{check_run, sampler_by_name, Level, NoiseSource, SamplerKind, SamplerOptions, Stepper};
 use crate::schedule::{Schedule, SigmaSpacing};
 
 /// Everything one generation needs besides the model. `Default` + the model's defaults give a
@@ -56,14 +56,51 @@ pub const MAX_BATCH: usize = 4096;
 pub const MAX_STEPS: u32 = 10_000;
 
 /// One generation at a time over a shared model.
+///
+/// A generation runs either whole ([`Session::generate`]) or driven by the caller, one step per call
+/// ([`Session::begin`], [`Session::step`], [`Session::finish`]), which is how an app shows previews
+/// between steps. Both paths run the same code and give the same samples, bit for bit.
 pub struct Session {
     net: Network,
     cancel: Arc<AtomicBool>,
+    run: Option<Run>,
+}
+
+/// The state of a generation between steps.
+struct Run {
+    sampler: SamplerKind,
+    /// The levels still to walk (img2img drops the first ones).
+    levels: Vec<Level>,
+    x: Vec<f32>,
+    stepper: Box<dyn Stepper>,
+    noise: StepNoise,
+    guidance: Guidance,
+    done: usize,
+}
+
+impl Run {
+    fn total(&self) -> usize {
+        self.levels.len() - 1
+    }
+}
+
+enum StepNoise {
+    Seeded(PhiloxNoise),
+    Recorded(RecordedNoise),
+}
+
+impl NoiseSource for StepNoise {
+    fn fill(&mut self, step: usize, out: &mut [f32]) -> Result<()> {
+        match self {
+            StepNoise::Seeded(n) => n.fill(step, out),
+            StepNoise::Recorded(n) => n.fill(step, out),
+        }
+    }
 }
 
 impl Session {
     pub fn new(model: &Arc<Model>) -> Result<Session> {
-        Ok(Session { net: model.network()?, cancel: Arc::new(AtomicBool::new(false)) })
+        Ok(Session { net: model.network()?, cancel: Arc::new(AtomicBool::new(false)), run: None })
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -71,18 +108,32 @@ impl Session {
     }
 
     /// A flag that cancels the running generation when set (safe from any thread); cleared when a
-    /// generation starts.
+    /// generation begins.
     pub fn cancel_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.cancel)
     }
 
     /// Runs one generation; `progress(done, total)` after every step, `false` cancels.
     pub fn generate(&mut self, p: &GenerateParams, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<Generation> {
+        let total = self.begin(p)?;
+        for _ in 0..total {
+            let done = self.step()?;
+            if self.cancel.load(Ordering::SeqCst) || !progress(done, total) {
+                self.run = None;
+                return Err(Error::Cancelled { step: done });
+            }
+        }
+        self.finish()
+    }
+
+    /// Checks `p`, draws the initial sample and makes the generation ready to step; returns the
+    /// number of steps. A generation already in progress is dropped.
+    pub fn begin(&mut self, p: &GenerateParams) -> Result<usize> {
+        self.run = None;
         self.cancel.store(false, Ordering::SeqCst);
         let model = Arc::clone(self.net.model());
         let plan = Plan::new(&model, p)?;
-        let len = model.sample_len();
-        let n = plan.batch * len;
+        let n = plan.batch * model.sample_len();
 
         let mut unit = vec![0f32; n];
         match &p.noise {
@@ -90,7 +141,7 @@ impl Session {
             None => PhiloxNoise::new(p.seed).initial(&mut unit),
         }
         let levels = plan.schedule.levels();
-        let (levels, mut x) = match &plan.init {
+        let (levels, x) = match &plan.init {
             None => {
                 let mut x = vec![0f32; n];
                 plan.schedule.initial_sample(&unit, &mut x)?;
@@ -103,24 +154,82 @@ impl Session {
                 (&levels[*start..], x)
             }
         };
-        let mut seeded;
-        let mut recorded;
-        let noise: &mut dyn NoiseSource = match &p.step_noise {
-            Some(draws) => {
-                recorded = RecordedNoise::new(draws.clone());
-                &mut recorded
-            }
-            None => {
-                seeded = PhiloxNoise::new(p.seed);
-                &mut seeded
-            }
+        let noise = match &p.step_noise {
+            Some(draws) => StepNoise::Recorded(RecordedNoise::new(draws.clone())),
+            None => StepNoise::Seeded(PhiloxNoise::new(p.seed)),
         };
-        let mut guided = Guided::new(&mut self.net, plan.batch, plan.guidance, plan.cond)?;
-        let cancel = Arc::clone(&self.cancel);
-        let mut report = |done: usize, total: usize| !cancel.load(Ordering::SeqCst) && progress(done, total);
-        plan.sampler.sample(&mut guided, levels, &mut x, noise, &mut report, &plan.options)?;
-        let nfe = guided.evaluations;
-        Ok(Generation { samples: x, sampler: plan.sampler, steps: levels.len() - 1, nfe })
+        let mut guidance = Guidance::new(&model, plan.batch, plan.guidance, plan.cond)?;
+        check_run(&guidance.over(&mut self.net), levels, &x)?;
+        let stepper = plan.sampler.stepper(levels, n, &plan.options)?;
+        let run = Run { sampler: plan.sampler, levels: levels.to_vec(), x, stepper, noise, guidance, done: 0 };
+        let total = run.total();
+        self.run = Some(run);
+        Ok(total)
+    }
+
+    /// Takes the next step of the generation begun with [`Session::begin`]; returns the number of
+    /// steps done. A set cancel flag or a failing step ends the generation with that error.
+    pub fn step(&mut self) -> Result<usize> {
+        let Some(run) = self.run.as_mut() else {
+            return Err(Error::InvalidArgument("no generation in progress: begin one first".into()));
+        };
+        if run.done == run.total() {
+            return Err(Error::InvalidArgument(format!("all {} steps are done: finish the generation", run.done)));
+        }
+        if self.cancel.load(Ordering::SeqCst) {
+            let step = run.done;
+            self.run = None;
+            return Err(Error::Cancelled { step });
+        }
+        let den = &mut run.guidance.over(&mut self.net);
+        match run.stepper.step(den, &run.levels, run.done, &mut run.x, &mut run.noise) {
+            Ok(()) => {
+                run.done += 1;
+                Ok(run.done)
+            }
+            Err(e) => {
+                self.run = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// `(steps done, steps in all)` of the generation in progress.
+    pub fn progress(&self) -> Option<(usize, usize)> {
+        self.run.as_ref().map(|r| (r.done, r.total()))
+    }
+
+    /// The current sample of the generation in progress, `batch × sample_len` values in the model's
+    /// native scaling (noisy until the last step).
+    pub fn current_sample(&self) -> Option<&[f32]> {
+        self.run.as_ref().map(|r| r.x.as_slice())
+    }
+
+    /// The clean-sample prediction the last step was based on (a preview of the result); `None`
+    /// before the first step.
+    pub fn current_prediction(&self) -> Option<&[f32]> {
+        self.run.as_ref().filter(|r| r.done > 0).map(|r| r.stepper.denoised())
+    }
+
+    /// Ends the generation whose steps are all done and hands over its result.
+    pub fn finish(&mut self) -> Result<Generation> {
+        match self.run.take() {
+            None => Err(Error::InvalidArgument("no generation in progress: begin one first".into())),
+            Some(run) if run.done < run.total() => {
+                let msg = format!("{} of {} steps are done: step to the end, or abandon the generation", run.done, run.total());
+                self.run = Some(run);
+                Err(Error::InvalidArgument(msg))
+            }
+            Some(run) => {
+                let steps = run.total();
+                Ok(Generation { samples: run.x, sampler: run.sampler, steps, nfe: run.guidance.evaluations })
+            }
+        }
+    }
+
+    /// Drops the generation in progress, if any.
+    pub fn abandon(&mut self) {
+        self.run = None;
     }
 }
 

@@ -127,7 +127,62 @@ fn progress_reports_every_step_and_cancels() {
         }
         true
     }).expect_err("cancelled by flag");
-    assert!(matches!(err, Error::Cancelled { step: 3 }), "the flag stops the run at the next step: {err}");
+    assert!(matches!(err, Error::Cancelled { step: 2 }), "the flag stops the run before the next step: {err}");
+}
+
+/// begin / step / read / finish gives generate's samples bit for bit, with a preview after each step.
+#[test]
+fn caller_driven_loop_equals_generate() {
+    let model = load(&model_dir("digits"), BackendKind::Tract);
+    let mut session = Session::new(&model).expect("session");
+    for sampler in ["dpmpp-2m-sde", "heun", "lcm"] {
+        let params = GenerateParams {
+            sampler: Some(sampler.into()),
+            steps: Some(5),
+            guidance: Some(2.0),
+            batch: 2,
+            classes: vec![4, 9],
+            seed: 11,
+            ..GenerateParams::default()
+        };
+        let whole = session.generate(&params, &mut |_, _| true).expect("generate");
+
+        assert!(matches!(session.step(), Err(Error::InvalidArgument(_))), "no step before begin");
+        let total = session.begin(&params).expect("begin");
+        assert_eq!(total, 5);
+        assert!(session.current_prediction().is_none(), "no preview before the first step");
+        let start = session.current_sample().expect("initial sample").to_vec();
+        let err = session.finish().expect_err("finish before the last step");
+        assert!(err.to_string().contains("0 of 5"), "{err}");
+        let mut previews = Vec::new();
+        for k in 1..=total {
+            assert_eq!(session.step().expect("step"), k);
+            assert_eq!(session.progress(), Some((k, total)));
+            previews.push(session.current_prediction().expect("preview").to_vec());
+        }
+        assert!(matches!(session.step(), Err(Error::InvalidArgument(_))), "no step past the end");
+        assert_ne!(session.current_sample().expect("sample"), start.as_slice());
+        let last = session.current_sample().expect("sample").to_vec();
+        let driven = session.finish().expect("finish");
+        assert_eq!(driven.samples, whole.samples, "{sampler}: caller-driven equals generate");
+        assert_eq!(driven.samples, last, "{sampler}: the last read is the result");
+        assert_eq!((driven.nfe, driven.steps), (whole.nfe, whole.steps));
+        // The previews sharpen towards the result.
+        let (first, final_preview) = (&previews[0], &previews[total - 1]);
+        assert!(rel_l2(final_preview, &driven.samples) < rel_l2(first, &driven.samples), "{sampler}");
+        assert!(session.progress().is_none() && session.current_sample().is_none(), "finish ends the run");
+    }
+
+    // A cancel between steps ends the run; the session starts afresh afterwards.
+    let params = GenerateParams { steps: Some(4), batch: 1, classes: vec![1], ..GenerateParams::default() };
+    session.begin(&params).expect("begin");
+    session.step().expect("step");
+    session.cancel_flag().store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(session.step(), Err(Error::Cancelled { step: 1 })));
+    assert!(session.progress().is_none());
+    let again = session.generate(&params, &mut |_, _| true).expect("after cancel").samples;
+    let fresh = Session::new(&model).expect("session").generate(&params, &mut |_, _| true).expect("fresh").samples;
+    assert_eq!(again, fresh);
 }
 
 #[test]

@@ -8,7 +8,8 @@ use crate::schedule::validate_levels;
 /// Progress/cancel callback: `(completed_steps, total_steps) -> keep_going`.
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
 
-pub(super) fn check_run(den: &dyn Denoiser, levels: &[Level], x: &[f32]) -> Result<()> {
+/// Refuses a run whose levels, sample length or initial values a sampler cannot start from.
+pub fn check_run(den: &dyn Denoiser, levels: &[Level], x: &[f32]) -> Result<()> {
     validate_levels(levels)?;
     if x.len() != den.len() {
         return Err(Error::InvalidArgument(format!(

@@ -6,28 +6,43 @@
 //! zeros rather than `ln 0`. The first step has no history and is first order; so is the last step
 //! when it lands on clean data or the run has fewer than 15 steps (diffusers' `lower_order_final`).
 
-use super::common::{check_run, denoise, finished, Progress};
-use super::{Denoiser, Level, NoiseSource};
+use super::common::denoise;
+use super::{Denoiser, Level, NoiseSource, Stepper};
 use crate::error::Result;
 
-/// Runs DPM-Solver++(2M); with `sde`, the stochastic variant, drawing noise on every step that
-/// lands on a noisy level.
-pub fn sample_dpmpp_2m(
-    den: &mut dyn Denoiser,
-    levels: &[Level],
-    x: &mut [f32],
-    noise: &mut dyn NoiseSource,
+/// DPM-Solver++(2M) as a [`Stepper`]; with `sde`, the stochastic variant, drawing noise on every
+/// step that lands on a noisy level.
+pub(super) struct DpmPp2m {
     sde: bool,
-    progress: Progress,
-) -> Result<()> {
-    check_run(den, levels, x)?;
-    let n = x.len();
-    let (mut x0, mut prev_x0) = (vec![0.0f32; n], vec![0.0f32; n]);
-    let mut z = if sde { vec![0.0f32; n] } else { Vec::new() };
-    let total = levels.len() - 1;
-    for i in 0..total {
+    x0: Vec<f32>,
+    prev_x0: Vec<f32>,
+    z: Vec<f32>,
+}
+
+impl DpmPp2m {
+    pub(super) fn new(n: usize, sde: bool) -> Self {
+        let z = if sde { vec![0.0f32; n] } else { Vec::new() };
+        DpmPp2m {
+            sde,
+            x0: vec![0.0f32; n],
+            prev_x0: vec![0.0f32; n],
+            z,
+        }
+    }
+}
+
+impl Stepper for DpmPp2m {
+    fn step(
+        &mut self,
+        den: &mut dyn Denoiser,
+        levels: &[Level],
+        i: usize,
+        x: &mut [f32],
+        noise: &mut dyn NoiseSource,
+    ) -> Result<()> {
+        let total = levels.len() - 1;
         let (cur, next) = (&levels[i], &levels[i + 1]);
-        denoise(den, x, cur, i, &mut x0)?;
+        denoise(den, x, cur, i, &mut self.x0)?;
         // exp(-h) with h = lambda' - lambda.
         let e = next.sigma * cur.alpha / (next.alpha * cur.sigma);
         let last = i + 1 == total;
@@ -47,7 +62,7 @@ pub fn sample_dpmpp_2m(
             0.0
         };
         // x' = cx x + cd (x0 + w (x0 - prev_x0)) + std z
-        let (cx, cd, std) = if sde {
+        let (cx, cd, std) = if self.sde {
             let e2 = e * e;
             (
                 next.sigma / cur.sigma * e,
@@ -62,18 +77,23 @@ pub fn sample_dpmpp_2m(
             )
         };
         let (k0, k1) = (cd * (1.0 + d1), cd * d1);
+        let (x0, prev_x0) = (&self.x0, &self.prev_x0);
         if std > 0.0 {
-            noise.fill(i, &mut z)?;
-            for (((x, &p), &q), &z) in x.iter_mut().zip(&x0).zip(&prev_x0).zip(&z) {
+            noise.fill(i, &mut self.z)?;
+            for (((x, &p), &q), &z) in x.iter_mut().zip(x0).zip(prev_x0).zip(&self.z) {
                 *x = (cx * *x as f64 + k0 * p as f64 - k1 * q as f64 + std * z as f64) as f32;
             }
         } else {
-            for ((x, &p), &q) in x.iter_mut().zip(&x0).zip(&prev_x0) {
+            for ((x, &p), &q) in x.iter_mut().zip(x0).zip(prev_x0) {
                 *x = (cx * *x as f64 + k0 * p as f64 - k1 * q as f64) as f32;
             }
         }
-        std::mem::swap(&mut x0, &mut prev_x0);
-        finished(progress, i, total)?;
+        std::mem::swap(&mut self.x0, &mut self.prev_x0);
+        Ok(())
     }
-    Ok(())
+
+    fn denoised(&self) -> &[f32] {
+        // The step's prediction was swapped into the history.
+        &self.prev_x0
+    }
 }

@@ -8,8 +8,8 @@
 //! variance), which is also Euler-ancestral's `sigma_up`/`sigma_down` split. The form stays finite
 //! where `alpha = 0` (a flow schedule's start) because nothing divides by `alpha`.
 
-use super::common::{axpby, axpbypcz, check_run, denoise, finished, Progress};
-use super::{Denoiser, Level, NoiseSource};
+use super::common::{axpby, axpbypcz, denoise};
+use super::{Denoiser, Level, NoiseSource, Stepper};
 use crate::error::{Error, Result};
 
 /// `(coefficient of x, coefficient of x0, noise std)` of one step from `cur` to `next`.
@@ -26,41 +26,53 @@ pub(super) fn step_coefficients(cur: &Level, next: &Level, eta: f64) -> (f64, f6
     (dir / s, a1 - dir * a / s, std)
 }
 
-/// Walks `levels` with the first-order update above; draws noise (through `noise.fill(step, ..)`)
-/// only on steps whose noise term is non-zero, i.e. `eta > 0` and a noisy target level.
-pub fn sample_first_order(
-    den: &mut dyn Denoiser,
-    levels: &[Level],
-    x: &mut [f32],
-    noise: &mut dyn NoiseSource,
+/// The first-order update as a [`Stepper`]; draws noise (through `noise.fill(step, ..)`) only on
+/// steps whose noise term is non-zero, i.e. `eta > 0` and a noisy target level.
+pub(super) struct FirstOrder {
     eta: f64,
-    progress: Progress,
-) -> Result<()> {
-    check_run(den, levels, x)?;
-    if !(eta >= 0.0 && eta.is_finite()) {
-        return Err(Error::InvalidArgument(format!(
-            "eta must be a finite value >= 0, got {eta}"
-        )));
-    }
-    let mut x0 = vec![0.0f32; x.len()];
-    let mut z = if eta > 0.0 {
-        vec![0.0f32; x.len()]
-    } else {
-        Vec::new()
-    };
-    let total = levels.len() - 1;
-    for i in 0..total {
-        denoise(den, x, &levels[i], i, &mut x0)?;
-        let (cx, cx0, std) = step_coefficients(&levels[i], &levels[i + 1], eta);
-        if std > 0.0 {
-            noise.fill(i, &mut z)?;
-            axpbypcz(x, cx, cx0, &x0, std, &z);
-        } else {
-            axpby(x, cx, cx0, &x0);
+    x0: Vec<f32>,
+    z: Vec<f32>,
+}
+
+impl FirstOrder {
+    pub(super) fn new(n: usize, eta: f64) -> Result<Self> {
+        if !(eta >= 0.0 && eta.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "eta must be a finite value >= 0, got {eta}"
+            )));
         }
-        finished(progress, i, total)?;
+        let z = if eta > 0.0 { vec![0.0f32; n] } else { Vec::new() };
+        Ok(FirstOrder {
+            eta,
+            x0: vec![0.0f32; n],
+            z,
+        })
     }
-    Ok(())
+}
+
+impl Stepper for FirstOrder {
+    fn step(
+        &mut self,
+        den: &mut dyn Denoiser,
+        levels: &[Level],
+        i: usize,
+        x: &mut [f32],
+        noise: &mut dyn NoiseSource,
+    ) -> Result<()> {
+        denoise(den, x, &levels[i], i, &mut self.x0)?;
+        let (cx, cx0, std) = step_coefficients(&levels[i], &levels[i + 1], self.eta);
+        if std > 0.0 {
+            noise.fill(i, &mut self.z)?;
+            axpbypcz(x, cx, cx0, &self.x0, std, &self.z);
+        } else {
+            axpby(x, cx, cx0, &self.x0);
+        }
+        Ok(())
+    }
+
+    fn denoised(&self) -> &[f32] {
+        &self.x0
+    }
 }
 
 #[cfg(test)]

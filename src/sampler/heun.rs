@@ -8,8 +8,8 @@
 //! when every level has `alpha + sigma = 1`, i.e. a rectified-flow schedule. In both the ODE reads
 //! `dx/ds = (x - x0) / s`.
 
-use super::common::{check_run, denoise, finished, Progress};
-use super::{Denoiser, Level};
+use super::common::denoise;
+use super::{Denoiser, Level, NoiseSource, Stepper};
 use crate::error::{Error, Result};
 
 /// `(c, s)`: the integration coordinates are `x * c` and time `s`.
@@ -18,48 +18,67 @@ fn coords(l: &Level, flow: bool) -> (f64, f64) {
     (1.0 / norm, l.sigma / norm)
 }
 
-pub fn sample_heun(
-    den: &mut dyn Denoiser,
-    levels: &[Level],
-    x: &mut [f32],
-    progress: Progress,
-) -> Result<()> {
-    check_run(den, levels, x)?;
-    let flow = levels
-        .iter()
-        .all(|l| (l.alpha + l.sigma - 1.0).abs() < 1e-6);
-    if !flow && levels[0].alpha == 0.0 {
-        return Err(Error::InvalidArgument(
-            "heun integrates in sigma/alpha and needs alpha > 0 at the first level (except on flow schedules)".into(),
-        ));
+pub(super) struct Heun {
+    flow: bool,
+    x0: Vec<f32>,
+    x2: Vec<f32>,
+    x0b: Vec<f32>,
+}
+
+impl Heun {
+    pub(super) fn new(n: usize, levels: &[Level]) -> Result<Self> {
+        let flow = levels
+            .iter()
+            .all(|l| (l.alpha + l.sigma - 1.0).abs() < 1e-6);
+        if !flow && levels.first().is_some_and(|l| l.alpha == 0.0) {
+            return Err(Error::InvalidArgument(
+                "heun integrates in sigma/alpha and needs alpha > 0 at the first level (except on flow schedules)".into(),
+            ));
+        }
+        Ok(Heun {
+            flow,
+            x0: vec![0.0f32; n],
+            x2: vec![0.0f32; n],
+            x0b: vec![0.0f32; n],
+        })
     }
-    let n = x.len();
-    let (mut x0, mut x2, mut x0b) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
-    let total = levels.len() - 1;
-    for i in 0..total {
+}
+
+impl Stepper for Heun {
+    fn step(
+        &mut self,
+        den: &mut dyn Denoiser,
+        levels: &[Level],
+        i: usize,
+        x: &mut [f32],
+        _noise: &mut dyn NoiseSource,
+    ) -> Result<()> {
         let (cur, next) = (&levels[i], &levels[i + 1]);
-        let ((c, s), (c1, s1)) = (coords(cur, flow), coords(next, flow));
-        denoise(den, x, cur, i, &mut x0)?;
+        let ((c, s), (c1, s1)) = (coords(cur, self.flow), coords(next, self.flow));
+        denoise(den, x, cur, i, &mut self.x0)?;
         let dt = s1 - s;
         if next.sigma == 0.0 {
             // Euler onto the clean level lands on the prediction itself.
-            for (x, &p) in x.iter_mut().zip(&x0) {
+            for (x, &p) in x.iter_mut().zip(&self.x0) {
                 *x = (next.alpha * p as f64) as f32;
             }
-        } else {
-            for ((x2, &x), &p) in x2.iter_mut().zip(x.iter()).zip(&x0) {
-                let xt = x as f64 * c;
-                *x2 = ((xt + dt * (xt - p as f64) / s) / c1) as f32;
-            }
-            denoise(den, &x2, next, i, &mut x0b)?;
-            for (((x, &x2), &p), &q) in x.iter_mut().zip(&x2).zip(&x0).zip(&x0b) {
-                let xt = *x as f64 * c;
-                let d1 = (xt - p as f64) / s;
-                let d2 = (x2 as f64 * c1 - q as f64) / s1;
-                *x = ((xt + dt * 0.5 * (d1 + d2)) / c1) as f32;
-            }
+            return Ok(());
         }
-        finished(progress, i, total)?;
+        for ((x2, &x), &p) in self.x2.iter_mut().zip(x.iter()).zip(&self.x0) {
+            let xt = x as f64 * c;
+            *x2 = ((xt + dt * (xt - p as f64) / s) / c1) as f32;
+        }
+        denoise(den, &self.x2, next, i, &mut self.x0b)?;
+        for (((x, &x2), &p), &q) in x.iter_mut().zip(&self.x2).zip(&self.x0).zip(&self.x0b) {
+            let xt = *x as f64 * c;
+            let d1 = (xt - p as f64) / s;
+            let d2 = (x2 as f64 * c1 - q as f64) / s1;
+            *x = ((xt + dt * 0.5 * (d1 + d2)) / c1) as f32;
+        }
+        Ok(())
     }
-    Ok(())
+
+    fn denoised(&self) -> &[f32] {
+        &self.x0
+    }
 }

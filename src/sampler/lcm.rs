@@ -2,8 +2,8 @@
 //! to the next level with fresh noise, `x' = alpha' x0 + sigma' z`; the last step returns the
 //! prediction itself.
 
-use super::common::{check_run, denoise, finished, Progress};
-use super::{Denoiser, Level, NoiseSource};
+use super::common::denoise;
+use super::{Denoiser, Level, NoiseSource, Stepper};
 use crate::error::Result;
 
 /// LCMScheduler's consistency boundary condition: the prediction becomes
@@ -34,37 +34,54 @@ impl ConsistencyBoundary {
     }
 }
 
-pub fn sample_lcm(
-    den: &mut dyn Denoiser,
-    levels: &[Level],
-    x: &mut [f32],
-    noise: &mut dyn NoiseSource,
+pub(super) struct Lcm {
     boundary: Option<ConsistencyBoundary>,
-    progress: Progress,
-) -> Result<()> {
-    check_run(den, levels, x)?;
-    let n = x.len();
-    let (mut x0, mut z) = (vec![0.0f32; n], vec![0.0f32; n]);
-    let total = levels.len() - 1;
-    for i in 0..total {
+    x0: Vec<f32>,
+    z: Vec<f32>,
+}
+
+impl Lcm {
+    pub(super) fn new(n: usize, boundary: Option<ConsistencyBoundary>) -> Self {
+        Lcm {
+            boundary,
+            x0: vec![0.0f32; n],
+            z: vec![0.0f32; n],
+        }
+    }
+}
+
+impl Stepper for Lcm {
+    fn step(
+        &mut self,
+        den: &mut dyn Denoiser,
+        levels: &[Level],
+        i: usize,
+        x: &mut [f32],
+        noise: &mut dyn NoiseSource,
+    ) -> Result<()> {
         let (cur, next) = (&levels[i], &levels[i + 1]);
-        denoise(den, x, cur, i, &mut x0)?;
-        let (c_skip, c_out) = boundary.map_or((0.0, 1.0), |b| b.scalings(cur.timestep));
+        denoise(den, x, cur, i, &mut self.x0)?;
+        let (c_skip, c_out) = self
+            .boundary
+            .map_or((0.0, 1.0), |b| b.scalings(cur.timestep));
         if next.sigma > 0.0 {
-            noise.fill(i, &mut z)?;
-            for ((x, &p), &z) in x.iter_mut().zip(&x0).zip(&z) {
+            noise.fill(i, &mut self.z)?;
+            for ((x, &p), &z) in x.iter_mut().zip(&self.x0).zip(&self.z) {
                 let d = c_out * p as f64 + c_skip * *x as f64;
                 *x = (next.alpha * d + next.sigma * z as f64) as f32;
             }
         } else {
-            for (x, &p) in x.iter_mut().zip(&x0) {
+            for (x, &p) in x.iter_mut().zip(&self.x0) {
                 let d = c_out * p as f64 + c_skip * *x as f64;
                 *x = (next.alpha * d) as f32;
             }
         }
-        finished(progress, i, total)?;
+        Ok(())
     }
-    Ok(())
+
+    fn denoised(&self) -> &[f32] {
+        &self.x0
+    }
 }
 
 #[cfg(test)]

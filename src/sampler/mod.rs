@@ -17,11 +17,8 @@ mod registry;
 #[cfg(test)]
 mod tests;
 
-pub use common::Progress;
-pub use dpmpp::sample_dpmpp_2m;
-pub use euler::sample_first_order;
-pub use heun::sample_heun;
-pub use lcm::{sample_lcm, ConsistencyBoundary};
+pub use common::{check_run, Progress};
+pub use lcm::ConsistencyBoundary;
 pub use registry::{sampler_by_name, sampler_names, SamplerKind, SamplerOptions};
 
 /// One point of a noise schedule.
@@ -59,6 +56,24 @@ pub trait Denoiser {
     /// Writes the predicted clean sample for the native sample `x` at `level` into `x0`.
     /// `step` is the index of the sampler step (for error messages and caches).
     fn denoise(&mut self, x: &[f32], level: &Level, step: usize, x0: &mut [f32]) -> Result<()>;
+}
+
+/// A sampler as a resumable state machine, so a caller can drive the loop one step at a time.
+///
+/// `step(.., i, ..)` moves `x` from `levels[i]` to `levels[i + 1]`. Steps are taken in order
+/// `0, 1, ..`, each once, over the same `levels`; the stepper keeps the history multistep methods
+/// need and every scratch buffer, so a step allocates nothing.
+pub trait Stepper: Send {
+    fn step(
+        &mut self,
+        den: &mut dyn Denoiser,
+        levels: &[Level],
+        i: usize,
+        x: &mut [f32],
+        noise: &mut dyn NoiseSource,
+    ) -> Result<()>;
+    /// The clean-sample prediction of the last step taken (for previews); zeros before the first.
+    fn denoised(&self) -> &[f32];
 }
 
 /// Where a stochastic sampler gets its standard-normal noise, one tensor of `len` values per draw.

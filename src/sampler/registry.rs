@@ -1,8 +1,8 @@
 //! Sampler names, the grid each one walks, and one entry point that runs any of them.
 
-use super::common::Progress;
+use super::common::{check_run, finished, Progress};
 use super::lcm::ConsistencyBoundary;
-use super::{Denoiser, Level, NoiseSource};
+use super::{Denoiser, Level, NoiseSource, Stepper};
 use crate::error::{Error, Result};
 use crate::schedule::{Grid, NoiseSchedule, Schedule, SigmaSpacing};
 
@@ -124,6 +124,30 @@ impl SamplerKind {
         noise.schedule(self.grid(), steps, spacing)
     }
 
+    /// The state machine of this sampler for samples of `n` values over `levels`; refuses options
+    /// and schedules the method cannot run.
+    pub fn stepper(
+        self,
+        levels: &[Level],
+        n: usize,
+        opts: &SamplerOptions,
+    ) -> Result<Box<dyn Stepper>> {
+        use super::{dpmpp, euler, heun, lcm};
+        Ok(match self {
+            SamplerKind::Ddim => Box::new(euler::FirstOrder::new(n, opts.eta)?),
+            SamplerKind::Euler | SamplerKind::FlowEuler => {
+                Box::new(euler::FirstOrder::new(n, 0.0)?)
+            }
+            SamplerKind::Ddpm | SamplerKind::EulerAncestral => {
+                Box::new(euler::FirstOrder::new(n, 1.0)?)
+            }
+            SamplerKind::Heun => Box::new(heun::Heun::new(n, levels)?),
+            SamplerKind::DpmPp2m => Box::new(dpmpp::DpmPp2m::new(n, false)),
+            SamplerKind::DpmPp2mSde => Box::new(dpmpp::DpmPp2m::new(n, true)),
+            SamplerKind::Lcm => Box::new(lcm::Lcm::new(n, opts.lcm_boundary)),
+        })
+    }
+
     /// Runs the sampler from the initial native sample in `x` over `levels`, leaving the final sample
     /// in `x`. Noise is drawn with `noise.fill(step, ..)` only on steps that use it; `progress` is
     /// called after every step and cancels the run by returning `false`. Scratch buffers are
@@ -137,24 +161,14 @@ impl SamplerKind {
         progress: Progress,
         opts: &SamplerOptions,
     ) -> Result<()> {
-        use super::{dpmpp, euler, heun, lcm};
-        match self {
-            SamplerKind::Ddim => {
-                euler::sample_first_order(den, levels, x, noise, opts.eta, progress)
-            }
-            SamplerKind::Euler | SamplerKind::FlowEuler => {
-                euler::sample_first_order(den, levels, x, noise, 0.0, progress)
-            }
-            SamplerKind::Ddpm | SamplerKind::EulerAncestral => {
-                euler::sample_first_order(den, levels, x, noise, 1.0, progress)
-            }
-            SamplerKind::Heun => heun::sample_heun(den, levels, x, progress),
-            SamplerKind::DpmPp2m => dpmpp::sample_dpmpp_2m(den, levels, x, noise, false, progress),
-            SamplerKind::DpmPp2mSde => {
-                dpmpp::sample_dpmpp_2m(den, levels, x, noise, true, progress)
-            }
-            SamplerKind::Lcm => lcm::sample_lcm(den, levels, x, noise, opts.lcm_boundary, progress),
+        check_run(den, levels, x)?;
+        let mut stepper = self.stepper(levels, x.len(), opts)?;
+        let total = levels.len() - 1;
+        for i in 0..total {
+            stepper.step(den, levels, i, x, noise)?;
+            finished(progress, i, total)?;
         }
+        Ok(())
     }
 }
 
