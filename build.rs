@@ -6,7 +6,7 @@ use std::path::PathBuf;
 fn main() {
     let crate_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let src = crate_dir.join("src/ffi/mod.rs");
-    println!("cargo:rerun-if-changed={}", src.display());
+    println!("cargo:rerun-if-changed={}", crate_dir.join("src/ffi").display());
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=DRT_UPDATE_HEADER");
     let config = cbindgen::Config {

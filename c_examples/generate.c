@@ -1,8 +1,10 @@
-/* Generates one sample of each digit with the C API and writes them as a PGM strip.
+/* Generates one sample of each digit in one batch with the C API and writes them as a PGM strip.
  *
- *   generate MODEL_DIR [BACKEND] [OUT.pgm] [OUT.f32]
+ *   generate MODEL_DIR [BACKEND] [OUT.pgm] [OUT.f32] [STEPS]
  *
- * BACKEND is "tract", "ort" or "auto"; OUT.f32, when given, receives the raw float samples. */
+ * BACKEND is "tract", "ort" or "auto"; OUT.f32, when given, receives the raw float samples. The
+ * result equals `drt generate --class 0,1,2,3,4,5,6,7,8,9 --seed 42 --steps STEPS` (20 steps by
+ * default). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -31,13 +33,18 @@ int main(int argc, char **argv) {
 
     size_t len = drt_model_sample_len(model); /* 256 for a 1x16x16 digit */
     float *samples = malloc(10 * len * sizeof(float));
-    if (!samples) return 1;
+    if (!samples) {
+        drt_session_free(session);
+        drt_model_free(model);
+        return 1;
+    }
+    const int32_t digits[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
     drt_generate_params gp = drt_generate_params_default();
     gp.seed = 42;
-    for (int digit = 0; digit < 10 && s == DRT_OK; digit++) {
-        gp.class_label = digit;
-        s = drt_generate(session, &gp, samples + digit * len, len);
-    }
+    gp.batch = 10;
+    gp.classes = digits;
+    if (argc > 5) gp.steps = (uint32_t)strtoul(argv[5], NULL, 10);
+    s = drt_generate(session, &gp, samples, 10 * len);
     drt_session_free(session);
     drt_model_free(model);
     if (s != DRT_OK) {

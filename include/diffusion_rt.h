@@ -39,6 +39,33 @@ typedef enum drt_status {
 } drt_status;
 
 /**
+ * What drt_generate_read copies out.
+ */
+typedef enum drt_read_kind {
+  /**
+   * The sample as it stands, noisy until the last step (the model's native scaling).
+   */
+  DRT_READ_SAMPLE = 0,
+  /**
+   * The clean result the last step predicted: a preview of the final sample. Available after
+   * the first step.
+   */
+  DRT_READ_PREDICTION = 1,
+} drt_read_kind;
+
+/**
+ * Message severities, most severe first; a callback receives records up to its `max_level`.
+ */
+typedef enum drt_log_level {
+  DRT_LOG_OFF = 0,
+  DRT_LOG_ERROR = 1,
+  DRT_LOG_WARN = 2,
+  DRT_LOG_INFO = 3,
+  DRT_LOG_DEBUG = 4,
+  DRT_LOG_TRACE = 5,
+} drt_log_level;
+
+/**
  * A loaded model: immutable, shareable by any number of threads and sessions.
  */
 typedef struct drt_model drt_model;
@@ -47,42 +74,6 @@ typedef struct drt_model drt_model;
  * One generation at a time over a model; owns the backend state and scratch buffers.
  */
 typedef struct drt_session drt_session;
-
-/**
- * How a model is loaded. Initialise with drt_model_params_default().
- */
-typedef struct drt_model_params {
-  /**
-   * sizeof(drt_model_params), set by drt_model_params_default().
-   */
-  uint32_t struct_size;
-  /**
-   * "tract", "ort", or NULL for automatic (ONNX Runtime when its library is found).
-   */
-  const char *backend;
-  /**
-   * ONNX Runtime shared library; NULL: $DRT_ORT_LIB, $ORT_DYLIB_PATH, then .ort/lib.
-   */
-  const char *ort_library_path;
-  /**
-   * "cpu" (NULL), "cuda", "tensorrt", "coreml", "nnapi" or "xnnpack".
-   */
-  const char *execution_provider;
-  /**
-   * Intra-op threads for ONNX Runtime; 0 = number of physical cores.
-   */
-  uint32_t threads;
-} drt_model_params;
-
-/**
- * Session options (none yet besides the size; reserved for later fields).
- */
-typedef struct drt_session_params {
-  /**
-   * sizeof(drt_session_params), set by drt_session_params_default().
-   */
-  uint32_t struct_size;
-} drt_session_params;
 
 /**
  * Progress callback: called after each step; return false to cancel the run.
@@ -148,6 +139,51 @@ typedef struct drt_generate_params {
   float strength;
 } drt_generate_params;
 
+/**
+ * Log callback: `target` names the module that logged ("diffusion_rt::model", "onnxruntime", ...);
+ * both strings are valid only during the call. Called from whichever thread logged.
+ */
+typedef void (*drt_log_fn)(enum drt_log_level level,
+                           const char *target,
+                           const char *message,
+                           void *user_data);
+
+/**
+ * How a model is loaded. Initialise with drt_model_params_default().
+ */
+typedef struct drt_model_params {
+  /**
+   * sizeof(drt_model_params), set by drt_model_params_default().
+   */
+  uint32_t struct_size;
+  /**
+   * "tract", "ort", or NULL for automatic (ONNX Runtime when its library is found).
+   */
+  const char *backend;
+  /**
+   * ONNX Runtime shared library; NULL: $DRT_ORT_LIB, $ORT_DYLIB_PATH, then .ort/lib.
+   */
+  const char *ort_library_path;
+  /**
+   * "cpu" (NULL), "cuda", "tensorrt", "coreml", "nnapi" or "xnnpack".
+   */
+  const char *execution_provider;
+  /**
+   * Intra-op threads for ONNX Runtime; 0 = number of physical cores.
+   */
+  uint32_t threads;
+} drt_model_params;
+
+/**
+ * Session options (none yet besides the size; reserved for later fields).
+ */
+typedef struct drt_session_params {
+  /**
+   * sizeof(drt_session_params), set by drt_session_params_default().
+   */
+  uint32_t struct_size;
+} drt_session_params;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -172,6 +208,94 @@ const char *drt_last_error(void);
  * A static name for a status code, e.g. "DRT_ERR_IO"; never NULL.
  */
 const char *drt_status_string(enum drt_status s);
+
+/**
+ * Defaults: seed 0, 20 steps, the model's guidance and sampler, no class, batch 1, no callback.
+ */
+struct drt_generate_params drt_generate_params_default(void);
+
+/**
+ * Generates `params->batch` samples into `out` (`out_len` floats). A short buffer is
+ * DRT_ERR_INVALID_ARGUMENT and nothing is written; on any error `out` is untouched. One call at a
+ * time per session (concurrent calls on one session wait for each other); different sessions may
+ * run on different threads. A generation begun with drt_generate_begin on `s` is dropped.
+ *
+ * # Safety
+ * `s` a live session; `params` NULL or valid; `out` valid for `out_len` floats.
+ */
+enum drt_status drt_generate(struct drt_session *s,
+                             const struct drt_generate_params *params,
+                             float *out,
+                             size_t out_len);
+
+/**
+ * Begins a caller-driven generation on `s` (for UIs that draw a preview between steps): checks
+ * `params` as drt_generate does, draws the initial sample, and sets `*total_steps` (may be NULL)
+ * to the number of drt_generate_step calls the run takes. `params->progress` is not called; the
+ * caller sees every step. A generation already in progress on `s` is dropped.
+ *
+ * # Safety
+ * `s` a live session; `params` NULL or valid; `total_steps` NULL or valid.
+ */
+enum drt_status drt_generate_begin(struct drt_session *s,
+                                   const struct drt_generate_params *params,
+                                   uint32_t *total_steps);
+
+/**
+ * Takes the next step of the generation begun on `s`; `*steps_done` (may be NULL) is set to the
+ * steps done so far. After drt_session_cancel, the next call returns DRT_ERR_CANCELLED without
+ * stepping. Any error ends the generation (begin a new one to go on); stepping with no generation
+ * in progress or past the last step is DRT_ERR_INVALID_ARGUMENT.
+ *
+ * # Safety
+ * `s` a live session; `steps_done` NULL or valid.
+ */
+enum drt_status drt_generate_step(struct drt_session *s, uint32_t *steps_done);
+
+/**
+ * Copies the current sample or prediction of the generation in progress on `s` into `out`
+ * (`batch * drt_model_sample_len()` floats). A short buffer, no generation in progress, or a
+ * prediction asked for before the first step is DRT_ERR_INVALID_ARGUMENT, and nothing is written.
+ *
+ * # Safety
+ * `s` a live session; `out` valid for `out_len` floats.
+ */
+enum drt_status drt_generate_read(const struct drt_session *s,
+                                  enum drt_read_kind what,
+                                  float *out,
+                                  size_t out_len);
+
+/**
+ * Ends the generation on `s` whose steps are all done and copies the result into `out` (as
+ * drt_generate would have). Before the last step, or with a short buffer, it is
+ * DRT_ERR_INVALID_ARGUMENT, nothing is written, and the generation stays in progress.
+ *
+ * # Safety
+ * `s` a live session; `out` valid for `out_len` floats.
+ */
+enum drt_status drt_generate_finish(struct drt_session *s, float *out, size_t out_len);
+
+/**
+ * Drops the generation in progress on `s`, if any. NULL is a no-op.
+ *
+ * # Safety
+ * `s` must be NULL or a live session.
+ */
+void drt_generate_abandon(struct drt_session *s);
+
+/**
+ * Sends the library's log records up to `max_level` to `callback`, process-wide (logging in Rust
+ * is global); NULL `callback` or DRT_LOG_OFF stops it. Replaces an earlier callback. Fails with
+ * DRT_ERR_INVALID_ARGUMENT when the host process installed its own Rust logger, which then keeps
+ * receiving the records. `user_data` is passed back untouched and must stay valid until the
+ * callback is replaced; the callback must be callable from any thread.
+ *
+ * # Safety
+ * `callback` NULL or a function callable with the documented arguments from any thread.
+ */
+enum drt_status drt_set_log_callback(drt_log_fn callback,
+                                     enum drt_log_level max_level,
+                                     void *user_data);
 
 /**
  * Defaults: automatic backend, CPU, default threads.
@@ -226,26 +350,9 @@ enum drt_status drt_session_create(const struct drt_model *m,
 void drt_session_free(struct drt_session *s);
 
 /**
- * Defaults: seed 0, 20 steps, the model's guidance and sampler, no class, batch 1, no callback.
- */
-struct drt_generate_params drt_generate_params_default(void);
-
-/**
- * Generates `params->batch` samples into `out` (`out_len` floats). A short buffer is
- * DRT_ERR_INVALID_ARGUMENT and nothing is written; on any error `out` is untouched. One call at a
- * time per session; different sessions may run on different threads.
- *
- * # Safety
- * `s` a live session; `params` NULL or valid; `out` valid for `out_len` floats.
- */
-enum drt_status drt_generate(struct drt_session *s,
-                             const struct drt_generate_params *params,
-                             float *out,
-                             size_t out_len);
-
-/**
- * Asks the running generation on `s` to stop after its current step (it returns
- * DRT_ERR_CANCELLED). Safe from any thread; NULL is a no-op.
+ * Asks the running generation on `s` to stop after its current step (drt_generate returns
+ * DRT_ERR_CANCELLED), or, in a caller-driven run, makes the next drt_generate_step return it.
+ * Safe from any thread; NULL is a no-op. The next generation begun on `s` clears the request.
  *
  * # Safety
  * `s` must be NULL or a live session.

@@ -44,6 +44,7 @@ impl std::fmt::Debug for Model {
 impl Model {
     /// Loads `dir/model.json` and the graph it names.
     pub fn load(dir: &Path, opts: &BackendOptions) -> Result<Model> {
+        let started = std::time::Instant::now();
         let (manifest, json) = Manifest::load(dir)?;
         let schedule = manifest.noise_schedule.to_schedule().map_err(|e| in_file(e, &json))?;
         let onnx = dir.join(&manifest.denoiser.onnx);
@@ -55,6 +56,14 @@ impl Model {
         let wiring = wire(&manifest, graph.as_ref()).map_err(|e| {
             Error::Manifest(format!("{}: {} (graph {})", json.display(), e, onnx.display()))
         })?;
+        log::info!(
+            "loaded model `{}` from {} on {} ({}) in {:.1} ms",
+            manifest.name,
+            dir.display(),
+            graph.backend_name(),
+            graph.execution_provider(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
         Ok(Model { manifest, dir: dir.to_path_buf(), schedule, graph, wiring })
     }
 

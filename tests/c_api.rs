@@ -1,30 +1,16 @@
-//! The C ABI from C: the committed header is current and compiles as C99 and C++11, and
-//! `c_examples/generate.c` builds against the shared library, runs, and gives exactly the samples
-//! of the Rust API. Needs `target/<profile>/libdiffusion_rt.so` from `cargo build --lib`
-//! (scripts/test.sh builds it before the tests).
+//! The C ABI from C: the committed header is current and compiles as C99 and C++11; every example
+//! in `c_examples/` builds against the shared library and gives the CLI's samples bit for bit on every
+//! backend; the Makefile and pkg-config file build and link (shared and static); the README's program
+//! runs as printed. Needs `target/<profile>/libdiffusion_rt.so` (scripts/test.sh builds it).
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{load, model_dir, repo, TempDir};
-use diffusion_rt::backend::BackendKind;
-use diffusion_rt::{GenerateParams, Session};
+use common::c::{backend_name, build_c, build_example, cli_samples, lib_dir, read_f32, run};
+use common::{model_dir, repo, TempDir};
 
 const GENERATED: &str = include_str!(concat!(env!("OUT_DIR"), "/diffusion_rt.h"));
-
-fn lib_dir() -> PathBuf {
-    // target/<profile>/deps/c_api-<hash> -> target/<profile>
-    let exe = std::env::current_exe().expect("test path");
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
-}
-
-fn run(cmd: &mut Command) -> std::process::Output {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(o.status.success(), "{cmd:?} failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    o
-}
 
 #[test]
 fn committed_header_is_current() {
@@ -39,77 +25,123 @@ fn header_compiles_as_c99_and_cxx11() {
     std::fs::write(&c, "#include \"diffusion_rt.h\"\nint main(void) { return drt_version() == 0; }\n").expect("write");
     let inc = repo().join("include");
     run(Command::new("cc").args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only", "-I"]).arg(&inc).arg(&c));
-    run(Command::new("c++").args(["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I"]).arg(&inc).arg(&c));
+    run(Command::new("c++").args(["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only", "-I"]).arg(&inc).arg(&c));
 }
 
-/// Compiles `c_examples/NAME.c` against the shared library into `tmp`.
-fn build_example(name: &str, tmp: &TempDir) -> PathBuf {
-    build_c(&repo().join("c_examples").join(format!("{name}.c")), &tmp.path().join(name))
-}
-
-/// Compiles the C program `src` against the header and the shared library into `exe`.
-fn build_c(src: &Path, exe: &Path) -> PathBuf {
-    let lib = lib_dir();
-    assert!(lib.join("libdiffusion_rt.so").is_file(), "build the library first: cargo build --release --lib");
-    run(Command::new("cc")
-        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I"])
-        .arg(repo().join("include"))
-        .arg(src)
-        .arg("-L")
-        .arg(&lib)
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .args(["-ldiffusion_rt", "-lpthread", "-o"])
-        .arg(exe));
-    exe.to_path_buf()
-}
-
+/// `generate.c` draws the ten digits in one batch: a PGM strip, and raw samples equal to the CLI's
+/// for the same seed and settings, bit for bit.
 #[test]
-fn threads_example_equals_sequential_runs_on_every_backend() {
-    let tmp = TempDir::new("c-threads");
-    let exe = build_example("threads", &tmp);
-    for backend in common::backends() {
-        let name = if backend == BackendKind::Tract { "tract" } else { "ort" };
-        let o = run(Command::new(&exe).arg(model_dir("digits")).arg(name).arg("6"));
-        assert!(String::from_utf8_lossy(&o.stdout).contains("every result equals the sequential one"), "{name}");
-    }
-}
-
-#[test]
-fn generate_example_matches_the_rust_api() {
+fn generate_example_equals_the_cli_on_every_backend() {
     let tmp = TempDir::new("c-generate");
-    let exe = build_example("generate", &tmp);
-    let (pgm, raw) = (tmp.path().join("d.pgm"), tmp.path().join("d.f32"));
-    run(Command::new(&exe).arg(model_dir("digits")).arg("tract").arg(&pgm).arg(&raw));
-    let bytes = std::fs::read(&pgm).expect("pgm written");
-    assert!(bytes.starts_with(b"P5\n160 16\n255\n") && bytes.len() == 14 + 160 * 16);
-
-    let from_c: Vec<f32> =
-        std::fs::read(&raw).expect("raw").chunks(4).map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect();
-    let model = load(&model_dir("digits"), BackendKind::Tract);
-    let mut session = Session::new(&model).expect("session");
-    let mut from_rust = Vec::new();
-    for digit in 0..10 {
-        let p = GenerateParams { steps: Some(20), batch: 1, classes: vec![digit], seed: 42, ..GenerateParams::default() };
-        from_rust.extend(session.generate(&p, &mut |_, _| true).expect("generate").samples);
+    let exe = build_example("generate", tmp.path());
+    for backend in common::backends() {
+        let name = backend_name(backend);
+        let (pgm, raw) = (tmp.path().join(format!("{name}.pgm")), tmp.path().join(format!("{name}.f32")));
+        run(Command::new(&exe).arg(model_dir("digits")).arg(name).arg(&pgm).arg(&raw));
+        let bytes = std::fs::read(&pgm).expect("pgm written");
+        assert!(bytes.starts_with(b"P5\n160 16\n255\n") && bytes.len() == 14 + 160 * 16, "{name}");
+        let cli = cli_samples(backend, &["--class", "0,1,2,3,4,5,6,7,8,9", "--seed", "42"], tmp.path());
+        assert!(read_f32(&raw) == cli, "{name}: the C API must give the CLI's samples bit for bit");
     }
-    assert!(from_c == from_rust, "the C API must give the Rust API's samples bit for bit");
 
-    // Error path: a bad model directory is a status and a message, not a crash.
+    // A bad model directory is a status and a message, not a crash.
     let o = Command::new(&exe).arg(tmp.path().join("no-model")).arg("tract").output().expect("run");
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("DRT_ERR_IO") && err.contains("no-model"), "{err}");
 }
 
+/// `steps.c` drives the loop one step at a time: the result equals the CLI's bit for bit, and a
+/// cancel pressed after step 2 stops the run there.
+#[test]
+fn steps_example_equals_the_cli_and_cancels() {
+    let tmp = TempDir::new("c-steps");
+    let exe = build_example("steps", tmp.path());
+    for backend in common::backends() {
+        let name = backend_name(backend);
+        let raw = tmp.path().join(format!("{name}.f32"));
+        let o = run(Command::new(&exe).arg(model_dir("digits")).args([name, "3", "8"]).arg(&raw));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains(" 8/8 ") && out.contains("digit 3 done in 8 steps"), "{out}");
+        let cli = cli_samples(backend, &["--class", "3", "--seed", "7", "--steps", "8"], tmp.path());
+        assert!(read_f32(&raw) == cli, "{name}: the caller-driven loop must give the CLI's samples bit for bit");
+
+        let cancelled = tmp.path().join("cancelled.f32");
+        let o = Command::new(&exe).arg(model_dir("digits")).args([name, "3", "8"]).arg(&cancelled).arg("2").output().expect("run");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(2), "{out}");
+        assert!(out.contains("cancelled after 2 of 8 steps") && !cancelled.exists(), "{out}");
+    }
+}
+
+#[test]
+fn threads_example_equals_sequential_runs_on_every_backend() {
+    let tmp = TempDir::new("c-threads");
+    let exe = build_example("threads", tmp.path());
+    for backend in common::backends() {
+        let name = backend_name(backend);
+        let o = run(Command::new(&exe).arg(model_dir("digits")).arg(name).arg("6"));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("every result equals the sequential one"), "{name}");
+    }
+}
+
+/// The Makefile builds every example through the build tree's pkg-config file, and `make install`
+/// gives pkg-config users a working header, shared library and static library.
+#[test]
+fn makefile_and_pkg_config_build_and_link() {
+    let tmp = TempDir::new("c-make");
+    let src = tmp.path().join("c_examples");
+    std::fs::create_dir(&src).expect("mkdir");
+    for f in ["Makefile", "diffusion_rt.pc.in", "generate.c", "steps.c", "threads.c"] {
+        std::fs::copy(repo().join("c_examples").join(f), src.join(f)).expect("copy");
+    }
+    let (root, lib) = (format!("ROOT={}", repo().display()), format!("LIBDIR={}", lib_dir().display()));
+    run(Command::new("make").arg("-C").arg(&src).args([&root, &lib]));
+    for exe in ["generate", "steps", "threads"] {
+        assert!(src.join(exe).is_file(), "make built {exe}");
+    }
+    let prefix = tmp.path().join("prefix");
+    run(Command::new("make").arg("-C").arg(&src).args([&root, &lib, "install"]).arg(format!("PREFIX={}", prefix.display())));
+    let pc_path = prefix.join("lib/pkgconfig");
+    let pkg = |args: &[&str]| {
+        let o = run(Command::new("pkg-config").env("PKG_CONFIG_PATH", &pc_path).args(args).arg("diffusion_rt"));
+        String::from_utf8(o.stdout).expect("utf8").split_whitespace().map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(pkg(&["--modversion"]), [env!("CARGO_PKG_VERSION")]);
+
+    let hello = tmp.path().join("hello.c");
+    std::fs::write(&hello, readme_c_program()).expect("write");
+    // Linked against the installed shared library.
+    let shared = tmp.path().join("hello-shared");
+    let rpath = format!("-Wl,-rpath,{}", prefix.join("lib").display());
+    run(Command::new("cc").arg(&hello).args(pkg(&["--cflags", "--libs"])).arg(&rpath).arg("-o").arg(&shared));
+    // Linked statically: with only the archive installed, Libs.private must name every system library it needs.
+    std::fs::remove_file(prefix.join("lib/libdiffusion_rt.so")).expect("rm .so");
+    let fixed = tmp.path().join("hello-static");
+    run(Command::new("cc").arg(&hello).args(pkg(&["--static", "--cflags", "--libs"])).arg("-o").arg(&fixed));
+    for exe in [&shared, &fixed] {
+        std::fs::remove_file(prefix.join("lib/libdiffusion_rt.so")).ok();
+        std::fs::copy(lib_dir().join("libdiffusion_rt.so"), prefix.join("lib/libdiffusion_rt.so")).expect("restore .so");
+        let o = run(Command::new(exe).current_dir(repo()).env("DRT_ORT_LIB", "/nonexistent/libonnxruntime.so"));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("pixel (8, 8) of a seven is"), "{exe:?}");
+    }
+    let needed = run(Command::new("readelf").arg("-d").arg(&fixed));
+    assert!(!String::from_utf8_lossy(&needed.stdout).contains("libdiffusion_rt"), "the static build needs no libdiffusion_rt.so");
+}
+
+/// The C program of the README's "Use from C" section.
+fn readme_c_program() -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let section = readme.split("## Use from C").nth(1).expect("a Use from C section");
+    section.split("```c\n").nth(1).and_then(|s| s.split("```").next()).expect("a C block").to_string()
+}
+
 /// The README's "Use from C" program compiles and runs as printed.
 #[test]
 fn readme_c_program_runs_as_printed() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
-    let section = readme.split("## Use from C").nth(1).expect("a Use from C section");
-    let program = section.split("```c\n").nth(1).and_then(|s| s.split("```").next()).expect("a C block");
     let tmp = TempDir::new("readme-c");
     let (src, exe) = (tmp.path().join("hello.c"), tmp.path().join("hello"));
-    std::fs::write(&src, program).expect("write");
+    std::fs::write(&src, readme_c_program()).expect("write");
     build_c(&src, &exe);
     let o = run(Command::new(&exe).current_dir(repo()).env("DRT_ORT_LIB", "/nonexistent/libonnxruntime.so"));
     let out = String::from_utf8_lossy(&o.stdout);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::ffi::{c_void, CStr, CString};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::ptr::{null, null_mut};
 
 use common::model_dir;
@@ -132,7 +132,7 @@ fn progress_callback_and_cancel_stop_the_run() {
         p.progress = Some(cancel_from_thread);
         p.user_data = s as *mut c_void;
         assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 256), drt_status::DRT_ERR_CANCELLED);
-        assert!(last_error().contains("step 2"), "{}", last_error());
+        assert!(last_error().contains("step 1"), "stops before the next step: {}", last_error());
         p.progress = None;
         assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 256), drt_status::DRT_OK, "usable after a cancel");
         drt_session_free(s);
@@ -212,5 +212,98 @@ fn float_conditioning_by_name() {
         assert!(last_error().contains("hardness"));
         drt_session_free(s);
         drt_model_free(m);
+    }
+}
+
+/// begin / step / read / finish through the C API gives drt_generate's samples bit for bit, and
+/// every misuse is a status, not a crash.
+#[test]
+fn caller_driven_loop_equals_generate() {
+    unsafe {
+        let m = load();
+        let mut s = null_mut();
+        assert_eq!(drt_session_create(m, null(), &mut s), drt_status::DRT_OK);
+        let mut p = drt_generate_params_default();
+        p.steps = 6;
+        p.batch = 2;
+        p.seed = 3;
+        p.class_label = 6;
+        let mut whole = vec![0f32; 512];
+        assert_eq!(drt_generate(s, &p, whole.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
+
+        let mut buf = vec![5f32; 512];
+        let mut done = 0u32;
+        assert_eq!(drt_generate_step(s, &mut done), drt_status::DRT_ERR_INVALID_ARGUMENT, "step before begin");
+        assert!(last_error().contains("begin"), "{}", last_error());
+        assert_eq!(drt_generate_read(s, drt_read_kind::DRT_READ_SAMPLE, buf.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert_eq!(drt_generate_finish(s, buf.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        let mut total = 0u32;
+        assert_eq!(drt_generate_begin(s, &p, &mut total), drt_status::DRT_OK, "{}", last_error());
+        assert_eq!(total, 6);
+        assert_eq!(drt_generate_read(s, drt_read_kind::DRT_READ_PREDICTION, buf.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("first step"), "{}", last_error());
+        assert!(buf.iter().all(|&v| v == 5.0), "nothing written on error");
+        assert_eq!(drt_generate_read(s, drt_read_kind::DRT_READ_SAMPLE, buf.as_mut_ptr(), 512), drt_status::DRT_OK);
+        assert!(buf.iter().all(|v| v.is_finite()) && buf.iter().any(|&v| v != 5.0));
+        for k in 1..=total {
+            assert_eq!(drt_generate_step(s, &mut done), drt_status::DRT_OK, "{}", last_error());
+            assert_eq!(done, k);
+            assert_eq!(drt_generate_read(s, drt_read_kind::DRT_READ_PREDICTION, buf.as_mut_ptr(), 511), drt_status::DRT_ERR_INVALID_ARGUMENT, "short buffer");
+            assert_eq!(drt_generate_read(s, drt_read_kind::DRT_READ_PREDICTION, buf.as_mut_ptr(), 512), drt_status::DRT_OK);
+            if k == 3 {
+                assert_eq!(drt_generate_finish(s, buf.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
+                assert!(last_error().contains("3 of 6"), "{}", last_error());
+            }
+        }
+        assert_eq!(drt_generate_step(s, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT, "past the last step");
+        let mut driven = vec![0f32; 512];
+        assert_eq!(drt_generate_finish(s, driven.as_mut_ptr(), 100), drt_status::DRT_ERR_INVALID_ARGUMENT, "short buffer");
+        assert_eq!(drt_generate_finish(s, driven.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
+        assert!(driven == whole, "the caller-driven loop gives drt_generate's samples");
+        assert_eq!(drt_generate_finish(s, driven.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT, "finished once");
+
+        // Cancelled between steps: the next step says so and ends the run; abandon is harmless after.
+        assert_eq!(drt_generate_begin(s, &p, null_mut()), drt_status::DRT_OK);
+        assert_eq!(drt_generate_step(s, null_mut()), drt_status::DRT_OK);
+        drt_session_cancel(s);
+        assert_eq!(drt_generate_step(s, null_mut()), drt_status::DRT_ERR_CANCELLED);
+        assert_eq!(drt_generate_step(s, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT, "the run ended");
+        drt_generate_abandon(s);
+        drt_generate_abandon(null_mut());
+        assert_eq!(drt_generate_begin(s, &p, null_mut()), drt_status::DRT_OK);
+        drt_generate_abandon(s);
+        assert_eq!(drt_generate_step(s, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT, "abandoned");
+        assert_eq!(drt_generate_begin(null_mut(), &p, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        p.steps = 0;
+        assert_eq!(drt_generate_begin(s, &p, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        drt_session_free(s);
+        drt_model_free(m);
+    }
+}
+
+unsafe extern "C" fn collect_log(level: drt_log_level, target: *const c_char, message: *const c_char, user_data: *mut c_void) {
+    let lines = &*(user_data as *const std::sync::Mutex<Vec<String>>);
+    let line = format!("{level:?} {} {}", CStr::from_ptr(target).to_string_lossy(), CStr::from_ptr(message).to_string_lossy());
+    lines.lock().expect("lock").push(line);
+}
+
+/// The `log` records reach a C callback up to the level asked for, and stop when it is removed.
+#[test]
+fn log_records_reach_the_callback() {
+    static LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let ud = &LINES as *const _ as *mut c_void;
+    unsafe {
+        assert_eq!(drt_set_log_callback(Some(collect_log), drt_log_level::DRT_LOG_INFO, ud), drt_status::DRT_OK);
+        drt_model_free(load());
+        let seen = LINES.lock().expect("lock").clone();
+        assert!(
+            seen.iter().any(|l| l.starts_with("DRT_LOG_INFO diffusion_rt::model loaded model `digits`") && l.contains("on tract")),
+            "{seen:?}"
+        );
+        assert!(seen.iter().all(|l| !l.starts_with("DRT_LOG_DEBUG")), "nothing above the level asked for");
+        assert_eq!(drt_set_log_callback(None, drt_log_level::DRT_LOG_INFO, null_mut()), drt_status::DRT_OK);
+        LINES.lock().expect("lock").clear();
+        drt_model_free(load());
+        assert!(LINES.lock().expect("lock").is_empty(), "removed callback gets nothing");
     }
 }

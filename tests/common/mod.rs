@@ -7,6 +7,8 @@ use std::sync::Arc;
 use diffusion_rt::backend::{ort_lib, BackendKind, BackendOptions};
 use diffusion_rt::Model;
 
+pub mod c;
+
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }

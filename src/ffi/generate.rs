@@ -1,0 +1,279 @@
+//! Generation: the parameters, the whole run into a caller buffer, and the caller-driven loop
+//! (begin, step, read, finish) for apps that draw a preview between steps.
+
+use std::ffi::{c_char, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::{boundary, drt_session, drt_status, invalid, opt_str, read_params};
+use crate::error::Error;
+use crate::pipeline::{GenerateParams, Session};
+
+/// Progress callback: called after each step; return false to cancel the run.
+pub type drt_progress_fn = Option<unsafe extern "C" fn(step: u32, total: u32, user_data: *mut c_void) -> bool>;
+
+/// One generation's settings. Initialise with drt_generate_params_default().
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct drt_generate_params {
+    /// sizeof(drt_generate_params), set by drt_generate_params_default().
+    pub struct_size: u32,
+    pub seed: u64,
+    /// Sampler steps; 0 is invalid.
+    pub steps: u32,
+    /// Classifier-free guidance scale; negative = the model's default.
+    pub guidance: f32,
+    /// Sampler name ("dpmpp-2m", "euler", ...); NULL = the model's default.
+    pub sampler: *const c_char,
+    /// Class label for every sample; -1 = none (the null class, or a model without classes).
+    pub class_label: i32,
+    /// Number of samples; the output holds batch * drt_model_sample_len() floats.
+    pub batch: u32,
+    /// Optional progress callback and its user data.
+    pub progress: drt_progress_fn,
+    pub user_data: *mut c_void,
+    /// Optional per-sample class labels (`batch` of them), overriding class_label; NULL = none.
+    pub classes: *const i32,
+    /// Optional initial standard-normal noise, `batch * sample_len` floats; NULL = seeded noise.
+    pub noise: *const f32,
+    /// Optional float conditioning: `cond_count` input names and one value each for all samples.
+    pub cond_names: *const *const c_char,
+    pub cond_values: *const f32,
+    pub cond_count: u32,
+    /// Optional img2img start, `sample_len` (shared) or `batch * sample_len` floats; NULL = none.
+    pub init: *const f32,
+    pub init_len: usize,
+    /// img2img: the fraction of the schedule run on `init`, in (0, 1].
+    pub strength: f32,
+}
+
+/// Defaults: seed 0, 20 steps, the model's guidance and sampler, no class, batch 1, no callback.
+#[no_mangle]
+pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
+    drt_generate_params {
+        struct_size: std::mem::size_of::<drt_generate_params>() as u32,
+        seed: 0,
+        steps: 20,
+        guidance: -1.0,
+        sampler: std::ptr::null(),
+        class_label: -1,
+        batch: 1,
+        progress: None,
+        user_data: std::ptr::null_mut(),
+        classes: std::ptr::null(),
+        noise: std::ptr::null(),
+        cond_names: std::ptr::null(),
+        cond_values: std::ptr::null(),
+        cond_count: 0,
+        init: std::ptr::null(),
+        init_len: 0,
+        strength: 0.8,
+    }
+}
+
+/// The checked Rust form of a caller's params: the generation's settings and the output length
+/// (`batch * sample_len` floats) they need.
+unsafe fn generate_params(p: &drt_generate_params, sample_len: usize) -> Result<(GenerateParams, usize), Error> {
+    if p.steps == 0 {
+        return Err(invalid("steps must be at least 1"));
+    }
+    let batch = p.batch as usize;
+    if batch == 0 || batch > crate::pipeline::MAX_BATCH {
+        return Err(invalid(&format!("batch must be between 1 and {}, got {batch}", crate::pipeline::MAX_BATCH)));
+    }
+    let needed = batch.checked_mul(sample_len).ok_or_else(|| invalid("batch too large"))?;
+    let classes = if !p.classes.is_null() {
+        std::slice::from_raw_parts(p.classes, batch).iter().map(|&c| c as i64).collect()
+    } else if p.class_label < 0 {
+        Vec::new()
+    } else {
+        vec![p.class_label as i64]
+    };
+    let mut conds = Vec::with_capacity(p.cond_count as usize);
+    if p.cond_count > 0 && (p.cond_names.is_null() || p.cond_values.is_null()) {
+        return Err(invalid("cond_count > 0 needs cond_names and cond_values"));
+    }
+    for i in 0..p.cond_count as usize {
+        let name = opt_str(*p.cond_names.add(i), "params.cond_names")?.ok_or_else(|| invalid("a cond_names entry is NULL"))?;
+        conds.push((name.to_string(), vec![*p.cond_values.add(i)]));
+    }
+    let gp = GenerateParams {
+        sampler: opt_str(p.sampler, "params.sampler")?.map(str::to_string),
+        steps: Some(p.steps),
+        guidance: (p.guidance >= 0.0 || p.guidance.is_nan()).then_some(p.guidance),
+        batch,
+        seed: p.seed,
+        classes,
+        conds,
+        noise: (!p.noise.is_null()).then(|| std::slice::from_raw_parts(p.noise, needed).to_vec()),
+        init: (!p.init.is_null()).then(|| std::slice::from_raw_parts(p.init, p.init_len).to_vec()),
+        strength: (!p.init.is_null()).then_some(p.strength),
+        ..GenerateParams::default()
+    };
+    Ok((gp, needed))
+}
+
+/// The session behind `s`, locked for one call.
+unsafe fn lock<'a>(s: *const drt_session) -> Result<std::sync::MutexGuard<'a, Session>, Error> {
+    if s.is_null() {
+        return Err(invalid("session is NULL"));
+    }
+    (*s).session.lock().map_err(|_| Error::Internal("session poisoned by an earlier panic".into()))
+}
+
+/// Copies `src` into the caller's buffer, or refuses a short one without writing anything.
+unsafe fn write_out(src: &[f32], out: *mut f32, out_len: usize) -> Result<(), Error> {
+    if out.is_null() {
+        return Err(invalid("out is NULL"));
+    }
+    if out_len < src.len() {
+        return Err(invalid(&format!("out holds {out_len} floats; {} are needed", src.len())));
+    }
+    std::ptr::copy_nonoverlapping(src.as_ptr(), out, src.len());
+    Ok(())
+}
+
+/// Generates `params->batch` samples into `out` (`out_len` floats). A short buffer is
+/// DRT_ERR_INVALID_ARGUMENT and nothing is written; on any error `out` is untouched. One call at a
+/// time per session (concurrent calls on one session wait for each other); different sessions may
+/// run on different threads. A generation begun with drt_generate_begin on `s` is dropped.
+///
+/// # Safety
+/// `s` a live session; `params` NULL or valid; `out` valid for `out_len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn drt_generate(
+    s: *mut drt_session,
+    params: *const drt_generate_params,
+    out: *mut f32,
+    out_len: usize,
+) -> drt_status {
+    boundary(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        let mut session = lock(s)?;
+        let p = read_params(params, drt_generate_params_default())?;
+        let (gp, needed) = generate_params(&p, session.model().sample_len())?;
+        if out_len < needed {
+            return Err(invalid(&format!("out holds {out_len} floats; batch {} needs {needed}", p.batch)));
+        }
+        let (cb, ud) = (p.progress, p.user_data);
+        let gen = session.generate(&gp, &mut |done, total| match cb {
+            Some(f) => f(done as u32, total as u32, ud),
+            None => true,
+        })?;
+        write_out(&gen.samples, out, out_len)
+    })
+}
+
+/// Begins a caller-driven generation on `s` (for UIs that draw a preview between steps): checks
+/// `params` as drt_generate does, draws the initial sample, and sets `*total_steps` (may be NULL)
+/// to the number of drt_generate_step calls the run takes. `params->progress` is not called; the
+/// caller sees every step. A generation already in progress on `s` is dropped.
+///
+/// # Safety
+/// `s` a live session; `params` NULL or valid; `total_steps` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn drt_generate_begin(
+    s: *mut drt_session,
+    params: *const drt_generate_params,
+    total_steps: *mut u32,
+) -> drt_status {
+    boundary(|| {
+        let mut session = lock(s)?;
+        let p = read_params(params, drt_generate_params_default())?;
+        let (gp, _) = generate_params(&p, session.model().sample_len())?;
+        let total = session.begin(&gp)?;
+        if !total_steps.is_null() {
+            *total_steps = total as u32;
+        }
+        Ok(())
+    })
+}
+
+/// Takes the next step of the generation begun on `s`; `*steps_done` (may be NULL) is set to the
+/// steps done so far. After drt_session_cancel, the next call returns DRT_ERR_CANCELLED without
+/// stepping. Any error ends the generation (begin a new one to go on); stepping with no generation
+/// in progress or past the last step is DRT_ERR_INVALID_ARGUMENT.
+///
+/// # Safety
+/// `s` a live session; `steps_done` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn drt_generate_step(s: *mut drt_session, steps_done: *mut u32) -> drt_status {
+    boundary(|| {
+        let done = lock(s)?.step()?;
+        if !steps_done.is_null() {
+            *steps_done = done as u32;
+        }
+        Ok(())
+    })
+}
+
+/// What drt_generate_read copies out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum drt_read_kind {
+    /// The sample as it stands, noisy until the last step (the model's native scaling).
+    DRT_READ_SAMPLE = 0,
+    /// The clean result the last step predicted: a preview of the final sample. Available after
+    /// the first step.
+    DRT_READ_PREDICTION = 1,
+}
+
+/// Copies the current sample or prediction of the generation in progress on `s` into `out`
+/// (`batch * drt_model_sample_len()` floats). A short buffer, no generation in progress, or a
+/// prediction asked for before the first step is DRT_ERR_INVALID_ARGUMENT, and nothing is written.
+///
+/// # Safety
+/// `s` a live session; `out` valid for `out_len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn drt_generate_read(
+    s: *const drt_session,
+    what: drt_read_kind,
+    out: *mut f32,
+    out_len: usize,
+) -> drt_status {
+    boundary(|| {
+        let session = lock(s)?;
+        let none = || invalid("no generation in progress: call drt_generate_begin first");
+        let src = match what {
+            drt_read_kind::DRT_READ_SAMPLE => session.current_sample().ok_or_else(none)?,
+            drt_read_kind::DRT_READ_PREDICTION => {
+                session.progress().ok_or_else(none)?;
+                session.current_prediction().ok_or_else(|| invalid("no prediction before the first step"))?
+            }
+        };
+        write_out(src, out, out_len)
+    })
+}
+
+/// Ends the generation on `s` whose steps are all done and copies the result into `out` (as
+/// drt_generate would have). Before the last step, or with a short buffer, it is
+/// DRT_ERR_INVALID_ARGUMENT, nothing is written, and the generation stays in progress.
+///
+/// # Safety
+/// `s` a live session; `out` valid for `out_len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn drt_generate_finish(s: *mut drt_session, out: *mut f32, out_len: usize) -> drt_status {
+    boundary(|| {
+        let mut session = lock(s)?;
+        let (done, total) = session.progress().ok_or_else(|| invalid("no generation in progress: call drt_generate_begin first"))?;
+        if done < total {
+            return Err(invalid(&format!("{done} of {total} steps are done: step to the end, or call drt_generate_abandon")));
+        }
+        write_out(session.current_sample().unwrap_or_default(), out, out_len)?;
+        session.finish()?;
+        Ok(())
+    })
+}
+
+/// Drops the generation in progress on `s`, if any. NULL is a no-op.
+///
+/// # Safety
+/// `s` must be NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn drt_generate_abandon(s: *mut drt_session) {
+    if !s.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| lock(s).map(|mut g| g.abandon())));
+    }
+}
+

@@ -1,0 +1,165 @@
+//! Models and sessions: loading, sharing across threads, freeing, and cancelling a session's run.
+
+use std::ffi::c_char;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::{boundary, drt_status, invalid, opt_str, read_params};
+use crate::backend::{BackendKind, BackendOptions};
+use crate::pipeline::Session;
+use crate::Model;
+
+/// A loaded model: immutable, shareable by any number of threads and sessions.
+pub struct drt_model {
+    model: Arc<Model>,
+}
+
+/// One generation at a time over a model; owns the backend state and scratch buffers.
+pub struct drt_session {
+    pub(super) session: Mutex<Session>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// How a model is loaded. Initialise with drt_model_params_default().
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct drt_model_params {
+    /// sizeof(drt_model_params), set by drt_model_params_default().
+    pub struct_size: u32,
+    /// "tract", "ort", or NULL for automatic (ONNX Runtime when its library is found).
+    pub backend: *const c_char,
+    /// ONNX Runtime shared library; NULL: $DRT_ORT_LIB, $ORT_DYLIB_PATH, then .ort/lib.
+    pub ort_library_path: *const c_char,
+    /// "cpu" (NULL), "cuda", "tensorrt", "coreml", "nnapi" or "xnnpack".
+    pub execution_provider: *const c_char,
+    /// Intra-op threads for ONNX Runtime; 0 = number of physical cores.
+    pub threads: u32,
+}
+
+/// Defaults: automatic backend, CPU, default threads.
+#[no_mangle]
+pub extern "C" fn drt_model_params_default() -> drt_model_params {
+    drt_model_params {
+        struct_size: std::mem::size_of::<drt_model_params>() as u32,
+        backend: std::ptr::null(),
+        ort_library_path: std::ptr::null(),
+        execution_provider: std::ptr::null(),
+        threads: 0,
+    }
+}
+
+/// Loads the model directory `model_dir` (model.json + ONNX files). `params` may be NULL for the
+/// defaults. On success `*out` owns the model (free with drt_model_free); on error it is untouched.
+///
+/// # Safety
+/// `model_dir` must be a NUL-terminated string; `params` NULL or a valid params struct; `out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn drt_model_load(
+    model_dir: *const c_char,
+    params: *const drt_model_params,
+    out: *mut *mut drt_model,
+) -> drt_status {
+    boundary(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        let dir = opt_str(model_dir, "model_dir")?.ok_or_else(|| invalid("model_dir is NULL"))?;
+        let p = read_params(params, drt_model_params_default())?;
+        let opts = BackendOptions {
+            backend: match opt_str(p.backend, "params.backend")? {
+                None => BackendKind::Auto,
+                Some(s) => s.parse()?,
+            },
+            ort_library: opt_str(p.ort_library_path, "params.ort_library_path")?.map(PathBuf::from),
+            execution_provider: opt_str(p.execution_provider, "params.execution_provider")?.unwrap_or("cpu").to_string(),
+            threads: (p.threads > 0).then_some(p.threads as usize),
+        };
+        let model = Model::load(dir.as_ref(), &opts)?;
+        *out = Box::into_raw(Box::new(drt_model { model: Arc::new(model) }));
+        Ok(())
+    })
+}
+
+/// Frees a model. NULL is a no-op. Sessions created from it keep what they need alive.
+///
+/// # Safety
+/// `m` must be NULL or a model from drt_model_load, not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn drt_model_free(m: *mut drt_model) {
+    if !m.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(m))));
+    }
+}
+
+/// Floats per sample (the product of the manifest's sample_shape); 0 for NULL.
+///
+/// # Safety
+/// `m` must be NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn drt_model_sample_len(m: *const drt_model) -> usize {
+    if m.is_null() {
+        return 0;
+    }
+    catch_unwind(AssertUnwindSafe(|| (*m).model.sample_len())).unwrap_or(0)
+}
+
+/// Session options (none yet besides the size; reserved for later fields).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct drt_session_params {
+    /// sizeof(drt_session_params), set by drt_session_params_default().
+    pub struct_size: u32,
+}
+
+#[no_mangle]
+pub extern "C" fn drt_session_params_default() -> drt_session_params {
+    drt_session_params { struct_size: std::mem::size_of::<drt_session_params>() as u32 }
+}
+
+/// Creates a session over `m`. `params` may be NULL. Free with drt_session_free.
+///
+/// # Safety
+/// `m` must be a live model; `params` NULL or valid; `out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn drt_session_create(
+    m: *const drt_model,
+    params: *const drt_session_params,
+    out: *mut *mut drt_session,
+) -> drt_status {
+    boundary(|| {
+        if m.is_null() || out.is_null() {
+            return Err(invalid("model or out is NULL"));
+        }
+        read_params(params, drt_session_params_default())?;
+        let session = Session::new(&(*m).model)?;
+        let cancel = session.cancel_flag();
+        *out = Box::into_raw(Box::new(drt_session { session: Mutex::new(session), cancel }));
+        Ok(())
+    })
+}
+
+/// Frees a session. NULL is a no-op. Must not run concurrently with a call on the same session.
+///
+/// # Safety
+/// `s` must be NULL or a session from drt_session_create, not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn drt_session_free(s: *mut drt_session) {
+    if !s.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(s))));
+    }
+}
+
+/// Asks the running generation on `s` to stop after its current step (drt_generate returns
+/// DRT_ERR_CANCELLED), or, in a caller-driven run, makes the next drt_generate_step return it.
+/// Safe from any thread; NULL is a no-op. The next generation begun on `s` clears the request.
+///
+/// # Safety
+/// `s` must be NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn drt_session_cancel(s: *const drt_session) {
+    if !s.is_null() {
+        (*s).cancel.store(true, Ordering::SeqCst);
+    }
+}
