@@ -73,8 +73,12 @@ fn generate_checks_buffers_and_parameters() {
         for (edit, needle) in [
             (&|p: &mut drt_generate_params| p.steps = 0 as _, "steps"),
             (&|p: &mut drt_generate_params| p.class_label = 99, "class 99"),
+            (&|p: &mut drt_generate_params| p.class_label = -2, "class_label"),
             (&|p: &mut drt_generate_params| p.guidance = f32::NAN, "guidance"),
-        ] as [(&dyn Fn(&mut drt_generate_params), &str); 3]
+            (&|p: &mut drt_generate_params| p.batch = 0, "batch"),
+            (&|p: &mut drt_generate_params| p.sampler = c"no-such-sampler".as_ptr(), "no-such-sampler"),
+            (&|p: &mut drt_generate_params| p.cond_count = 1, "cond_count"),
+        ] as [(&dyn Fn(&mut drt_generate_params), &str); 7]
         {
             let mut bad = p;
             edit(&mut bad);

@@ -2,9 +2,8 @@
 //! (begin, step, read, finish) for apps that draw a preview between steps.
 
 use std::ffi::{c_char, c_void};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::{boundary, drt_session, drt_status, invalid, opt_str, read_params};
+use super::{boundary, guarded, drt_session, drt_status, invalid, opt_str, read_params};
 use crate::error::Error;
 use crate::pipeline::{GenerateParams, Session};
 
@@ -17,6 +16,8 @@ pub type drt_progress_fn = Option<unsafe extern "C" fn(step: u32, total: u32, us
 pub struct drt_generate_params {
     /// sizeof(drt_generate_params), set by drt_generate_params_default().
     pub struct_size: u32,
+    /// Fixes the initial noise and every stochastic sampler's noise: the same seed and settings give
+    /// the same samples, bit for bit, on one backend.
     pub seed: u64,
     /// Sampler steps; 0 is invalid.
     pub steps: u32,
@@ -28,19 +29,24 @@ pub struct drt_generate_params {
     pub class_label: i32,
     /// Number of samples; the output holds batch * drt_model_sample_len() floats.
     pub batch: u32,
-    /// Optional progress callback and its user data.
+    /// Optional progress callback, called on the generating thread after each step of drt_generate.
     pub progress: drt_progress_fn,
+    /// Passed back untouched to `progress`.
     pub user_data: *mut c_void,
     /// Optional per-sample class labels (`batch` of them), overriding class_label; NULL = none.
     pub classes: *const i32,
     /// Optional initial standard-normal noise, `batch * sample_len` floats; NULL = seeded noise.
     pub noise: *const f32,
-    /// Optional float conditioning: `cond_count` input names and one value each for all samples.
+    /// Optional float conditioning: `cond_count` names of the model's cond_inputs; others keep
+    /// their manifest default. NULL when cond_count is 0.
     pub cond_names: *const *const c_char,
+    /// One value per name in `cond_names`, for every sample.
     pub cond_values: *const f32,
+    /// Number of entries in cond_names and cond_values.
     pub cond_count: u32,
     /// Optional img2img start, `sample_len` (shared) or `batch * sample_len` floats; NULL = none.
     pub init: *const f32,
+    /// Number of floats at `init`.
     pub init_len: usize,
     /// img2img: the fraction of the schedule run on `init`, in (0, 1].
     pub strength: f32,
@@ -83,7 +89,9 @@ unsafe fn generate_params(p: &drt_generate_params, sample_len: usize) -> Result<
     let needed = batch.checked_mul(sample_len).ok_or_else(|| invalid("batch too large"))?;
     let classes = if !p.classes.is_null() {
         std::slice::from_raw_parts(p.classes, batch).iter().map(|&c| c as i64).collect()
-    } else if p.class_label < 0 {
+    } else if p.class_label < -1 {
+        return Err(invalid(&format!("class_label must be a class index or -1 (none), got {}", p.class_label)));
+    } else if p.class_label == -1 {
         Vec::new()
     } else {
         vec![p.class_label as i64]
@@ -273,7 +281,7 @@ pub unsafe extern "C" fn drt_generate_finish(s: *mut drt_session, out: *mut f32,
 #[no_mangle]
 pub unsafe extern "C" fn drt_generate_abandon(s: *mut drt_session) {
     if !s.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| lock(s).map(|mut g| g.abandon())));
+        let _ = guarded(|| lock(s).map(|mut g| g.abandon()));
     }
 }
 

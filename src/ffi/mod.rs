@@ -6,32 +6,44 @@
 //! every entry point checks its pointers and catches panics, so no unwinding crosses into C.
 #![allow(non_camel_case_types)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
 
 use crate::error::Error;
 
+// Declaration order is the header's order.
+mod model;
 mod generate;
 mod log;
-mod model;
 pub use self::generate::*;
 pub use self::log::*;
 pub use self::model::*;
 
-/// Result of every fallible call.
+/// Result of every fallible call; drt_last_error() says more.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum drt_status {
     DRT_OK = 0,
+    /// A NULL or malformed argument, an out-of-range value, a short output buffer, or a call out of
+    /// sequence (e.g. drt_generate_step before drt_generate_begin).
     DRT_ERR_INVALID_ARGUMENT = 1,
+    /// A file or directory could not be read or written.
     DRT_ERR_IO = 2,
+    /// The ONNX graph is invalid, unsupported by the backend, or failed while running.
     DRT_ERR_MODEL = 3,
+    /// model.json is malformed or disagrees with the graph.
     DRT_ERR_MANIFEST = 4,
+    /// The requested backend or execution provider is not available (e.g. no ONNX Runtime library).
     DRT_ERR_BACKEND_UNAVAILABLE = 5,
+    /// The run was cancelled by drt_session_cancel or the progress callback.
     DRT_ERR_CANCELLED = 6,
+    /// The network produced NaN or infinity.
     DRT_ERR_NON_FINITE = 7,
+    /// The request needs more memory than allowed or available.
     DRT_ERR_OUT_OF_MEMORY = 8,
+    /// A bug in diffusion-rt (a caught panic); the message says where.
     DRT_ERR_INTERNAL = 9,
 }
 
@@ -53,6 +65,8 @@ impl From<&Error> for drt_status {
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// How many drt_ calls this thread is inside (callbacks may call back in).
+    static IN_CALL: Cell<u32> = const { Cell::new(0) };
 }
 
 fn set_last_error(msg: &str) {
@@ -60,21 +74,48 @@ fn set_last_error(msg: &str) {
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
 }
 
-/// Runs `f` behind the panic boundary, turning errors and panics into a status and a message.
+/// Routes panics raised inside a drt_ call to the log (so to the app's log callback) instead of
+/// stderr; panics elsewhere in the process still reach the hook that was there before.
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_CALL.try_with(Cell::get).unwrap_or(0) > 0 {
+                ::log::error!(target: "diffusion_rt::panic", "{info}");
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f` behind the panic boundary; a panic becomes its message.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    install_panic_hook();
+    IN_CALL.with(|c| c.set(c.get() + 1));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    IN_CALL.with(|c| c.set(c.get() - 1));
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into())
+    })
+}
+
+/// Runs a fallible call behind the panic boundary, turning errors and panics into a status and a
+/// message for drt_last_error.
 fn boundary(f: impl FnOnce() -> Result<(), Error>) -> drt_status {
     set_last_error("");
-    match catch_unwind(AssertUnwindSafe(f)) {
+    match guarded(f) {
         Ok(Ok(())) => drt_status::DRT_OK,
         Ok(Err(e)) => {
             set_last_error(&e.to_string());
             drt_status::from(&e)
         }
-        Err(payload) => {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+        Err(msg) => {
             set_last_error(&format!("internal error (panic): {msg}"));
             drt_status::DRT_ERR_INTERNAL
         }
@@ -109,9 +150,11 @@ unsafe fn read_params<T: Copy>(p: *const T, defaults: T) -> Result<T, Error> {
     Ok(out)
 }
 
-/// Version of the library these declarations come from.
+/// Version of the library these declarations come from (drt_version() gives the loaded one's).
 pub const DRT_VERSION_MAJOR: u32 = 0;
+/// See DRT_VERSION_MAJOR.
 pub const DRT_VERSION_MINOR: u32 = 1;
+/// See DRT_VERSION_MAJOR.
 pub const DRT_VERSION_PATCH: u32 = 0;
 /// Bumped on every incompatible change of this header. An app compares it with drt_abi_version() at
 /// start-up to catch a mismatched shared library before calling anything else.
@@ -154,3 +197,38 @@ pub extern "C" fn drt_status_string(s: drt_status) -> *const c_char {
     name.as_ptr() as *const c_char
 }
 
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::{c_void, CStr};
+    use std::sync::Mutex;
+
+    use super::*;
+
+    static RECORDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    unsafe extern "C" fn collect(level: drt_log_level, target: *const c_char, message: *const c_char, _: *mut c_void) {
+        let (t, m) = (CStr::from_ptr(target).to_string_lossy(), CStr::from_ptr(message).to_string_lossy());
+        RECORDS.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{level:?} {t} {m}"));
+    }
+
+    /// A panic inside a call is DRT_ERR_INTERNAL with its message, reported to the log callback
+    /// (not stderr); a panic outside any call still goes to the previous hook, not the callback.
+    #[test]
+    fn panics_become_internal_errors_and_log_records() {
+        assert_eq!(unsafe { drt_set_log_callback(Some(collect), drt_log_level::DRT_LOG_ERROR, std::ptr::null_mut()) }, drt_status::DRT_OK);
+        let status = boundary(|| panic!("boom {}", 42));
+        assert_eq!(status, drt_status::DRT_ERR_INTERNAL);
+        let msg = unsafe { CStr::from_ptr(drt_last_error()) }.to_string_lossy().into_owned();
+        assert_eq!(msg, "internal error (panic): boom 42");
+        assert_eq!(boundary(|| Ok(())), drt_status::DRT_OK);
+        assert_eq!(unsafe { CStr::from_ptr(drt_last_error()) }.to_bytes(), b"", "cleared by a successful call");
+
+        assert!(std::panic::catch_unwind(|| panic!("outside")).is_err());
+        assert_eq!(unsafe { drt_set_log_callback(None, drt_log_level::DRT_LOG_OFF, std::ptr::null_mut()) }, drt_status::DRT_OK);
+        let records = RECORDS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert!(records[0].starts_with("DRT_LOG_ERROR diffusion_rt::panic panicked at src/ffi/mod.rs"), "{records:?}");
+        assert!(records[0].ends_with("boom 42"), "{records:?}");
+    }
+}

@@ -1,12 +1,11 @@
 //! Models and sessions: loading, sharing across threads, freeing, and cancelling a session's run.
 
 use std::ffi::c_char;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{boundary, drt_status, invalid, opt_str, read_params};
+use super::{boundary, guarded, drt_status, invalid, opt_str, read_params};
 use crate::backend::{BackendKind, BackendOptions};
 use crate::pipeline::Session;
 use crate::Model;
@@ -89,7 +88,7 @@ pub unsafe extern "C" fn drt_model_load(
 #[no_mangle]
 pub unsafe extern "C" fn drt_model_free(m: *mut drt_model) {
     if !m.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(m))));
+        let _ = guarded(|| drop(Box::from_raw(m)));
     }
 }
 
@@ -102,7 +101,7 @@ pub unsafe extern "C" fn drt_model_sample_len(m: *const drt_model) -> usize {
     if m.is_null() {
         return 0;
     }
-    catch_unwind(AssertUnwindSafe(|| (*m).model.sample_len())).unwrap_or(0)
+    guarded(|| (*m).model.sample_len()).unwrap_or(0)
 }
 
 /// Session options (none yet besides the size; reserved for later fields).
@@ -113,6 +112,7 @@ pub struct drt_session_params {
     pub struct_size: u32,
 }
 
+/// Defaults for drt_session_create (which also takes NULL for them).
 #[no_mangle]
 pub extern "C" fn drt_session_params_default() -> drt_session_params {
     drt_session_params { struct_size: std::mem::size_of::<drt_session_params>() as u32 }
@@ -147,13 +147,14 @@ pub unsafe extern "C" fn drt_session_create(
 #[no_mangle]
 pub unsafe extern "C" fn drt_session_free(s: *mut drt_session) {
     if !s.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(s))));
+        let _ = guarded(|| drop(Box::from_raw(s)));
     }
 }
 
-/// Asks the running generation on `s` to stop after its current step (drt_generate returns
-/// DRT_ERR_CANCELLED), or, in a caller-driven run, makes the next drt_generate_step return it.
-/// Safe from any thread; NULL is a no-op. The next generation begun on `s` clears the request.
+/// Asks the running generation on `s` to stop: drt_generate returns DRT_ERR_CANCELLED once the step
+/// in flight ends, and in a caller-driven run the next drt_generate_step returns it without
+/// stepping. Safe from any thread (it does not wait for the session's lock); NULL is a no-op. The
+/// session stays usable: the next generation begun on `s` clears the request.
 ///
 /// # Safety
 /// `s` must be NULL or a live session.
