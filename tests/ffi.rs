@@ -6,23 +6,25 @@ mod common;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::ptr::{null, null_mut};
 
-use common::model_dir;
+use common::{backends, model_dir};
+use diffusion_rt::backend::BackendKind;
 use diffusion_rt::ffi::*;
 
 fn last_error() -> String {
     unsafe { CStr::from_ptr(drt_last_error()) }.to_string_lossy().into_owned()
 }
 
-fn tract_params() -> (drt_model_params, CString) {
-    let backend = CString::new("tract").expect("cstr");
-    let mut p = drt_model_params_default();
-    p.backend = backend.as_ptr();
-    (p, backend)
+fn load() -> *mut drt_model {
+    load_on(BackendKind::Tract)
 }
 
-fn load() -> *mut drt_model {
+fn load_on(backend: BackendKind) -> *mut drt_model {
     let dir = CString::new(model_dir("digits").to_str().expect("utf8")).expect("cstr");
-    let (p, _keep) = tract_params();
+    let mut p = drt_model_params_default();
+    p.backend = match backend {
+        BackendKind::Ort => c"ort".as_ptr(),
+        _ => c"tract".as_ptr(),
+    };
     let mut m = null_mut();
     assert_eq!(unsafe { drt_model_load(dir.as_ptr(), &p, &mut m) }, drt_status::DRT_OK, "{}", last_error());
     m
@@ -121,8 +123,14 @@ unsafe extern "C" fn cancel_from_thread(step: u32, _total: u32, user_data: *mut 
 
 #[test]
 fn progress_callback_and_cancel_stop_the_run() {
-    unsafe {
-        let m = load();
+    for backend in backends() {
+        let m = load_on(backend);
+        unsafe { progress_and_cancel_on(m) };
+    }
+}
+
+unsafe fn progress_and_cancel_on(m: *mut drt_model) {
+    {
         let mut s = null_mut();
         assert_eq!(drt_session_create(m, null(), &mut s), drt_status::DRT_OK);
         let mut out = vec![0f32; 256];
@@ -194,7 +202,8 @@ fn extended_parameters_match_the_rust_api() {
 fn float_conditioning_by_name() {
     unsafe {
         let dir = CString::new(common::repo().join("tests/fixtures/toy").to_str().expect("utf8")).expect("cstr");
-        let (mp, _keep) = tract_params();
+        let mut mp = drt_model_params_default();
+        mp.backend = c"tract".as_ptr();
         let mut m = null_mut();
         assert_eq!(drt_model_load(dir.as_ptr(), &mp, &mut m), drt_status::DRT_OK, "{}", last_error());
         let mut s = null_mut();
@@ -223,8 +232,14 @@ fn float_conditioning_by_name() {
 /// every misuse is a status, not a crash.
 #[test]
 fn caller_driven_loop_equals_generate() {
-    unsafe {
-        let m = load();
+    for backend in backends() {
+        let m = load_on(backend);
+        unsafe { caller_driven_loop_on(m) };
+    }
+}
+
+unsafe fn caller_driven_loop_on(m: *mut drt_model) {
+    {
         let mut s = null_mut();
         assert_eq!(drt_session_create(m, null(), &mut s), drt_status::DRT_OK);
         let mut p = drt_generate_params_default();
