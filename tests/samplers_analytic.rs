@@ -99,10 +99,10 @@ impl Denoiser for Mixture {
             let total: f64 = r.iter().sum();
             for (j, o) in oi.iter_mut().enumerate() {
                 let mut acc = 0.0;
-                for k in 0..self.weights.len() {
+                for (k, rk) in r.iter().enumerate() {
                     let var = a * a * self.stds[k] * self.stds[k] + s * s;
                     let m = self.means[k][j];
-                    acc += r[k] / total
+                    acc += rk / total
                         * (m + a * self.stds[k] * self.stds[k] / var * (xi[j] as f64 - a * m));
                 }
                 *o = acc as f32;
