@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 
@@ -44,7 +45,7 @@ impl std::fmt::Debug for Model {
 impl Model {
     /// Loads `dir/model.json` and the graph it names.
     pub fn load(dir: &Path, opts: &BackendOptions) -> Result<Model> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let (manifest, json) = Manifest::load(dir)?;
         let schedule = manifest.noise_schedule.to_schedule().map_err(|e| in_file(e, &json))?;
         let onnx = dir.join(&manifest.denoiser.onnx);
@@ -53,17 +54,31 @@ impl Model {
                 "{}: key `denoiser.onnx`: file {} not found", json.display(), onnx.display())));
         }
         let graph = backend::load_graph(&onnx, opts)?;
+        let model = Self::wired(dir, manifest, &json, schedule, graph)?;
+        log::info!(
+            "loaded model `{}` from {} on {} ({}) in {:.1} ms",
+            model.manifest.name,
+            dir.display(),
+            model.graph.backend_name(),
+            model.graph.execution_provider(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        Ok(model)
+    }
+
+    /// A model from `dir/model.json` over a graph the caller loaded or wrapped (a custom backend,
+    /// or one instrumented for measurement); the manifest is checked against it as in [`Model::load`].
+    pub fn from_graph(dir: &Path, graph: Arc<dyn Graph>) -> Result<Model> {
+        let (manifest, json) = Manifest::load(dir)?;
+        let schedule = manifest.noise_schedule.to_schedule().map_err(|e| in_file(e, &json))?;
+        Self::wired(dir, manifest, &json, schedule, graph)
+    }
+
+    fn wired(dir: &Path, manifest: Manifest, json: &Path, schedule: NoiseSchedule, graph: Arc<dyn Graph>) -> Result<Model> {
+        let onnx = dir.join(&manifest.denoiser.onnx);
         let wiring = wire(&manifest, graph.as_ref()).map_err(|e| {
             Error::Manifest(format!("{}: {} (graph {})", json.display(), e, onnx.display()))
         })?;
-        log::info!(
-            "loaded model `{}` from {} on {} ({}) in {:.1} ms",
-            manifest.name,
-            dir.display(),
-            graph.backend_name(),
-            graph.execution_provider(),
-            started.elapsed().as_secs_f64() * 1e3
-        );
         Ok(Model { manifest, dir: dir.to_path_buf(), schedule, graph, wiring })
     }
 
@@ -105,6 +120,7 @@ impl Model {
             sample_f16: Vec::new(),
             sample_shape: Vec::new(),
             shapes: Vec::new(),
+            backend_time: Duration::ZERO,
         })
     }
 }
@@ -242,11 +258,36 @@ pub struct Network {
     sample_f16: Vec<half::f16>,
     sample_shape: Vec<usize>,
     shapes: Vec<[usize; 2]>,
+    /// Time spent inside the backend's run calls since the last [`Network::take_backend_time`].
+    backend_time: Duration,
 }
 
 impl Network {
     pub fn model(&self) -> &Arc<Model> {
         &self.model
+    }
+
+    /// Sizes the input buffers for calls of up to `n` samples, so that no call allocates here.
+    pub fn reserve(&mut self, n: usize) {
+        let m = &self.model;
+        let conds = m.wiring.conds.len();
+        self.time_f32.reserve(n);
+        self.time_f16.reserve(n);
+        self.time_i64.reserve(n);
+        self.time_i32.reserve(n);
+        self.class_i64.reserve(n);
+        self.class_i32.reserve(n);
+        self.cond_f16.reserve(n * conds);
+        if m.graph.inputs()[m.wiring.sample].dtype == DType::F16 {
+            self.sample_f16.reserve(n * m.sample_len());
+        }
+        self.sample_shape.reserve(m.manifest.sample_shape.len() + 1);
+        self.shapes.reserve(conds);
+    }
+
+    /// Time spent inside the backend since the last call; resets it.
+    pub fn take_backend_time(&mut self) -> Duration {
+        std::mem::take(&mut self.backend_time)
     }
 
     /// The value fed to the time input for `level`, before the dtype cast.
@@ -352,7 +393,9 @@ impl Network {
             };
             inputs.push(Input { index: i, shape, data });
         }
+        let started = Instant::now();
         self.runner.run(&inputs, w.output, x0)?;
+        self.backend_time += started.elapsed();
         to_x0(m.manifest.denoiser.prediction, level, x, x0)
         // Non-finite predictions are caught by the sampler, after guidance, with the step number.
     }

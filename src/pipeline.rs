@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::guidance::{Conditioning, Guidance};
@@ -49,6 +50,8 @@ pub struct Generation {
     pub steps: usize,
     /// Network forward passes per sample (conditional and unconditional counted separately).
     pub nfe: usize,
+    /// Time spent inside the backend's run calls (the rest of the generation is the runtime's own).
+    pub backend_time: Duration,
 }
 
 /// The most samples one generation may hold; larger requests are refused up front.
@@ -131,6 +134,7 @@ impl Session {
     pub fn begin(&mut self, p: &GenerateParams) -> Result<usize> {
         self.run = None;
         self.cancel.store(false, Ordering::SeqCst);
+        self.net.take_backend_time();
         let model = Arc::clone(self.net.model());
         let plan = Plan::new(&model, p)?;
         let n = plan.batch * model.sample_len();
@@ -159,6 +163,7 @@ impl Session {
             None => StepNoise::Seeded(PhiloxNoise::new(p.seed)),
         };
         let mut guidance = Guidance::new(&model, plan.batch, plan.guidance, plan.cond)?;
+        self.net.reserve(2 * plan.batch);
         check_run(&guidance.over(&mut self.net), levels, &x)?;
         let stepper = plan.sampler.stepper(levels, n, &plan.options)?;
         let run = Run { sampler: plan.sampler, levels: levels.to_vec(), x, stepper, noise, guidance, done: 0 };
@@ -222,7 +227,8 @@ impl Session {
             }
             Some(run) => {
                 let steps = run.total();
-                Ok(Generation { samples: run.x, sampler: run.sampler, steps, nfe: run.guidance.evaluations })
+                let backend_time = self.net.take_backend_time();
+                Ok(Generation { samples: run.x, sampler: run.sampler, steps, nfe: run.guidance.evaluations, backend_time })
             }
         }
     }
