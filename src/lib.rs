@@ -30,6 +30,7 @@ pub mod manifest;
 pub mod model;
 pub mod npy;
 pub mod pipeline;
+pub mod quality;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;

@@ -26,5 +26,6 @@ wait $flow
 tail -n 1 "$repo/target/train-epsilon.log" "$repo/target/train-flow.log"
 "$py" evaluate.py --model digits
 "$py" evaluate.py --model digits-flow
+"$py" reference_stats.py
 "$py" "$repo/tests/fixtures/make_golden.py"
 echo "retrained everything in $(( ($(date +%s) - start) / 60 )) min"
