@@ -62,6 +62,11 @@ impl Guidance {
         Ok(Guidance { batch, sample_len: len, guidance, classes2, conds2, cond, x2, out2, evaluations: 0 })
     }
 
+    /// The guidance scale (1 = conditional pass only).
+    pub fn scale(&self) -> f32 {
+        self.guidance
+    }
+
     /// The denoiser the samplers call: this guidance over `net`.
     pub fn over<'a>(&'a mut self, net: &'a mut Network) -> Guided<'a> {
         Guided { net, g: self }

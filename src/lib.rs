@@ -22,6 +22,7 @@
 //! ```
 
 pub mod backend;
+pub mod bench;
 pub mod error;
 pub mod ffi;
 pub mod guidance;
@@ -34,6 +35,7 @@ pub mod quality;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;
+pub mod sysinfo;
 
 pub use backend::{BackendKind, BackendOptions};
 pub use error::{Error, Result};

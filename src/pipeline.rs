@@ -50,6 +50,8 @@ pub struct Generation {
     pub steps: usize,
     /// Network forward passes per sample (conditional and unconditional counted separately).
     pub nfe: usize,
+    /// The guidance scale applied (1 = conditional pass only).
+    pub guidance: f32,
     /// Time spent inside the backend's run calls (the rest of the generation is the runtime's own).
     pub backend_time: Duration,
 }
@@ -228,7 +230,7 @@ impl Session {
             Some(run) => {
                 let steps = run.total();
                 let backend_time = self.net.take_backend_time();
-                Ok(Generation { samples: run.x, sampler: run.sampler, steps, nfe: run.guidance.evaluations, backend_time })
+                Ok(Generation { samples: run.x, sampler: run.sampler, steps, nfe: run.guidance.evaluations, guidance: run.guidance.scale(), backend_time })
             }
         }
     }

@@ -1,4 +1,4 @@
-//! `drt`: generate samples from a model directory, or inspect one.
+//! `drt`: generate samples from a model directory, benchmark it, or inspect it.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use diffusion_rt::backend::{BackendKind, BackendOptions};
+use diffusion_rt::bench::BenchOptions;
 use diffusion_rt::schedule::SigmaSpacing;
 use diffusion_rt::{image, npy, Error, GenerateParams, Model, Result, Session};
 
@@ -21,6 +22,9 @@ struct Cli {
 enum Command {
     /// Generate samples and write them as a PNG grid and/or a raw .npy.
     Generate(Box<GenerateArgs>),
+    /// Time whole generations (per step, in the backend, overall), peak memory, and optionally
+    /// sample quality; print a table and write JSON.
+    Bench(Box<BenchArgs>),
     /// Show a model's manifest, graph inputs and outputs, and what the backend makes of them.
     Inspect(ModelArgs),
 }
@@ -45,14 +49,17 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<Arc<Model>> {
-        let opts = BackendOptions {
+    fn options(&self) -> Result<BackendOptions> {
+        Ok(BackendOptions {
             backend: self.backend.parse::<BackendKind>()?,
             ort_library: self.ort_lib.clone(),
             execution_provider: self.ep.clone(),
             threads: self.threads,
-        };
-        Ok(Arc::new(Model::load(&self.model, &opts)?))
+        })
+    }
+
+    fn load(&self) -> Result<Arc<Model>> {
+        Ok(Arc::new(Model::load(&self.model, &self.options()?)?))
     }
 }
 
@@ -60,6 +67,43 @@ impl ModelArgs {
 struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Write the final samples as float32 .npy.
+    #[arg(long)]
+    save_raw: Option<PathBuf>,
+    /// Write the samples as a PNG grid.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No progress bar or summary.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Classifier directory (e.g. models/digits-classifier): report class accuracy and Fréchet
+    /// distance of the measured samples.
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// Measured generations.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Generations run before measuring.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// What a generation is: sampler, schedule, conditioning, noise.
+#[derive(Args)]
+struct SamplingArgs {
     /// ddim, ddpm, euler, euler-a, heun, dpmpp-2m, dpmpp-2m-sde, lcm, flow-euler (default: the model's).
     #[arg(long)]
     sampler: Option<String>,
@@ -97,21 +141,13 @@ struct GenerateArgs {
     /// Initial standard-normal noise, float .npy [batch, *sample_shape].
     #[arg(long)]
     noise: Option<PathBuf>,
-    /// Write the final samples as float32 .npy.
-    #[arg(long)]
-    save_raw: Option<PathBuf>,
-    /// Write the samples as a PNG grid.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// No progress bar or summary.
-    #[arg(long)]
-    quiet: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Generate(a) => generate(a),
+        Command::Bench(a) => bench(a),
         Command::Inspect(a) => inspect(a),
     };
     match result {
@@ -141,36 +177,43 @@ fn parse_conds(items: &[String]) -> Result<Vec<(String, Vec<f32>)>> {
     Ok(out)
 }
 
+impl SamplingArgs {
+    /// The generation's parameters; `sample_len` sizes the batch implied by `--noise`.
+    fn params(&self, sample_len: usize) -> Result<GenerateParams> {
+        let noise = self.noise.as_deref().map(npy::read).transpose()?;
+        let batch = match (self.batch, &noise) {
+            (Some(b), _) => b,
+            (None, Some(n)) => n.data.len() / sample_len.max(1),
+            (None, None) => self.classes.len().max(1),
+        };
+        let init = self.init.as_deref().map(npy::read).transpose()?.map(|arr| arr.data);
+        Ok(GenerateParams {
+            sampler: self.sampler.clone(),
+            spacing: SigmaSpacing::from_name(&self.schedule)?,
+            sigmas: self.sigmas.clone(),
+            steps: self.steps,
+            guidance: self.guidance,
+            eta: self.eta,
+            batch,
+            seed: self.seed,
+            classes: self.classes.clone(),
+            conds: parse_conds(&self.conds)?,
+            noise: noise.map(|n| n.data),
+            step_noise: None,
+            init,
+            strength: self.strength,
+        })
+    }
+}
+
 fn generate(a: &GenerateArgs) -> Result<()> {
     if a.out.is_none() && a.save_raw.is_none() {
         return Err(Error::InvalidArgument("nothing to write: give --out FILE.png and/or --save-raw FILE.npy".into()));
     }
     let model = a.model.load()?;
     let m = model.manifest();
-    let len = model.sample_len();
-    let noise = a.noise.as_deref().map(npy::read).transpose()?;
-    let batch = match (a.batch, &noise) {
-        (Some(b), _) => b,
-        (None, Some(n)) => n.data.len() / len.max(1),
-        (None, None) => a.classes.len().max(1),
-    };
-    let init = a.init.as_deref().map(npy::read).transpose()?.map(|arr| arr.data);
-    let params = GenerateParams {
-        sampler: a.sampler.clone(),
-        spacing: SigmaSpacing::from_name(&a.schedule)?,
-        sigmas: a.sigmas.clone(),
-        steps: a.steps,
-        guidance: a.guidance,
-        eta: a.eta,
-        batch,
-        seed: a.seed,
-        classes: a.classes.clone(),
-        conds: parse_conds(&a.conds)?,
-        noise: noise.map(|n| n.data),
-        step_noise: None,
-        init,
-        strength: a.strength,
-    };
+    let params = a.sampling.params(model.sample_len())?;
+    let batch = params.batch;
     let mut session = Session::new(&model)?;
     let bar = (!a.quiet && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(0);
@@ -208,6 +251,20 @@ fn generate(a: &GenerateArgs) -> Result<()> {
             batch, m.name, gen.sampler.name(), gen.steps, gen.nfe,
             model.graph().backend_name(), model.graph().execution_provider(), start.elapsed().as_secs_f64()
         );
+    }
+    Ok(())
+}
+
+fn bench(a: &BenchArgs) -> Result<()> {
+    // The batch implied by --noise needs the sample length, known only once the model is loaded;
+    // the benchmark loads it itself, so read the manifest alone first.
+    let (manifest, _) = diffusion_rt::manifest::Manifest::load(&a.model.model)?;
+    let params = a.sampling.params(manifest.sample_len())?;
+    let opts = BenchOptions { runs: a.runs, warmup: a.warmup, classifier: a.classifier.clone() };
+    let report = diffusion_rt::bench::run(&a.model.model, &a.model.options()?, &params, &opts)?;
+    print!("{}", report.table());
+    if let Some(path) = &a.json {
+        std::fs::write(path, report.to_json() + "\n").map_err(|e| Error::io(path, e))?;
     }
     Ok(())
 }
