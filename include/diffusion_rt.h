@@ -115,6 +115,12 @@ typedef enum drt_log_level {
 } drt_log_level;
 
 /**
+ * The result of drt_bench_run: read it with drt_bench_report_json, free it with
+ * drt_bench_report_free.
+ */
+typedef struct drt_bench_report drt_bench_report;
+
+/**
  * A loaded model: immutable, shareable by any number of threads and sessions.
  */
 typedef struct drt_model drt_model;
@@ -240,6 +246,29 @@ typedef struct drt_generate_params {
    */
   float strength;
 } drt_generate_params;
+
+/**
+ * How drt_bench_run measures. Initialise with drt_bench_params_default().
+ */
+typedef struct drt_bench_params {
+  /**
+   * sizeof(drt_bench_params), set by drt_bench_params_default().
+   */
+  uint32_t struct_size;
+  /**
+   * Measured generations (at least 1).
+   */
+  uint32_t runs;
+  /**
+   * Generations run before measuring.
+   */
+  uint32_t warmup;
+  /**
+   * A classifier directory (classifier.onnx and reference statistics) to judge the measured
+   * samples with: class accuracy and Fréchet distance. NULL = no judging.
+   */
+  const char *classifier_dir;
+} drt_bench_params;
 
 /**
  * Log callback: `target` names the module that logged ("diffusion_rt::model", "onnxruntime", ...);
@@ -414,6 +443,48 @@ enum drt_status drt_generate_finish(struct drt_session *s, float *out, size_t ou
  * `s` must be NULL or a live session.
  */
 void drt_generate_abandon(struct drt_session *s);
+
+/**
+ * Defaults: 5 measured runs after 1 warm-up, no classifier.
+ */
+struct drt_bench_params drt_bench_params_default(void);
+
+/**
+ * Loads the model in `model_dir` with `model_params` and benchmarks generations with
+ * `generate_params` (its progress callback is not called) as `bench_params` says; any params
+ * pointer may be NULL for the defaults. On success `*out` owns the report. Takes as long as the
+ * generations do; runs on the calling thread.
+ *
+ * # Safety
+ * `model_dir` a NUL-terminated string; params NULL or valid; `out` valid.
+ */
+enum drt_status drt_bench_run(const char *model_dir,
+                              const struct drt_model_params *model_params,
+                              const struct drt_generate_params *generate_params_,
+                              const struct drt_bench_params *bench_params,
+                              struct drt_bench_report **out);
+
+/**
+ * Copies the report as NUL-terminated JSON (the keys of `drt bench --json`) into `out`.
+ * `*needed` (may be NULL) receives the buffer size the JSON needs, NUL included; with `out` NULL
+ * and `out_len` 0 only the size is reported. A short buffer is DRT_ERR_INVALID_ARGUMENT and
+ * nothing is written to `out`.
+ *
+ * # Safety
+ * `report` a live report; `out` NULL or valid for `out_len` bytes; `needed` NULL or valid.
+ */
+enum drt_status drt_bench_report_json(const struct drt_bench_report *report,
+                                      char *out,
+                                      size_t out_len,
+                                      size_t *needed);
+
+/**
+ * Frees a report. NULL is a no-op.
+ *
+ * # Safety
+ * `report` NULL or a report from drt_bench_run, not freed before.
+ */
+void drt_bench_report_free(struct drt_bench_report *report);
 
 /**
  * Sends the library's log records up to `max_level` to `callback`, process-wide (logging in Rust

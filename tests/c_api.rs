@@ -85,6 +85,37 @@ fn threads_example_equals_sequential_runs_on_every_backend() {
     }
 }
 
+/// `bench.c` prints the report `drt bench --json` writes: the same keys, the same settings.
+#[test]
+fn bench_example_reports_what_the_cli_reports() {
+    let tmp = TempDir::new("c-bench");
+    let exe = build_example("bench", tmp.path());
+    let classifier = model_dir("digits-classifier");
+    for backend in common::backends() {
+        let name = backend_name(backend);
+        let o = run(Command::new(&exe).arg(model_dir("digits")).args([name, "4", "10", "2"]).arg(&classifier).arg("1"));
+        let from_c: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bench.c prints JSON");
+        let json = tmp.path().join("cli.json");
+        run(Command::new(env!("CARGO_BIN_EXE_drt"))
+            .args(["bench", "--backend", name, "--steps", "4", "--batch", "10", "--runs", "2", "--threads", "1", "--model"])
+            .arg(model_dir("digits"))
+            .arg("--classifier")
+            .arg(&classifier)
+            .arg("--json")
+            .arg(&json));
+        let from_cli: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
+        let keys = |v: &serde_json::Value| v.as_object().expect("object").keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&from_c), keys(&from_cli), "{name}");
+        for key in ["backend", "model", "precision", "batch", "sampler", "steps", "guidance", "threads", "nfe", "runs", "judged_samples", "device"] {
+            assert_eq!(from_c[key], from_cli[key], "{name}: {key}");
+        }
+        assert!(from_c["class_accuracy"].as_f64().is_some() && from_c["overhead_ratio"].as_f64().is_some_and(|r| r >= 1.0));
+    }
+    let o = Command::new(&exe).arg(tmp.path().join("no-model")).output().expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("DRT_ERR_IO"));
+}
+
 /// The Makefile builds every example through the build tree's pkg-config file, and `make install`
 /// gives pkg-config users a working header, shared library and static library.
 #[test]
@@ -92,12 +123,12 @@ fn makefile_and_pkg_config_build_and_link() {
     let tmp = TempDir::new("c-make");
     let src = tmp.path().join("c_examples");
     std::fs::create_dir(&src).expect("mkdir");
-    for f in ["Makefile", "diffusion_rt.pc.in", "generate.c", "steps.c", "threads.c"] {
+    for f in ["Makefile", "diffusion_rt.pc.in", "generate.c", "steps.c", "threads.c", "bench.c"] {
         std::fs::copy(repo().join("c_examples").join(f), src.join(f)).expect("copy");
     }
     let (root, lib) = (format!("ROOT={}", repo().display()), format!("LIBDIR={}", lib_dir().display()));
     run(Command::new("make").arg("-C").arg(&src).args([&root, &lib]));
-    for exe in ["generate", "steps", "threads"] {
+    for exe in ["generate", "steps", "threads", "bench"] {
         assert!(src.join(exe).is_file(), "make built {exe}");
     }
     let prefix = tmp.path().join("prefix");

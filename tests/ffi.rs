@@ -326,3 +326,37 @@ fn log_records_reach_the_callback() {
         assert!(LINES.lock().expect("lock").is_empty(), "removed callback gets nothing");
     }
 }
+
+/// drt_bench_run's report: size query, short buffer refused untouched, JSON that parses.
+#[test]
+fn bench_report_through_the_c_api() {
+    unsafe {
+        let dir = CString::new(model_dir("digits").to_str().expect("utf8")).expect("cstr");
+        let mut mp = drt_model_params_default();
+        mp.backend = c"tract".as_ptr();
+        let mut gp = drt_generate_params_default();
+        gp.steps = 2;
+        let mut bp = drt_bench_params_default();
+        bp.runs = 1;
+        bp.warmup = 0;
+        let mut report = null_mut();
+        assert_eq!(drt_bench_run(dir.as_ptr(), &mp, &gp, &bp, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        bp.runs = 0;
+        assert_eq!(drt_bench_run(dir.as_ptr(), &mp, &gp, &bp, &mut report), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("runs") && report.is_null(), "{}", last_error());
+        bp.runs = 1;
+        assert_eq!(drt_bench_run(dir.as_ptr(), &mp, &gp, &bp, &mut report), drt_status::DRT_OK, "{}", last_error());
+        let mut needed = 0usize;
+        assert_eq!(drt_bench_report_json(report, null_mut(), 0, &mut needed), drt_status::DRT_OK);
+        let mut buf = vec![b'x' as c_char; needed];
+        assert_eq!(drt_bench_report_json(report, buf.as_mut_ptr(), needed - 1, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(buf.iter().all(|&c| c == b'x' as c_char), "nothing written to a short buffer");
+        assert_eq!(drt_bench_report_json(report, buf.as_mut_ptr(), needed, null_mut()), drt_status::DRT_OK);
+        let json: serde_json::Value = serde_json::from_str(CStr::from_ptr(buf.as_ptr()).to_str().expect("utf8")).expect("json");
+        assert_eq!((json["backend"].as_str(), json["steps"].as_u64(), json["runs"].as_u64()), (Some("tract"), Some(2), Some(1)));
+        assert!(json["class_accuracy"].is_null(), "no classifier, no judgement");
+        assert_eq!(drt_bench_report_json(null(), buf.as_mut_ptr(), needed, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        drt_bench_report_free(report);
+        drt_bench_report_free(null_mut());
+    }
+}

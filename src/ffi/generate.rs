@@ -78,7 +78,7 @@ pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
 
 /// The checked Rust form of a caller's params: the generation's settings and the output length
 /// (`batch * sample_len` floats) they need.
-unsafe fn generate_params(p: &drt_generate_params, sample_len: usize) -> Result<(GenerateParams, usize), Error> {
+pub(super) unsafe fn generate_params(p: &drt_generate_params, sample_len: usize) -> Result<(GenerateParams, usize), Error> {
     if p.steps == 0 {
         return Err(invalid("steps must be at least 1"));
     }

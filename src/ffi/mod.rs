@@ -16,7 +16,9 @@ use crate::error::Error;
 // Declaration order is the header's order.
 mod model;
 mod generate;
+mod bench;
 mod log;
+pub use self::bench::*;
 pub use self::generate::*;
 pub use self::log::*;
 pub use self::model::*;

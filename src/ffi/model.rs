@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{boundary, guarded, drt_status, invalid, opt_str, read_params};
 use crate::backend::{BackendKind, BackendOptions};
+use crate::error::Error;
 use crate::pipeline::Session;
 use crate::Model;
 
@@ -49,6 +50,20 @@ pub extern "C" fn drt_model_params_default() -> drt_model_params {
     }
 }
 
+/// The backend options a caller's model params (NULL: the defaults) ask for.
+pub(super) unsafe fn backend_options(params: *const drt_model_params) -> Result<BackendOptions, Error> {
+    let p = read_params(params, drt_model_params_default())?;
+    Ok(BackendOptions {
+        backend: match opt_str(p.backend, "params.backend")? {
+            None => BackendKind::Auto,
+            Some(s) => s.parse()?,
+        },
+        ort_library: opt_str(p.ort_library_path, "params.ort_library_path")?.map(PathBuf::from),
+        execution_provider: opt_str(p.execution_provider, "params.execution_provider")?.unwrap_or("cpu").to_string(),
+        threads: (p.threads > 0).then_some(p.threads as usize),
+    })
+}
+
 /// Loads the model directory `model_dir` (model.json + ONNX files). `params` may be NULL for the
 /// defaults. On success `*out` owns the model (free with drt_model_free); on error it is untouched.
 ///
@@ -65,17 +80,7 @@ pub unsafe extern "C" fn drt_model_load(
             return Err(invalid("out is NULL"));
         }
         let dir = opt_str(model_dir, "model_dir")?.ok_or_else(|| invalid("model_dir is NULL"))?;
-        let p = read_params(params, drt_model_params_default())?;
-        let opts = BackendOptions {
-            backend: match opt_str(p.backend, "params.backend")? {
-                None => BackendKind::Auto,
-                Some(s) => s.parse()?,
-            },
-            ort_library: opt_str(p.ort_library_path, "params.ort_library_path")?.map(PathBuf::from),
-            execution_provider: opt_str(p.execution_provider, "params.execution_provider")?.unwrap_or("cpu").to_string(),
-            threads: (p.threads > 0).then_some(p.threads as usize),
-        };
-        let model = Model::load(dir.as_ref(), &opts)?;
+        let model = Model::load(dir.as_ref(), &backend_options(params)?)?;
         *out = Box::into_raw(Box::new(drt_model { model: Arc::new(model) }));
         Ok(())
     })
