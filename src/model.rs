@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use smallvec::SmallVec;
 
 use crate::backend::{self, BackendOptions, DType, Graph, Input, InputData, IoInfo, Runner};
+use crate::dump::InputDump;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, Prediction, TimeKind};
 use crate::sampler::Level;
@@ -121,6 +122,7 @@ impl Model {
             sample_shape: Vec::new(),
             shapes: Vec::new(),
             backend_time: Duration::ZERO,
+            dump: None,
         })
     }
 }
@@ -260,6 +262,8 @@ pub struct Network {
     shapes: Vec<[usize; 2]>,
     /// Time spent inside the backend's run calls since the last [`Network::take_backend_time`].
     backend_time: Duration,
+    /// Where every call's inputs are recorded, if anywhere.
+    dump: Option<InputDump>,
 }
 
 impl Network {
@@ -283,6 +287,11 @@ impl Network {
         }
         self.sample_shape.reserve(m.manifest.sample_shape.len() + 1);
         self.shapes.reserve(conds);
+    }
+
+    /// Records the inputs of every later call into `dump` (`None` stops recording).
+    pub fn set_dump(&mut self, dump: Option<InputDump>) {
+        self.dump = dump;
     }
 
     /// Time spent inside the backend since the last call; resets it.
@@ -392,6 +401,9 @@ impl Network {
                 InputData::F32(vals)
             };
             inputs.push(Input { index: i, shape, data });
+        }
+        if let Some(dump) = &mut self.dump {
+            dump.record(&inputs, m.graph.inputs())?;
         }
         let started = Instant::now();
         self.runner.run(&inputs, w.output, x0)?;

@@ -112,6 +112,12 @@ impl Session {
         self.net.model()
     }
 
+    /// Records the inputs of every network call of later generations into `dump` (calibration
+    /// data for quantization); `None` stops recording.
+    pub fn set_dump(&mut self, dump: Option<crate::dump::InputDump>) {
+        self.net.set_dump(dump);
+    }
+
     /// A flag that cancels the running generation when set (safe from any thread); cleared when a
     /// generation begins.
     pub fn cancel_flag(&self) -> Arc<AtomicBool> {

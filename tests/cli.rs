@@ -95,3 +95,35 @@ fn errors_exit_nonzero_with_a_message() {
         assert!(!e.contains("panicked"), "{args:?} panicked: {e}");
     }
 }
+
+/// `--dump-inputs` records what the network was fed on every call, with the graph's names and
+/// dtypes: guided calls carry the batch twice (conditional, then the null class) at the timesteps
+/// the sampler walks.
+#[test]
+fn dump_inputs_records_every_network_call() {
+    let tmp = TempDir::new("dump");
+    let dump = tmp.path().join("inputs");
+    let raw = tmp.path().join("x.npy");
+    let model = model_dir("digits");
+    let o = drt(&[
+        "generate", "--model", model.to_str().expect("utf8"), "--backend", "tract", "--class", "4,2", "--steps", "3",
+        "--sampler", "ddim", "--guidance", "2", "--save-raw", raw.to_str().expect("utf8"), "--dump-inputs", dump.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut names: Vec<String> = std::fs::read_dir(&dump).expect("dump dir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names.len(), 9, "three calls of three inputs: {names:?}");
+    let read = |f: &str| std::fs::read(dump.join(f)).expect(f);
+    let mut timesteps = Vec::new();
+    for call in 0..3 {
+        let bytes = read(&format!("{call:05}_sample.npy"));
+        assert_eq!(npyz::NpyFile::new(&bytes[..]).expect("npy").shape(), &[4, 1, 16, 16]);
+        let t: Vec<f32> = npyz::NpyFile::new(&read(&format!("{call:05}_timestep.npy"))[..]).expect("npy").into_vec().expect("f32");
+        let labels: Vec<i64> = npyz::NpyFile::new(&read(&format!("{call:05}_class_labels.npy"))[..]).expect("npy").into_vec().expect("i64");
+        assert_eq!(labels, [4, 2, 10, 10]);
+        assert!(t.iter().all(|&v| v == t[0]));
+        timesteps.push(t[0]);
+    }
+    // DDIM, 3 steps, diffusers' default `leading` spacing with steps_offset 0: 666, 333, 0.
+    assert_eq!(timesteps, [666.0, 333.0, 0.0]);
+}

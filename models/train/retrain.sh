@@ -27,5 +27,8 @@ tail -n 1 "$repo/target/train-epsilon.log" "$repo/target/train-flow.log"
 "$py" evaluate.py --model digits
 "$py" evaluate.py --model digits-flow
 "$py" reference_stats.py
+# The int8 calibration records inputs with the drt binary.
+(cd "$repo" && cargo build --release --locked --bin drt)
+"$py" quantize.py
 "$py" "$repo/tests/fixtures/make_golden.py"
 echo "retrained everything in $(( ($(date +%s) - start) / 60 )) min"

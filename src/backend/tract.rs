@@ -50,7 +50,17 @@ impl TractGraph {
     }
 
     fn load_inner(path: &Path) -> Result<Self> {
-        let err = |e: TractError| Error::Model(format!("{}: {e:#}", path.display()));
+        let err = |e: TractError| {
+            let msg = format!("{e:#}");
+            if msg.contains("F16") {
+                // tract 0.23.9 translates some float16 operators (Gemm among them) into float32 ones.
+                Error::Model(format!(
+                    "{}: tract cannot run this float16 graph ({msg}); run it on ONNX Runtime (backend `ort`) \
+                     or use a float32 export", path.display()))
+            } else {
+                Error::Model(format!("{}: {msg}", path.display()))
+            }
+        };
         let model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
         // Names come from the graph as parsed: optimisation may fold an input's first op into it and
         // relabel the outlet (a `timestep` feeding a Cast came out as `/Cast_output_0`).

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use diffusion_rt::backend::{BackendKind, BackendOptions};
 use diffusion_rt::bench::BenchOptions;
+use diffusion_rt::dump::InputDump;
 use diffusion_rt::schedule::SigmaSpacing;
 use diffusion_rt::{image, npy, Error, GenerateParams, Model, Result, Session};
 
@@ -78,6 +79,9 @@ struct GenerateArgs {
     /// No progress bar or summary.
     #[arg(long)]
     quiet: bool,
+    /// Record every network call's inputs here as .npy (calibration data for quantization).
+    #[arg(long)]
+    dump_inputs: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -215,6 +219,9 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     let params = a.sampling.params(model.sample_len())?;
     let batch = params.batch;
     let mut session = Session::new(&model)?;
+    if let Some(dir) = &a.dump_inputs {
+        session.set_dump(Some(InputDump::new(dir)?));
+    }
     let bar = (!a.quiet && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(

@@ -1,0 +1,80 @@
+//! The reduced-precision variants of the digits model (models/train/quantize.py): they run, their
+//! samples are recognised as their class, they are current with the float32 model they derive
+//! from, and the benchmark names their precision. Figures are in each MODEL_CARD.md.
+
+mod common;
+
+use common::{backends, load, model_dir, ort_available, rel_l2};
+use diffusion_rt::backend::{BackendKind, BackendOptions};
+use diffusion_rt::bench::{self, BenchOptions};
+use diffusion_rt::quality::Judge;
+use diffusion_rt::{Error, GenerateParams, Model, Session};
+
+/// Guided dpmpp-2m at 20 steps, `per_class` samples of each digit: (samples, requested classes).
+fn digits(name: &str, backend: BackendKind, per_class: usize) -> (Vec<f32>, Vec<i64>) {
+    let model = load(&model_dir(name), backend);
+    let classes: Vec<i64> = (0..10).flat_map(|c| std::iter::repeat_n(c, per_class)).collect();
+    let params = GenerateParams { steps: Some(20), guidance: Some(3.0), batch: classes.len(), classes: classes.clone(), seed: 11, ..GenerateParams::default() };
+    let gen = Session::new(&model).expect("session").generate(&params, &mut |_, _| true).expect("generate");
+    (gen.samples, classes)
+}
+
+fn accuracy(samples: &[f32], classes: &[i64], backend: BackendKind) -> f64 {
+    let mut judge = Judge::load(&model_dir("digits-classifier"), &common::options(backend)).expect("judge");
+    judge.judge(samples, classes).expect("judge").class_accuracy.expect("classes given")
+}
+
+#[test]
+fn int8_and_fp16_keep_the_class_on_onnx_runtime() {
+    if !ort_available() {
+        return;
+    }
+    let ort = BackendKind::Ort;
+    let (f32_samples, classes) = digits("digits", ort, 20);
+    let base = accuracy(&f32_samples, &classes, ort);
+    let (int8, _) = digits("digits-int8", ort, 20);
+    let (fp16, _) = digits("digits-fp16", ort, 20);
+    let (a8, a16) = (accuracy(&int8, &classes, ort), accuracy(&fp16, &classes, ort));
+    println!("accuracy: f32 {base:.3}, int8 {a8:.3}, fp16 {a16:.3}; rel. L2 to f32: int8 {:.4}, fp16 {:.4}",
+        rel_l2(&int8, &f32_samples), rel_l2(&fp16, &f32_samples));
+    assert!(a8 >= 0.88, "int8 accuracy {a8}");
+    assert!(a16 >= base - 0.01, "fp16 accuracy {a16} vs f32 {base}");
+    assert!(rel_l2(&fp16, &f32_samples) < 0.05, "fp16 follows the f32 trajectory");
+}
+
+#[test]
+fn int8_runs_on_tract_and_fp16_is_refused_with_a_reason() {
+    let (int8, classes) = digits("digits-int8", BackendKind::Tract, 10);
+    assert!(accuracy(&int8, &classes, BackendKind::Tract) >= 0.88);
+    let opts = BackendOptions { backend: BackendKind::Tract, ..BackendOptions::default() };
+    let err = Model::load(&model_dir("digits-fp16"), &opts).expect_err("tract cannot run float16 Gemm");
+    assert!(matches!(err, Error::Model(_)), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("float16") && msg.contains("`ort`"), "{msg}");
+}
+
+#[test]
+fn derived_models_are_current() {
+    use sha2::Digest;
+    let sha = format!("{:x}", sha2::Sha256::digest(std::fs::read(model_dir("digits").join("denoiser.onnx")).expect("onnx")));
+    for name in ["digits-int8", "digits-fp16"] {
+        let derived: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(model_dir(name).join("derived.json")).expect("derived.json")).expect("json");
+        assert_eq!(derived["source_sha256"].as_str(), Some(sha.as_str()), "{name} is stale: run models/train/quantize.py");
+    }
+}
+
+#[test]
+fn bench_names_the_precision() {
+    for backend in backends() {
+        for (name, precision) in [("digits", "fp32"), ("digits-int8", "int8"), ("digits-fp16", "fp16")] {
+            if name == "digits-fp16" && backend == BackendKind::Tract {
+                continue;
+            }
+            let params = GenerateParams { steps: Some(2), batch: 1, ..GenerateParams::default() };
+            let opts = BenchOptions { runs: 1, warmup: 0, classifier: None };
+            let report = bench::run(&model_dir(name), &common::options(backend), &params, &opts).expect("bench");
+            assert_eq!(report.precision, precision, "{name} on {backend:?}");
+        }
+    }
+}
