@@ -34,7 +34,7 @@ fn tract_time_per_operator() -> TractResult<()> {
     let inputs: TVec<TValue> = tvec![
         Tensor::from_shape(&[batch, 1, 16, 16], &vec![0.1f32; batch * 256])?.into(),
         Tensor::from_shape(&[batch], &vec![500f32; batch])?.into(),
-        Tensor::from_shape(&[batch], &vec![3i64, 10])?.into(),
+        Tensor::from_shape(&[batch], &[3i64, 10])?.into(),
     ];
     for _ in 0..20 {
         state.run(inputs.clone())?;
@@ -54,7 +54,7 @@ fn tract_time_per_operator() -> TractResult<()> {
     }
     let wall = started.elapsed();
     let mut rows: Vec<_> = per_op.into_iter().collect();
-    rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
     let total: Duration = rows.iter().map(|r| r.1 .0).sum();
     println!("tract per call at batch {batch}: {:.3} ms wall, {:.3} ms in operators", wall.as_secs_f64() * 1e3 / calls as f64,
         total.as_secs_f64() * 1e3 / calls as f64);
