@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use half::slice::HalfFloatSliceExt;
+use ort::memory::Allocator;
 use ort::environment::Environment;
 use ort::logging::LogLevel;
 use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
+use smallvec::SmallVec;
 
 use super::{
     check_inputs, check_out_len, check_output, default_threads, ort_lib, BackendOptions, DType,
@@ -267,6 +269,7 @@ impl Graph for OrtGraph {
         Ok(Box::new(OrtRunner {
             shared: self.shared.clone(),
             session,
+            bound: (0..selected.len()).map(|_| SmallVec::new()).collect(),
             selected,
             values: Vec::with_capacity(n),
             spares: (0..n).map(|_| None).collect(),
@@ -287,6 +290,10 @@ struct OrtRunner {
     session: Session,
     /// Per output: run options asking ORT for that output only, so nothing else is computed or copied.
     selected: Vec<RunOptions<HasSelectedOutputs>>,
+    /// Per output, for the last two output shapes seen (batch B and 2B with guidance): run options
+    /// that also hand ORT a preallocated output tensor, so a run writes into it instead of
+    /// allocating a new one.
+    bound: Vec<SmallVec<[(Shape, RunOptions<HasSelectedOutputs>); 2]>>,
     /// Input tensors in graph order, owned by ORT's allocator and refilled in place on every call.
     /// Copying a latent into them costs microseconds; it buys an allocation-free steady state and
     /// lifetime-free storage, where borrowing the caller's slices would need new ORT values per call.
@@ -332,6 +339,56 @@ impl OrtRunner {
         }
         Ok(())
     }
+}
+
+type Shape = SmallVec<[usize; 6]>;
+
+/// The shape output `info` will have for these inputs, when the graph fixes every dimension but a
+/// leading batch that the inputs share.
+fn expected_shape(shared: &Shared, info: &IoInfo, inputs: &[Input<'_>]) -> Option<Shape> {
+    let (first, rest) = info.shape.split_first()?;
+    if first.is_some() || rest.iter().any(Option::is_none) {
+        return None;
+    }
+    let batch = inputs
+        .iter()
+        .find(|i| matches!(shared.inputs[i.index].shape.first(), Some(None)))?
+        .shape
+        .first()
+        .copied()?;
+    Some(std::iter::once(batch).chain(rest.iter().flatten().copied()).collect())
+}
+
+/// Run options with a preallocated tensor of `shape` for `output`, made on first use.
+fn bound_options<'a>(
+    bound: &'a mut [SmallVec<[(Shape, RunOptions<HasSelectedOutputs>); 2]>],
+    output: usize,
+    info: &IoInfo,
+    shape: Shape,
+) -> Result<&'a RunOptions<HasSelectedOutputs>> {
+    let cache = bound
+        .get_mut(output)
+        .ok_or_else(|| Error::Internal(format!("no run options for output {output}")))?;
+    let k = match cache.iter().position(|(s, _)| *s == shape) {
+        Some(k) => k,
+        None => {
+            let err = |e: ort::Error| Error::Internal(format!("ONNX Runtime output tensor: {e}"));
+            let allocator = Allocator::default();
+            let dims: Vec<usize> = shape.to_vec();
+            let selector = OutputSelector::no_default().with(info.name.as_str());
+            let selector = match info.dtype {
+                DType::F16 => selector.preallocate(info.name.as_str(), Tensor::<half::f16>::new(&allocator, dims).map_err(err)?),
+                _ => selector.preallocate(info.name.as_str(), Tensor::<f32>::new(&allocator, dims).map_err(err)?),
+            };
+            let options = RunOptions::new().map_err(err)?.with_outputs(selector);
+            if cache.len() == 2 {
+                cache.remove(0);
+            }
+            cache.push((shape, options));
+            cache.len() - 1
+        }
+    };
+    Ok(&cache[k].1)
 }
 
 fn fits(value: &DynValue, input: &Input<'_>) -> bool {
@@ -380,10 +437,13 @@ impl Runner for OrtRunner {
         self.fill_inputs(inputs)?;
         let path = &shared.path;
         let model_error = |e: ort::Error| model_error(path, e);
-        let options = self
-            .selected
-            .get(output)
-            .ok_or_else(|| Error::Internal(format!("no run options for output {output}")))?;
+        let options = match expected_shape(&shared, info, inputs) {
+            Some(shape) => bound_options(&mut self.bound, output, info, shape)?,
+            None => self
+                .selected
+                .get(output)
+                .ok_or_else(|| Error::Internal(format!("no run options for output {output}")))?,
+        };
         let results = self
             .session
             .run_with_options(self.values.as_slice(), options)
