@@ -293,7 +293,7 @@ struct OrtRunner {
     /// Per output, for the last two output shapes seen (batch B and 2B with guidance): run options
     /// that also hand ORT a preallocated output tensor, so a run writes into it instead of
     /// allocating a new one.
-    bound: Vec<SmallVec<[(Shape, RunOptions<HasSelectedOutputs>); 2]>>,
+    bound: Vec<BoundOutputs>,
     /// Input tensors in graph order, owned by ORT's allocator and refilled in place on every call.
     /// Copying a latent into them costs microseconds; it buys an allocation-free steady state and
     /// lifetime-free storage, where borrowing the caller's slices would need new ORT values per call.
@@ -342,6 +342,8 @@ impl OrtRunner {
 }
 
 type Shape = SmallVec<[usize; 6]>;
+/// Run options with a preallocated output, by output shape (at most two).
+type BoundOutputs = SmallVec<[(Shape, RunOptions<HasSelectedOutputs>); 2]>;
 
 /// The shape output `info` will have for these inputs, when the graph fixes every dimension but a
 /// leading batch that the inputs share.
@@ -361,7 +363,7 @@ fn expected_shape(shared: &Shared, info: &IoInfo, inputs: &[Input<'_>]) -> Optio
 
 /// Run options with a preallocated tensor of `shape` for `output`, made on first use.
 fn bound_options<'a>(
-    bound: &'a mut [SmallVec<[(Shape, RunOptions<HasSelectedOutputs>); 2]>],
+    bound: &'a mut [BoundOutputs],
     output: usize,
     info: &IoInfo,
     shape: Shape,
