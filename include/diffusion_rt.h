@@ -157,13 +157,19 @@ typedef struct drt_model_params {
 } drt_model_params;
 
 /**
- * Session options (none yet besides the size; reserved for later fields).
+ * Session options. Initialise with drt_session_params_default().
  */
 typedef struct drt_session_params {
   /**
    * sizeof(drt_session_params), set by drt_session_params_default().
    */
   uint32_t struct_size;
+  /**
+   * Cap, in MiB, on the buffers one generation needs (the runtime's own, not the backend's
+   * activations): larger requests fail up front with DRT_ERR_OUT_OF_MEMORY. 0 = the default,
+   * 2048 MiB; UINT32_MAX = no cap.
+   */
+  uint32_t memory_limit_mb;
 } drt_session_params;
 
 /**

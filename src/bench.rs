@@ -28,11 +28,13 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// A classifier directory (see [`crate::quality`]) to judge the measured samples with.
     pub classifier: Option<PathBuf>,
+    /// The session's cap on a generation's buffers (see [`Session::set_memory_limit`]).
+    pub memory_limit: Option<usize>,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { runs: 5, warmup: 1, classifier: None }
+        BenchOptions { runs: 5, warmup: 1, classifier: None, memory_limit: None }
     }
 }
 
@@ -108,6 +110,9 @@ pub fn run(dir: &Path, backend: &BackendOptions, params: &GenerateParams, opts: 
     let started = Instant::now();
     let model = Arc::new(Model::load(dir, backend)?);
     let mut session = Session::new(&model)?;
+    if let Some(limit) = opts.memory_limit {
+        session.set_memory_limit(limit);
+    }
     let load_ms = ms(started.elapsed());
 
     let mut params = params.clone();

@@ -17,7 +17,7 @@ pub enum Error {
     BackendUnavailable(String),
     #[error("cancelled at step {step}")]
     Cancelled { step: usize },
-    #[error("non-finite value (NaN or Inf) in the denoiser output at step {step}")]
+    #[error("non-finite value (NaN or Inf) in the denoiser output at step {step} (counted from 0)")]
     NonFinite { step: usize },
     #[error("out of memory: {0}")]
     OutOfMemory(String),

@@ -31,6 +31,7 @@ pub mod image;
 pub mod manifest;
 pub mod model;
 pub mod npy;
+mod panic;
 pub mod pipeline;
 pub mod quality;
 pub mod rng;

@@ -69,6 +69,21 @@ pub struct Session {
     net: Network,
     cancel: Arc<AtomicBool>,
     run: Option<Run>,
+    memory_limit: usize,
+}
+
+/// The default cap on a generation's own buffers (see [`Session::set_memory_limit`]).
+pub const DEFAULT_MEMORY_LIMIT: usize = 2 << 30;
+
+/// Sample-sized float buffers a generation may hold at once: the sample, its initial noise, the
+/// caller's noise or start image, up to three sampler scratch buffers, guidance's doubled input and
+/// output (four), the network adapters' converted copy, and the result handed back.
+const BUFFERS_PER_SAMPLE: usize = 12;
+
+/// Bytes of the runtime's own buffers for a generation of `n` sample values (not the backend's
+/// activations, which only the backend knows).
+pub fn generation_bytes(n: usize) -> usize {
+    n.saturating_mul(BUFFERS_PER_SAMPLE * std::mem::size_of::<f32>())
 }
 
 /// The state of a generation between steps.
@@ -105,11 +120,22 @@ impl NoiseSource for StepNoise {
 
 impl Session {
     pub fn new(model: &Arc<Model>) -> Result<Session> {
-        Ok(Session { net: model.network()?, cancel: Arc::new(AtomicBool::new(false)), run: None })
+        Ok(Session {
+            net: model.network()?,
+            cancel: Arc::new(AtomicBool::new(false)),
+            run: None,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+        })
     }
 
     pub fn model(&self) -> &Arc<Model> {
         self.net.model()
+    }
+
+    /// Caps the buffers a generation may need ([`generation_bytes`]): larger requests are refused
+    /// up front with [`Error::OutOfMemory`] instead of being attempted. `usize::MAX` lifts the cap.
+    pub fn set_memory_limit(&mut self, bytes: usize) {
+        self.memory_limit = bytes;
     }
 
     /// Records the inputs of every network call of later generations into `dump` (calibration
@@ -144,6 +170,15 @@ impl Session {
         self.cancel.store(false, Ordering::SeqCst);
         self.net.take_backend_time();
         let model = Arc::clone(self.net.model());
+        // Before planning, which already copies the caller's start image for every sample.
+        let needed = generation_bytes(p.batch.saturating_mul(model.sample_len()));
+        if (1..=MAX_BATCH).contains(&p.batch) && needed > self.memory_limit {
+            let mb = |b: usize| b as f64 / (1 << 20) as f64;
+            return Err(Error::OutOfMemory(format!(
+                "batch {} of {} values needs about {:.0} MB of buffers, over the limit of {:.0} MB; \
+                 lower the batch or raise the limit",
+                p.batch, model.sample_len(), mb(needed), mb(self.memory_limit))));
+        }
         let plan = Plan::new(&model, p)?;
         let n = plan.batch * model.sample_len();
 

@@ -72,7 +72,7 @@ fn bench_names_the_precision() {
                 continue;
             }
             let params = GenerateParams { steps: Some(2), batch: 1, ..GenerateParams::default() };
-            let opts = BenchOptions { runs: 1, warmup: 0, classifier: None };
+            let opts = BenchOptions { runs: 1, warmup: 0, ..BenchOptions::default() };
             let report = bench::run(&model_dir(name), &common::options(backend), &params, &opts).expect("bench");
             assert_eq!(report.precision, precision, "{name} on {backend:?}");
         }

@@ -4,7 +4,6 @@
 //! tempting (more constant folding) but contradicts the `value_info` many exporters write and makes
 //! analysis fail; a symbolic batch also lets one runner serve both batch B and 2B (guidance).
 
-use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,12 +39,8 @@ pub(crate) struct TractGraph {
 impl TractGraph {
     pub(crate) fn load(path: &Path) -> Result<Self> {
         // tract's analysis has panicking paths on malformed graphs; a bad file must stay an error.
-        panic::catch_unwind(AssertUnwindSafe(|| Self::load_inner(path))).unwrap_or_else(|payload| {
-            Err(Error::Model(format!(
-                "{}: tract failed while loading: {}",
-                path.display(),
-                panic_message(payload.as_ref())
-            )))
+        crate::panic::catch(|| Self::load_inner(path)).unwrap_or_else(|what| {
+            Err(Error::Model(format!("{}: tract failed while loading: {what}", path.display())))
         })
     }
 
@@ -256,10 +251,9 @@ impl TractRunner {
         // class label does). The process must survive any input, so a panic becomes an error and the
         // state, possibly half-updated, is replaced.
         let state = &mut self.state;
-        let results = match panic::catch_unwind(AssertUnwindSafe(|| state.run(values))) {
+        let results = match crate::panic::catch(|| state.run(values)) {
             Ok(run) => run.map_err(|e| self.shared.model_error(e))?,
-            Err(payload) => {
-                let what = panic_message(payload.as_ref());
+            Err(what) => {
                 self.state = self.plan.spawn().map_err(|e| self.shared.model_error(e))?;
                 self.slots.iter_mut().for_each(|s| *s = None);
                 return Err(Error::Model(format!(
@@ -322,10 +316,3 @@ fn fill(slot: &mut Option<Arc<Tensor>>, input: &Input<'_>) -> TractResult<()> {
     Ok(())
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}

@@ -82,6 +82,21 @@ struct GenerateArgs {
     /// Record every network call's inputs here as .npy (calibration data for quantization).
     #[arg(long)]
     dump_inputs: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Args)]
+struct LimitArgs {
+    /// Refuse generations whose buffers would need more than this many MiB (default 2048).
+    #[arg(long)]
+    memory_limit: Option<usize>,
+}
+
+impl LimitArgs {
+    fn bytes(&self) -> Option<usize> {
+        self.memory_limit.map(|mb| mb.saturating_mul(1 << 20))
+    }
 }
 
 #[derive(Args)]
@@ -103,6 +118,8 @@ struct BenchArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 /// What a generation is: sampler, schedule, conditioning, noise.
@@ -184,13 +201,13 @@ fn parse_conds(items: &[String]) -> Result<Vec<(String, Vec<f32>)>> {
 impl SamplingArgs {
     /// The generation's parameters; `sample_len` sizes the batch implied by `--noise`.
     fn params(&self, sample_len: usize) -> Result<GenerateParams> {
-        let noise = self.noise.as_deref().map(npy::read).transpose()?;
+        let noise = self.noise.as_deref().map(|p| read_npy("--noise", p)).transpose()?;
         let batch = match (self.batch, &noise) {
             (Some(b), _) => b,
             (None, Some(n)) => n.data.len() / sample_len.max(1),
             (None, None) => self.classes.len().max(1),
         };
-        let init = self.init.as_deref().map(npy::read).transpose()?.map(|arr| arr.data);
+        let init = self.init.as_deref().map(|p| read_npy("--init", p)).transpose()?.map(|arr| arr.data);
         Ok(GenerateParams {
             sampler: self.sampler.clone(),
             spacing: SigmaSpacing::from_name(&self.schedule)?,
@@ -210,6 +227,14 @@ impl SamplingArgs {
     }
 }
 
+/// Reads the `.npy` given to `flag`, saying which flag a bad file came from.
+fn read_npy(flag: &str, path: &std::path::Path) -> Result<npy::Array> {
+    npy::read(path).map_err(|e| match e {
+        Error::InvalidArgument(msg) => Error::InvalidArgument(format!("{flag} {msg}")),
+        other => other,
+    })
+}
+
 fn generate(a: &GenerateArgs) -> Result<()> {
     if a.out.is_none() && a.save_raw.is_none() {
         return Err(Error::InvalidArgument("nothing to write: give --out FILE.png and/or --save-raw FILE.npy".into()));
@@ -219,6 +244,9 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     let params = a.sampling.params(model.sample_len())?;
     let batch = params.batch;
     let mut session = Session::new(&model)?;
+    if let Some(limit) = a.limits.bytes() {
+        session.set_memory_limit(limit);
+    }
     if let Some(dir) = &a.dump_inputs {
         session.set_dump(Some(InputDump::new(dir)?));
     }
@@ -267,7 +295,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
     // the benchmark loads it itself, so read the manifest alone first.
     let (manifest, _) = diffusion_rt::manifest::Manifest::load(&a.model.model)?;
     let params = a.sampling.params(manifest.sample_len())?;
-    let opts = BenchOptions { runs: a.runs, warmup: a.warmup, classifier: a.classifier.clone() };
+    let opts = BenchOptions { runs: a.runs, warmup: a.warmup, classifier: a.classifier.clone(), memory_limit: a.limits.bytes() };
     let report = diffusion_rt::bench::run(&a.model.model, &a.model.options()?, &params, &opts)?;
     print!("{}", report.table());
     if let Some(path) = &a.json {

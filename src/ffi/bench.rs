@@ -71,6 +71,7 @@ pub unsafe extern "C" fn drt_bench_run(
             runs: bp.runs as usize,
             warmup: bp.warmup as usize,
             classifier: opt_str(bp.classifier_dir, "bench_params.classifier_dir")?.map(PathBuf::from),
+            memory_limit: None,
         };
         let report = bench::run(&dir, &backend, &params, &opts)?;
         let json = CString::new(report.to_json()).map_err(|_| invalid("report holds a NUL byte"))?;

@@ -6,10 +6,8 @@
 //! every entry point checks its pointers and catches panics, so no unwinding crosses into C.
 #![allow(non_camel_case_types)]
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Once;
 
 use crate::error::Error;
 
@@ -67,8 +65,6 @@ impl From<&Error> for drt_status {
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
-    /// How many drt_ calls this thread is inside (callbacks may call back in).
-    static IN_CALL: Cell<u32> = const { Cell::new(0) };
 }
 
 fn set_last_error(msg: &str) {
@@ -76,35 +72,9 @@ fn set_last_error(msg: &str) {
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
 }
 
-/// Routes panics raised inside a drt_ call to the log (so to the app's log callback) instead of
-/// stderr; panics elsewhere in the process still reach the hook that was there before.
-fn install_panic_hook() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if IN_CALL.try_with(Cell::get).unwrap_or(0) > 0 {
-                ::log::error!(target: "diffusion_rt::panic", "{info}");
-            } else {
-                previous(info);
-            }
-        }));
-    });
-}
-
-/// Runs `f` behind the panic boundary; a panic becomes its message.
+/// Runs `f` behind the panic boundary; a panic becomes its message (see [`crate::panic`]).
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    install_panic_hook();
-    IN_CALL.with(|c| c.set(c.get() + 1));
-    let result = catch_unwind(AssertUnwindSafe(f));
-    IN_CALL.with(|c| c.set(c.get() - 1));
-    result.map_err(|payload| {
-        payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into())
-    })
+    crate::panic::catch(f)
 }
 
 /// Runs a fallible call behind the panic boundary, turning errors and panics into a status and a

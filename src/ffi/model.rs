@@ -109,18 +109,22 @@ pub unsafe extern "C" fn drt_model_sample_len(m: *const drt_model) -> usize {
     guarded(|| (*m).model.sample_len()).unwrap_or(0)
 }
 
-/// Session options (none yet besides the size; reserved for later fields).
+/// Session options. Initialise with drt_session_params_default().
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct drt_session_params {
     /// sizeof(drt_session_params), set by drt_session_params_default().
     pub struct_size: u32,
+    /// Cap, in MiB, on the buffers one generation needs (the runtime's own, not the backend's
+    /// activations): larger requests fail up front with DRT_ERR_OUT_OF_MEMORY. 0 = the default,
+    /// 2048 MiB; UINT32_MAX = no cap.
+    pub memory_limit_mb: u32,
 }
 
 /// Defaults for drt_session_create (which also takes NULL for them).
 #[no_mangle]
 pub extern "C" fn drt_session_params_default() -> drt_session_params {
-    drt_session_params { struct_size: std::mem::size_of::<drt_session_params>() as u32 }
+    drt_session_params { struct_size: std::mem::size_of::<drt_session_params>() as u32, memory_limit_mb: 0 }
 }
 
 /// Creates a session over `m`. `params` may be NULL. Free with drt_session_free.
@@ -137,8 +141,13 @@ pub unsafe extern "C" fn drt_session_create(
         if m.is_null() || out.is_null() {
             return Err(invalid("model or out is NULL"));
         }
-        read_params(params, drt_session_params_default())?;
-        let session = Session::new(&(*m).model)?;
+        let p = read_params(params, drt_session_params_default())?;
+        let mut session = Session::new(&(*m).model)?;
+        match p.memory_limit_mb {
+            0 => {}
+            u32::MAX => session.set_memory_limit(usize::MAX),
+            mb => session.set_memory_limit((mb as usize).saturating_mul(1 << 20)),
+        }
         let cancel = session.cancel_flag();
         *out = Box::into_raw(Box::new(drt_session { session: Mutex::new(session), cancel }));
         Ok(())

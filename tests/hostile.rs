@@ -1,0 +1,364 @@
+//! Hostile input, case by case, through all three ways in: the CLI, the Rust API and the C API.
+//! Every case must fail with its specific error kind (exit status 1 and the kind's prefix, the
+//! `Error` variant, the `drt_status`) and a message naming the problem; none may crash.
+
+mod common;
+
+use std::ffi::{CStr, CString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::ptr::{null, null_mut};
+
+use common::{model_dir, ort_available, repo, TempDir};
+use diffusion_rt::backend::{BackendKind, BackendOptions};
+use diffusion_rt::ffi::*;
+use diffusion_rt::{Error, GenerateParams, Model, Session};
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Io,
+    Model,
+    Manifest,
+    Invalid,
+    Backend,
+    Memory,
+    NonFinite,
+}
+
+impl Kind {
+    fn of(e: &Error) -> Kind {
+        match e {
+            Error::Io(_) => Kind::Io,
+            Error::Model(_) => Kind::Model,
+            Error::Manifest(_) => Kind::Manifest,
+            Error::InvalidArgument(_) => Kind::Invalid,
+            Error::BackendUnavailable(_) => Kind::Backend,
+            Error::OutOfMemory(_) => Kind::Memory,
+            Error::NonFinite { .. } => Kind::NonFinite,
+            other => panic!("unexpected error kind: {other}"),
+        }
+    }
+    fn status(self) -> drt_status {
+        match self {
+            Kind::Io => drt_status::DRT_ERR_IO,
+            Kind::Model => drt_status::DRT_ERR_MODEL,
+            Kind::Manifest => drt_status::DRT_ERR_MANIFEST,
+            Kind::Invalid => drt_status::DRT_ERR_INVALID_ARGUMENT,
+            Kind::Backend => drt_status::DRT_ERR_BACKEND_UNAVAILABLE,
+            Kind::Memory => drt_status::DRT_ERR_OUT_OF_MEMORY,
+            Kind::NonFinite => drt_status::DRT_ERR_NON_FINITE,
+        }
+    }
+    /// How the CLI's `error: ...` line starts for this kind.
+    fn cli_prefix(self) -> &'static str {
+        match self {
+            Kind::Io => "error: I/O error",
+            Kind::Model => "error: model error",
+            Kind::Manifest => "error: manifest error",
+            Kind::Invalid => "error: invalid argument",
+            Kind::Backend => "error: backend unavailable",
+            Kind::Memory => "error: out of memory",
+            Kind::NonFinite => "error: non-finite value",
+        }
+    }
+}
+
+fn last_error() -> String {
+    unsafe { CStr::from_ptr(drt_last_error()) }.to_string_lossy().into_owned()
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.to_str().expect("utf8 path")).expect("no NUL")
+}
+
+fn drt(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_drt")).args(args).output().expect("run drt")
+}
+
+fn check_cli(case: &str, args: &[&str], kind: Kind, needle: &str) {
+    let o = drt(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{case}: CLI exit status; stderr: {err}");
+    assert!(err.starts_with(kind.cli_prefix()) && err.contains(needle), "{case}: CLI said `{err}`, wanted {kind:?} naming `{needle}`");
+}
+
+fn check_rust(case: &str, r: Result<impl std::fmt::Debug, Error>, kind: Kind, needle: &str) {
+    let e = r.expect_err(case);
+    assert_eq!(Kind::of(&e), kind, "{case}: Rust error `{e}`");
+    assert!(e.to_string().contains(needle), "{case}: Rust error `{e}` should name `{needle}`");
+}
+
+fn check_c(case: &str, status: drt_status, kind: Kind, needle: &str) {
+    let msg = last_error();
+    assert_eq!(status, kind.status(), "{case}: C status, message `{msg}`");
+    assert!(msg.contains(needle), "{case}: C message `{msg}` should name `{needle}`");
+}
+
+/// A model directory holding the digits manifest, edited, and `onnx` as its graph.
+fn model_with(tmp: &Path, name: &str, edit: impl Fn(&mut Value), onnx: Option<&[u8]>) -> PathBuf {
+    let dir = tmp.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(model_dir("digits").join("model.json")).expect("read")).expect("json");
+    match onnx {
+        Some(bytes) => std::fs::write(dir.join("denoiser.onnx"), bytes).expect("write onnx"),
+        None => m["denoiser"]["onnx"] = json!(model_dir("digits").join("denoiser.onnx")),
+    }
+    edit(&mut m);
+    std::fs::write(dir.join("model.json"), serde_json::to_string_pretty(&m).expect("json")).expect("write");
+    dir
+}
+
+/// Loading: each bad model directory through `drt inspect`, `Model::load` and `drt_model_load`.
+#[test]
+fn bad_models_are_refused_everywhere() {
+    let tmp = TempDir::new("hostile-models");
+    let t = tmp.path();
+    let onnx = std::fs::read(model_dir("digits").join("denoiser.onnx")).expect("onnx");
+    let mut random = vec![0u8; 4096];
+    let mut state = 0x2545f4914f6cdd1du64;
+    for b in &mut random {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *b = state as u8;
+    }
+    let not_json = t.join("not-json");
+    std::fs::create_dir_all(&not_json).expect("mkdir");
+    std::fs::write(not_json.join("model.json"), "{ \"schema\": \"diffusion-rt.model/1\", ").expect("write");
+    let a_file = t.join("a-file");
+    std::fs::write(&a_file, "not a directory").expect("write");
+    let empty_dir = t.join("empty");
+    std::fs::create_dir_all(&empty_dir).expect("mkdir");
+
+    let cases: Vec<(&str, PathBuf, Kind, &str)> = vec![
+        ("missing directory", t.join("nowhere"), Kind::Io, "nowhere"),
+        ("directory is a file", a_file, Kind::Io, "a-file"),
+        ("no model.json", empty_dir, Kind::Io, "model.json"),
+        ("model.json not JSON", not_json, Kind::Manifest, "model.json"),
+        ("unknown key", model_with(t, "unknown-key", |m| m["colour"] = json!("red"), None), Kind::Manifest, "colour"),
+        ("misspelt key", model_with(t, "misspelt", |m| {
+            let shape = m["sample_shape"].take();
+            m.as_object_mut().expect("obj").remove("sample_shape");
+            m["sampel_shape"] = shape;
+        }, None), Kind::Manifest, "sampel_shape"),
+        ("wrong schema", model_with(t, "schema", |m| m["schema"] = json!("diffusion-rt.model/9"), None), Kind::Manifest, "schema"),
+        ("input the graph lacks", model_with(t, "no-input", |m| m["denoiser"]["sample_input"] = json!("latents"), None), Kind::Manifest, "latents"),
+        ("output the graph lacks", model_with(t, "no-output", |m| m["denoiser"]["output"] = json!("noise_pred"), None), Kind::Manifest, "noise_pred"),
+        ("contradicted sample_shape", model_with(t, "shape", |m| m["sample_shape"] = json!([3, 16, 16]), None), Kind::Manifest, "sample_shape"),
+        ("null class among the classes", model_with(t, "null-class", |m| m["denoiser"]["class_input"]["null_class"] = json!(3), None), Kind::Manifest, "null_class"),
+        ("empty ONNX", model_with(t, "empty-onnx", |_| {}, Some(&[])), Kind::Model, "denoiser.onnx"),
+        ("truncated ONNX", model_with(t, "truncated", |_| {}, Some(&onnx[..onnx.len() / 3])), Kind::Model, "denoiser.onnx"),
+        ("random bytes as ONNX", model_with(t, "random", |_| {}, Some(&random)), Kind::Model, "denoiser.onnx"),
+    ];
+    for (case, dir, kind, needle) in &cases {
+        let path = dir.to_str().expect("utf8");
+        check_cli(case, &["inspect", "--model", path, "--backend", "tract"], *kind, needle);
+        let opts = BackendOptions { backend: BackendKind::Tract, ..BackendOptions::default() };
+        check_rust(case, Model::load(dir, &opts), *kind, needle);
+        let mut p = drt_model_params_default();
+        p.backend = c"tract".as_ptr();
+        let mut m = null_mut();
+        let status = unsafe { drt_model_load(cstr(dir).as_ptr(), &p, &mut m) };
+        check_c(case, status, *kind, needle);
+        assert!(m.is_null(), "{case}: no handle on error");
+        if ort_available() && *kind == Kind::Model {
+            let opts = BackendOptions { backend: BackendKind::Ort, ..BackendOptions::default() };
+            check_rust(&format!("{case} on ort"), Model::load(dir, &opts), *kind, needle);
+        }
+    }
+}
+
+/// A missing ONNX Runtime library or execution provider.
+#[test]
+fn missing_backends_are_refused_everywhere() {
+    let digits = model_dir("digits");
+    let dir = digits.to_str().expect("utf8");
+    let lib = "/nonexistent/libonnxruntime.so";
+    check_cli("missing ORT", &["inspect", "--model", dir, "--backend", "ort", "--ort-lib", lib], Kind::Backend, lib);
+    let opts = BackendOptions { backend: BackendKind::Ort, ort_library: Some(lib.into()), ..BackendOptions::default() };
+    check_rust("missing ORT", Model::load(&digits, &opts), Kind::Backend, lib);
+    let mut p = drt_model_params_default();
+    p.backend = c"ort".as_ptr();
+    p.ort_library_path = c"/nonexistent/libonnxruntime.so".as_ptr();
+    let mut m = null_mut();
+    check_c("missing ORT", unsafe { drt_model_load(cstr(&digits).as_ptr(), &p, &mut m) }, Kind::Backend, lib);
+
+    // Execution providers this build does not include (only the CPU is compiled in by default).
+    check_cli("missing EP", &["inspect", "--model", dir, "--ep", "coreml"], Kind::Backend, "coreml");
+    let opts = BackendOptions { execution_provider: "coreml".into(), ..BackendOptions::default() };
+    check_rust("missing EP", Model::load(&digits, &opts), Kind::Backend, "coreml");
+    let mut p = drt_model_params_default();
+    p.execution_provider = c"coreml".as_ptr();
+    check_c("missing EP", unsafe { drt_model_load(cstr(&digits).as_ptr(), &p, &mut m) }, Kind::Backend, "coreml");
+    check_cli("unknown EP", &["inspect", "--model", dir, "--ep", "gpu9000"], Kind::Invalid, "gpu9000");
+}
+
+/// One bad generation request in the three forms.
+struct Call {
+    case: &'static str,
+    rust: Box<dyn Fn(&mut GenerateParams)>,
+    c: Option<Box<dyn Fn(&mut drt_generate_params)>>,
+    cli: Vec<&'static str>,
+    kind: Kind,
+    needle: &'static str,
+}
+
+fn call(case: &'static str, rust: impl Fn(&mut GenerateParams) + 'static, c: Option<Box<dyn Fn(&mut drt_generate_params)>>, cli: &[&'static str], kind: Kind, needle: &'static str) -> Call {
+    Call { case, rust: Box::new(rust), c, cli: cli.to_vec(), kind, needle }
+}
+
+/// A buffer that outlives the test's C calls (they only borrow it).
+fn leak<T>(v: Vec<T>) -> *const T {
+    Box::leak(v.into_boxed_slice()).as_ptr()
+}
+
+fn c_edit(f: impl Fn(&mut drt_generate_params) + 'static) -> Option<Box<dyn Fn(&mut drt_generate_params)>> {
+    Some(Box::new(f))
+}
+
+/// Generation requests on the digits model (tract), each refused before any work or, for the
+/// broken network, at the step that failed.
+#[test]
+fn bad_requests_are_refused_everywhere() {
+    let tmp = TempDir::new("hostile-calls");
+    let bad_npy = tmp.path().join("bad.npy");
+    std::fs::write(&bad_npy, b"\x93NUMPY garbage").expect("write");
+    let bad_npy: &'static str = Box::leak(bad_npy.to_str().expect("utf8").to_string().into_boxed_str());
+    let unwritable: &'static str = "/nonexistent-dir/out.png";
+    let cases = vec![
+        call("zero steps", |p| p.steps = Some(0), c_edit(|p| p.steps = 0), &["--steps", "0"], Kind::Invalid, "steps"),
+        call("absurd steps", |p| p.steps = Some(1_000_000), c_edit(|p| p.steps = 1_000_000), &["--steps", "1000000"], Kind::Invalid, "steps must be between"),
+        call("zero batch", |p| p.batch = 0, c_edit(|p| p.batch = 0), &["--batch", "0"], Kind::Invalid, "batch must be between"),
+        call("absurd batch", |p| p.batch = 5_000_000, c_edit(|p| p.batch = 5_000_000), &["--batch", "5000000"], Kind::Invalid, "batch must be between"),
+        call("NaN guidance", |p| p.guidance = Some(f32::NAN), c_edit(|p| p.guidance = f32::NAN), &["--guidance", "NaN"], Kind::Invalid, "guidance"),
+        // In C a negative guidance means "the model's default"; elsewhere it is an error.
+        call("negative guidance", |p| p.guidance = Some(-2.0), None, &["--guidance=-2"], Kind::Invalid, "guidance"),
+        call("class out of range", |p| p.classes = vec![42], c_edit(|p| p.class_label = 42), &["--class", "42"], Kind::Invalid, "class 42"),
+        call("unknown sampler", |p| p.sampler = Some("warp-drive".into()), c_edit(|p| p.sampler = c"warp-drive".as_ptr()), &["--sampler", "warp-drive"], Kind::Invalid, "warp-drive"),
+        call("strength above 1", |p| { p.init = Some(vec![0.0; 256]); p.strength = Some(1.5) },
+            c_edit(|p| { p.init = leak(vec![0f32; 256]); p.init_len = 256; p.strength = 1.5 }), &["--strength", "1.5"], Kind::Invalid, "strength"),
+        call("strength 0", |p| { p.init = Some(vec![0.0; 256]); p.strength = Some(0.0) },
+            c_edit(|p| { p.init = leak(vec![0f32; 256]); p.init_len = 256; p.strength = 0.0 }), &["--strength", "0"], Kind::Invalid, "strength"),
+        call("malformed .npy", |p| p.noise = Some(vec![0.0; 7]), None, &["--noise", bad_npy], Kind::Invalid, "noise"),
+        call("conditioning the model lacks", |p| p.conds = vec![("temperature".into(), vec![1.0])],
+            c_edit(|p| { p.cond_names = leak(vec![c"temperature".as_ptr()]); p.cond_values = leak(vec![1.0f32]); p.cond_count = 1 }),
+            &["--cond", "temperature=1"], Kind::Invalid, "temperature"),
+        call("over the memory limit", |p| p.batch = 4096, None, &["--batch", "4096", "--memory-limit", "8"], Kind::Memory, "limit"),
+        call("unwritable output", |_| {}, None, &["--out", unwritable], Kind::Io, unwritable),
+    ];
+    let digits = model_dir("digits");
+    let model = common::load(&digits, BackendKind::Tract);
+    let mut session = Session::new(&model).expect("session");
+    session.set_memory_limit(8 << 20);
+    let mut mp = drt_model_params_default();
+    mp.backend = c"tract".as_ptr();
+    let mut m = null_mut();
+    let mut sp = drt_session_params_default();
+    sp.memory_limit_mb = 8;
+    let mut s = null_mut();
+    unsafe {
+        assert_eq!(drt_model_load(cstr(&digits).as_ptr(), &mp, &mut m), drt_status::DRT_OK);
+        assert_eq!(drt_session_create(m, &sp, &mut s), drt_status::DRT_OK);
+    }
+    let mut out = vec![0f32; 4096 * 256];
+    for c in &cases {
+        let mut args = vec!["generate", "--model", digits.to_str().expect("utf8"), "--backend", "tract", "--steps", "2"];
+        if !c.cli.iter().any(|a| *a == "--out") {
+            args.extend(["--save-raw", "/dev/null"]);
+        }
+        // A later --steps wins over the default of two.
+        let mut cli = args.clone();
+        if c.cli.first() == Some(&"--steps") {
+            cli.retain(|a| *a != "--steps" && *a != "2");
+        }
+        cli.extend(c.cli.iter().copied());
+        check_cli(c.case, &cli, c.kind, c.needle);
+
+        let mut p = GenerateParams { steps: Some(2), batch: 1, ..GenerateParams::default() };
+        (c.rust)(&mut p);
+        if c.case == "unwritable output" {
+            let gen = session.generate(&p, &mut |_, _| true).expect("generate");
+            check_rust(c.case, diffusion_rt::npy::write(Path::new(unwritable), &[1, 256], &gen.samples), c.kind, c.needle);
+        } else {
+            check_rust(c.case, session.generate(&p, &mut |_, _| true), c.kind, c.needle);
+        }
+        if let Some(edit) = &c.c {
+            let mut p = drt_generate_params_default();
+            p.steps = 2;
+            edit(&mut p);
+            let len = out.len();
+            let status = unsafe { drt_generate(s, &p, out.as_mut_ptr(), len) };
+            check_c(c.case, status, c.kind, c.needle);
+        }
+    }
+    // The C API's own form of the memory case: a session with the default limit takes the request.
+    unsafe {
+        let mut p = drt_generate_params_default();
+        p.steps = 1;
+        p.batch = 4096;
+        check_c("over the memory limit", drt_generate(s, &p, out.as_mut_ptr(), out.len()), Kind::Memory, "limit");
+        drt_session_free(s);
+        drt_model_free(m);
+    }
+}
+
+/// A network that returns -inf and then NaN from timestep 500 on stops the run at that step.
+#[test]
+fn a_non_finite_network_stops_the_run_at_its_step() {
+    let dir = repo().join("tests/fixtures/nonfinite");
+    let path = dir.to_str().expect("utf8");
+    for backend in common::backends() {
+        let name = if backend == BackendKind::Ort { "ort" } else { "tract" };
+        check_cli(name, &["generate", "--model", path, "--backend", name, "--save-raw", "/dev/null"], Kind::NonFinite, "at step 4");
+        let model = common::load(&dir, backend);
+        let mut session = Session::new(&model).expect("session");
+        let err = session.generate(&GenerateParams { batch: 2, ..GenerateParams::default() }, &mut |_, _| true).expect_err("non-finite");
+        assert!(matches!(err, Error::NonFinite { step: 4 }), "{name}: {err}");
+        // The session is usable again: the steps above timestep 500 run as before.
+        session.begin(&GenerateParams { batch: 1, ..GenerateParams::default() }).expect("begin");
+        for k in 1..=4 {
+            assert_eq!(session.step().expect("steps above timestep 500"), k);
+        }
+        assert!(session.current_sample().expect("sample").iter().all(|v| v.is_finite()));
+        assert!(matches!(session.step(), Err(Error::NonFinite { step: 4 })));
+        let mut mp = drt_model_params_default();
+        mp.backend = if backend == BackendKind::Ort { c"ort".as_ptr() } else { c"tract".as_ptr() };
+        let (mut m, mut s) = (null_mut(), null_mut());
+        let mut out = [0f32; 16];
+        unsafe {
+            assert_eq!(drt_model_load(cstr(&dir).as_ptr(), &mp, &mut m), drt_status::DRT_OK);
+            assert_eq!(drt_session_create(m, null(), &mut s), drt_status::DRT_OK);
+            let mut p = drt_generate_params_default();
+            p.steps = 10;
+            check_c(name, drt_generate(s, &p, out.as_mut_ptr(), 16), Kind::NonFinite, "at step 4");
+            assert!(out.iter().all(|&v| v == 0.0), "nothing written on error");
+            drt_session_free(s);
+            drt_model_free(m);
+        }
+    }
+}
+
+/// A manifest claiming more classes than the graph embeds cannot be caught from the graph's
+/// interface; the first call with a class the graph lacks fails with a model error naming the graph
+/// (ONNX Runtime reports the bad Gather index; tract's panic on it is caught).
+#[test]
+fn a_class_count_the_graph_lacks_fails_at_generation() {
+    let tmp = TempDir::new("hostile-classes");
+    let dir = model_with(tmp.path(), "classes", |m| {
+        m["denoiser"]["class_input"]["num_classes"] = json!(20);
+        m["denoiser"]["class_input"]["null_class"] = json!(20);
+    }, None);
+    let path = dir.to_str().expect("utf8");
+    for backend in common::backends() {
+        let name = if backend == BackendKind::Ort { "ort" } else { "tract" };
+        check_cli(name, &["generate", "--model", path, "--backend", name, "--class", "15", "--steps", "2", "--save-raw", "/dev/null"],
+            Kind::Model, "denoiser.onnx");
+        let model = common::load(&dir, backend);
+        let mut session = Session::new(&model).expect("session");
+        let p = GenerateParams { steps: Some(2), batch: 1, classes: vec![15], ..GenerateParams::default() };
+        check_rust(name, session.generate(&p, &mut |_, _| true), Kind::Model, "denoiser.onnx");
+        let ok = GenerateParams { classes: vec![3], guidance: Some(1.0), ..p };
+        session.generate(&ok, &mut |_, _| true).expect("a class the graph has, unguided, still works");
+    }
+}
