@@ -194,17 +194,20 @@ fn missing_backends_are_refused_everywhere() {
     check_cli("unknown EP", &["inspect", "--model", dir, "--ep", "gpu9000"], Kind::Invalid, "gpu9000");
 }
 
+/// An edit of the C API's generation parameters.
+type CEdit = Option<Box<dyn Fn(&mut drt_generate_params)>>;
+
 /// One bad generation request in the three forms.
 struct Call {
     case: &'static str,
     rust: Box<dyn Fn(&mut GenerateParams)>,
-    c: Option<Box<dyn Fn(&mut drt_generate_params)>>,
+    c: CEdit,
     cli: Vec<&'static str>,
     kind: Kind,
     needle: &'static str,
 }
 
-fn call(case: &'static str, rust: impl Fn(&mut GenerateParams) + 'static, c: Option<Box<dyn Fn(&mut drt_generate_params)>>, cli: &[&'static str], kind: Kind, needle: &'static str) -> Call {
+fn call(case: &'static str, rust: impl Fn(&mut GenerateParams) + 'static, c: CEdit, cli: &[&'static str], kind: Kind, needle: &'static str) -> Call {
     Call { case, rust: Box::new(rust), c, cli: cli.to_vec(), kind, needle }
 }
 
@@ -213,7 +216,7 @@ fn leak<T>(v: Vec<T>) -> *const T {
     Box::leak(v.into_boxed_slice()).as_ptr()
 }
 
-fn c_edit(f: impl Fn(&mut drt_generate_params) + 'static) -> Option<Box<dyn Fn(&mut drt_generate_params)>> {
+fn c_edit(f: impl Fn(&mut drt_generate_params) + 'static) -> CEdit {
     Some(Box::new(f))
 }
 
