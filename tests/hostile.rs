@@ -267,7 +267,7 @@ fn bad_requests_are_refused_everywhere() {
     let mut out = vec![0f32; 4096 * 256];
     for c in &cases {
         let mut args = vec!["generate", "--model", digits.to_str().expect("utf8"), "--backend", "tract", "--steps", "2"];
-        if !c.cli.iter().any(|a| *a == "--out") {
+        if !c.cli.contains(&"--out") {
             args.extend(["--save-raw", "/dev/null"]);
         }
         // A later --steps wins over the default of two.
