@@ -19,6 +19,11 @@ pub fn read(path: &Path) -> Result<Array> {
     parse(&bytes).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))
 }
 
+/// Parses `.npy` bytes as [`read`] does a file.
+pub fn from_bytes(bytes: &[u8]) -> Result<Array> {
+    parse(bytes).map_err(|e| Error::InvalidArgument(format!("not a valid .npy: {e}")))
+}
+
 fn parse(bytes: &[u8]) -> std::result::Result<Array, String> {
     let file = npyz::NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file ({e})"))?;
     if file.order() != npyz::Order::C {

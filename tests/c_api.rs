@@ -80,7 +80,7 @@ fn threads_example_equals_sequential_runs_on_every_backend() {
     let exe = build_example("threads", tmp.path());
     for backend in common::backends() {
         let name = backend_name(backend);
-        let o = run(Command::new(&exe).arg(model_dir("digits")).arg(name).arg("6"));
+        let o = run(Command::new(&exe).arg(model_dir("digits")).arg(name).arg("8"));
         assert!(String::from_utf8_lossy(&o.stdout).contains("every result equals the sequential one"), "{name}");
     }
 }

@@ -1,6 +1,7 @@
 //! The C examples under valgrind memcheck: no memory errors and nothing definitely lost, on the
 //! success paths and the error paths (bad model directory, missing ONNX Runtime, cancelled run), on
-//! both backends. Few steps and small batches keep each run under a minute. valgrind must be
+//! both backends; and the threads example under helgrind, which must find no data race (with
+//! tests/helgrind.supp, whose one entry says why it is not one). Few steps and small batches keep each run under a minute. valgrind must be
 //! installed (scripts/test.sh installs it); without it these tests are skipped with a note unless
 //! `DRT_REQUIRE_VALGRIND` is set. Suppressions, each for code outside this project, are in
 //! tests/valgrind.supp with the reason for each.
@@ -114,4 +115,23 @@ fn threads_sharing_a_model_are_clean_on_tract() {
     let exe = build_example("threads", tmp.path());
     let out = memcheck(&exe, &[&digits(), "tract", "2", "2"], &[], 0);
     assert!(out.contains("every result equals the sequential one"), "{out}");
+}
+
+#[test]
+fn threads_sharing_a_model_have_no_data_race_on_tract() {
+    if !valgrind_available() {
+        return;
+    }
+    let tmp = TempDir::new("helgrind-threads");
+    let exe = build_example("threads", tmp.path());
+    let o = Command::new("valgrind")
+        .args(["--tool=helgrind", "--error-exitcode=99"])
+        .arg(format!("--suppressions={}", repo().join("tests/helgrind.supp").display()))
+        .arg(&exe)
+        .args([&digits(), "tract", "3", "1"])
+        .output()
+        .expect("run helgrind");
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "helgrind:\n{err}");
+    assert!(err.contains("ERROR SUMMARY: 0 errors") && out.contains("every result equals the sequential one"), "{out}\n{err}");
 }
