@@ -154,6 +154,10 @@ typedef struct drt_model_params {
    * Intra-op threads for ONNX Runtime; 0 = number of physical cores.
    */
   uint32_t threads;
+  /**
+   * Zero. Fills what would be tail padding, so fields added later never overlap it.
+   */
+  uint32_t reserved;
 } drt_model_params;
 
 /**
@@ -251,6 +255,10 @@ typedef struct drt_generate_params {
    * img2img: the fraction of the schedule run on `init`, in (0, 1].
    */
   float strength;
+  /**
+   * Zero. Fills what would be tail padding, so fields added later never overlap it.
+   */
+  uint32_t reserved;
 } drt_generate_params;
 
 /**

@@ -25,6 +25,8 @@ pub struct drt_bench_params {
     pub classifier_dir: *const c_char,
 }
 
+super::params_layout!(drt_bench_params: struct_size, runs, warmup, classifier_dir);
+
 /// Defaults: 5 measured runs after 1 warm-up, no classifier.
 #[no_mangle]
 pub extern "C" fn drt_bench_params_default() -> drt_bench_params {

@@ -50,7 +50,12 @@ pub struct drt_generate_params {
     pub init_len: usize,
     /// img2img: the fraction of the schedule run on `init`, in (0, 1].
     pub strength: f32,
+    /// Zero. Fills what would be tail padding, so fields added later never overlap it.
+    pub reserved: u32,
 }
+
+super::params_layout!(drt_generate_params: struct_size, seed, steps, guidance, sampler, class_label, batch, progress,
+    user_data, classes, noise, cond_names, cond_values, cond_count, init, init_len, strength, reserved);
 
 /// Defaults: seed 0, 20 steps, the model's guidance and sampler, no class, batch 1, no callback.
 #[no_mangle]
@@ -73,6 +78,7 @@ pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
         init: std::ptr::null(),
         init_len: 0,
         strength: 0.8,
+        reserved: 0,
     }
 }
 

@@ -106,19 +106,49 @@ unsafe fn opt_str<'a>(p: *const c_char, what: &str) -> Result<Option<&'a str>, E
     CStr::from_ptr(p).to_str().map(Some).map_err(|_| invalid(&format!("{what} is not valid UTF-8")))
 }
 
+/// A parameter struct of the C API: `struct_size` first, then fields that are only ever appended,
+/// with no tail padding (an explicit reserved field fills it), so every older version of the struct
+/// ends exactly where one of today's fields ends.
+pub(super) trait Params: Copy {
+    const NAME: &'static str;
+    /// Where each field ends, in declaration order: the sizes an older caller's struct can have.
+    fn field_ends() -> Vec<usize>;
+}
+
+fn size_of_field<T, F>(_: fn(&T) -> &F) -> usize {
+    std::mem::size_of::<F>()
+}
+
+macro_rules! params_layout {
+    ($t:ident: $($field:ident),+) => {
+        impl $crate::ffi::Params for $t {
+            const NAME: &'static str = stringify!($t);
+            fn field_ends() -> Vec<usize> {
+                vec![$(std::mem::offset_of!($t, $field) + $crate::ffi::size_of_field(|p: &$t| &p.$field)),+]
+            }
+        }
+    };
+}
+pub(crate) use params_layout;
+
 /// Copies a caller's params struct of `struct_size` bytes over the defaults, so a caller built
-/// against an older, shorter struct keeps working. Every params struct starts with `struct_size`.
-unsafe fn read_params<T: Copy>(p: *const T, defaults: T) -> Result<T, Error> {
+/// against an older, shorter struct keeps working; a newer, longer one is read up to the fields
+/// this library knows. A size that does not end at a field (which would tear a pointer in two) is
+/// refused.
+unsafe fn read_params<T: Params>(p: *const T, defaults: T) -> Result<T, Error> {
     if p.is_null() {
         return Ok(defaults);
     }
     let size = std::ptr::read_unaligned(p as *const u32) as usize;
-    if size < std::mem::size_of::<u32>() {
-        return Err(invalid("params.struct_size is too small; initialise params with the *_default() function"));
+    let full = std::mem::size_of::<T>();
+    if size < full && !T::field_ends().contains(&size) {
+        return Err(invalid(&format!(
+            "{}.struct_size is {size}, which does not end at one of its fields; initialise params with the *_default() function",
+            T::NAME
+        )));
     }
     let mut out = defaults;
-    let n = size.min(std::mem::size_of::<T>());
-    std::ptr::copy_nonoverlapping(p as *const u8, &mut out as *mut T as *mut u8, n);
+    std::ptr::copy_nonoverlapping(p as *const u8, &mut out as *mut T as *mut u8, size.min(full));
     Ok(out)
 }
 
@@ -182,6 +212,35 @@ mod tests {
     unsafe extern "C" fn collect(level: drt_log_level, target: *const c_char, message: *const c_char, _: *mut c_void) {
         let (t, m) = (CStr::from_ptr(target).to_string_lossy(), CStr::from_ptr(message).to_string_lossy());
         RECORDS.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{level:?} {t} {m}"));
+    }
+
+    /// Every params struct ends with its last field (no tail padding for a later field to land in).
+    #[test]
+    fn params_structs_have_no_tail_padding() {
+        fn check<T: Params>() {
+            let ends = T::field_ends();
+            assert_eq!(ends.first(), Some(&4), "{}: struct_size comes first", T::NAME);
+            assert_eq!(ends.last(), Some(&std::mem::size_of::<T>()), "{}: tail padding", T::NAME);
+            assert!(ends.windows(2).all(|w| w[0] < w[1]), "{}: fields in order", T::NAME);
+        }
+        check::<drt_model_params>();
+        check::<drt_session_params>();
+        check::<drt_generate_params>();
+        check::<drt_bench_params>();
+    }
+
+    /// A struct_size that cuts through a field is refused instead of read as a torn pointer.
+    #[test]
+    fn torn_struct_sizes_are_refused() {
+        let mut p = drt_generate_params_default();
+        for size in [0u32, 3, 6, 28, 100] {
+            p.struct_size = size;
+            assert!(unsafe { read_params(&p, drt_generate_params_default()) }.is_err(), "size {size}");
+        }
+        for size in [4u32, 16, 32, 120, 4096] {
+            p.struct_size = size;
+            assert!(unsafe { read_params(&p, drt_generate_params_default()) }.is_ok(), "size {size}");
+        }
     }
 
     /// A panic inside a call is DRT_ERR_INTERNAL with its message, reported to the log callback

@@ -36,7 +36,11 @@ pub struct drt_model_params {
     pub execution_provider: *const c_char,
     /// Intra-op threads for ONNX Runtime; 0 = number of physical cores.
     pub threads: u32,
+    /// Zero. Fills what would be tail padding, so fields added later never overlap it.
+    pub reserved: u32,
 }
+
+super::params_layout!(drt_model_params: struct_size, backend, ort_library_path, execution_provider, threads, reserved);
 
 /// Defaults: automatic backend, CPU, default threads.
 #[no_mangle]
@@ -47,6 +51,7 @@ pub extern "C" fn drt_model_params_default() -> drt_model_params {
         ort_library_path: std::ptr::null(),
         execution_provider: std::ptr::null(),
         threads: 0,
+        reserved: 0,
     }
 }
 
@@ -120,6 +125,8 @@ pub struct drt_session_params {
     /// 2048 MiB; UINT32_MAX = no cap.
     pub memory_limit_mb: u32,
 }
+
+super::params_layout!(drt_session_params: struct_size, memory_limit_mb);
 
 /// Defaults for drt_session_create (which also takes NULL for them).
 #[no_mangle]
