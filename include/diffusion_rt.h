@@ -256,9 +256,16 @@ typedef struct drt_generate_params {
    */
   float strength;
   /**
-   * Zero. Fills what would be tail padding, so fields added later never overlap it.
+   * Adaptive guidance: once the conditional and guided predictions' cosine similarity reaches
+   * this threshold (e.g. 0.999), the remaining steps run the conditional pass only. 0 = off.
    */
-  uint32_t reserved;
+  float adaptive_guidance;
+  /**
+   * Guidance interval: guide only where the noise level sigma (sigma/alpha, k-diffusion's) lies
+   * in [guidance_interval_lo, guidance_interval_hi]. Both 0 = guide at every step.
+   */
+  float guidance_interval_lo;
+  float guidance_interval_hi;
 } drt_generate_params;
 
 /**

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::backend::{default_threads, BackendOptions, DType};
 use crate::error::{Error, Result};
+use crate::guidance::GuidanceRules;
 use crate::model::Model;
 use crate::pipeline::{GenerateParams, Session};
 use crate::quality::Judge;
@@ -57,7 +58,8 @@ pub struct BenchReport {
     pub guidance: f32,
     /// Intra-op threads of the backend (tract runs on one).
     pub threads: usize,
-    /// Network forward passes per sample and generation, conditional and unconditional counted apart.
+    /// Network forward passes per sample and generation, conditional and unconditional counted
+    /// apart (the median over measured runs: adaptive rules vary it).
     pub nfe: usize,
     pub runs: usize,
     pub warmup: usize,
@@ -72,6 +74,13 @@ pub struct BenchReport {
     pub overhead_ratio: f64,
     /// Peak resident memory of the process after the generations (before any judging).
     pub peak_rss_mb: Option<f64>,
+    /// Adaptive guidance's threshold, when on.
+    pub adaptive_guidance: Option<f32>,
+    /// The guidance interval in sigma, when on.
+    pub guidance_interval: Option<[f64; 2]>,
+    /// With any of the options above: relative L2 distance of the first measured run's samples to
+    /// the same run (seed, settings) without them.
+    pub rel_l2_to_baseline: Option<f64>,
     /// Samples the quality figures are computed over (all measured runs).
     pub judged_samples: Option<usize>,
     pub class_accuracy: Option<f64>,
@@ -80,6 +89,13 @@ pub struct BenchReport {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// `|a - b| / |b|`.
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
 }
 
 /// The `q`-quantile (0..=1) of `v` with linear interpolation between order statistics (numpy's default).
@@ -118,7 +134,8 @@ pub fn run(dir: &Path, backend: &BackendOptions, params: &GenerateParams, opts: 
     let mut params = params.clone();
     let classes = classes_to_judge(&model, &mut params, opts);
     let (mut totals, mut backends, mut steps_ms) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut first_step_ms, mut judged) = (0.0, Vec::new());
+    let (mut first_step_ms, mut judged, mut nfes) = (0.0, Vec::new(), Vec::new());
+    let mut first_measured: Option<Vec<f32>> = None;
     let mut last = None;
     for k in 0..opts.warmup + opts.runs {
         let p = GenerateParams { seed: params.seed.wrapping_add(k as u64), ..params.clone() };
@@ -139,6 +156,10 @@ pub fn run(dir: &Path, backend: &BackendOptions, params: &GenerateParams, opts: 
         let elapsed = t0.elapsed();
         if k >= opts.warmup {
             totals.push(ms(elapsed));
+            nfes.push(gen.nfe as f64);
+            if first_measured.is_none() {
+                first_measured = Some(gen.samples.clone());
+            }
             backends.push(ms(gen.backend_time));
             if opts.classifier.is_some() {
                 judged.extend_from_slice(&gen.samples);
@@ -147,6 +168,19 @@ pub fn run(dir: &Path, backend: &BackendOptions, params: &GenerateParams, opts: 
         last = Some(gen);
     }
     let peak_rss_mb = sysinfo::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0));
+    // With an acceleration rule on: how far the first measured run lands from the same run without it.
+    let rel_l2_to_baseline = match (&first_measured, params.guidance_rules != GuidanceRules::default()) {
+        (Some(fast), true) => {
+            let p = GenerateParams {
+                seed: params.seed.wrapping_add(opts.warmup as u64),
+                guidance_rules: GuidanceRules::default(),
+                ..params.clone()
+            };
+            let base = session.generate(&p, &mut |_, _| true)?.samples;
+            Some(rel_l2(fast, &base))
+        }
+        _ => None,
+    };
     let gen = last.ok_or_else(|| Error::Internal("no generation ran".into()))?;
     let ratios: Vec<f64> = totals.iter().zip(&backends).map(|(t, b)| t / b.max(1e-9)).collect();
 
@@ -162,7 +196,7 @@ pub fn run(dir: &Path, backend: &BackendOptions, params: &GenerateParams, opts: 
         steps: gen.steps,
         guidance: gen.guidance,
         threads: if model.graph().backend_name() == "tract" { 1 } else { backend.threads.unwrap_or_else(default_threads) },
-        nfe: gen.nfe,
+        nfe: quantile(&nfes, 0.5).round() as usize,
         runs: opts.runs,
         warmup: opts.warmup,
         load_ms,
@@ -173,6 +207,9 @@ pub fn run(dir: &Path, backend: &BackendOptions, params: &GenerateParams, opts: 
         backend_ms_p50: quantile(&backends, 0.5),
         overhead_ratio: quantile(&ratios, 0.5),
         peak_rss_mb,
+        adaptive_guidance: params.guidance_rules.adaptive,
+        guidance_interval: params.guidance_rules.interval.map(|(lo, hi)| [lo, hi]),
+        rel_l2_to_baseline,
         judged_samples: None,
         class_accuracy: None,
         frechet_distance: None,
@@ -242,6 +279,13 @@ impl BenchReport {
             ("sampling", format!("{} × {} steps, guidance {}, batch {}, {} network passes per sample",
                 self.sampler, self.steps, self.guidance, self.batch, self.nfe)),
             ("runs", format!("{} measured after {} warm-up", self.runs, self.warmup)),
+            ("guidance rules", match (self.adaptive_guidance, self.guidance_interval) {
+                (None, None) => "-".to_string(),
+                (a, i) => format!("adaptive {}, interval {}; rel. L2 to the run without: {}",
+                    a.map_or("off".into(), |g| g.to_string()),
+                    i.map_or("off".into(), |[lo, hi]| format!("[{lo}, {hi}]")),
+                    opt(self.rel_l2_to_baseline, 4)),
+            }),
             ("load", format!("{:.1} ms", self.load_ms)),
             ("first step", format!("{:.2} ms", self.first_step_ms)),
             ("step p50 / p90", format!("{:.2} / {:.2} ms", self.step_ms_p50, self.step_ms_p90)),

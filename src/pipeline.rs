@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::guidance::{Conditioning, Guidance};
+use crate::guidance::{Conditioning, Guidance, GuidanceRules};
 use crate::model::{Model, Network};
 use crate::rng::{PhiloxNoise, RecordedNoise};
 use crate::sampler::{check_run, sampler_by_name, Level, NoiseSource, SamplerKind, SamplerOptions, Stepper};
@@ -23,6 +23,8 @@ pub struct GenerateParams {
     pub sigmas: Option<Vec<f64>>,
     pub steps: Option<u32>,
     pub guidance: Option<f32>,
+    /// When guidance runs: adaptive guidance and a guidance interval (both off by default).
+    pub guidance_rules: GuidanceRules,
     /// DDIM's eta.
     pub eta: f64,
     pub batch: usize,
@@ -205,7 +207,7 @@ impl Session {
             Some(draws) => StepNoise::Recorded(RecordedNoise::new(draws.clone())),
             None => StepNoise::Seeded(PhiloxNoise::new(p.seed)),
         };
-        let mut guidance = Guidance::new(&model, plan.batch, plan.guidance, plan.cond)?;
+        let mut guidance = Guidance::new(&model, plan.batch, plan.guidance, plan.cond, p.guidance_rules)?;
         self.net.reserve(2 * plan.batch);
         check_run(&guidance.over(&mut self.net), levels, &x)?;
         let stepper = plan.sampler.stepper(levels, n, &plan.options)?;

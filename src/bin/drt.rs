@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use diffusion_rt::backend::{BackendKind, BackendOptions};
 use diffusion_rt::bench::BenchOptions;
 use diffusion_rt::dump::InputDump;
+use diffusion_rt::guidance::GuidanceRules;
 use diffusion_rt::schedule::SigmaSpacing;
 use diffusion_rt::{image, npy, Error, GenerateParams, Model, Result, Session};
 
@@ -139,6 +140,13 @@ struct SamplingArgs {
     /// Classifier-free guidance scale (1 = conditional pass only).
     #[arg(long)]
     guidance: Option<f32>,
+    /// Adaptive guidance: stop guiding once the conditional and guided predictions' cosine
+    /// similarity reaches GAMMA (e.g. 0.999).
+    #[arg(long, value_name = "GAMMA")]
+    adaptive_guidance: Option<f32>,
+    /// Guide only where the noise level sigma (k-diffusion's, sigma/alpha) is in [LO, HI].
+    #[arg(long, value_name = "LO,HI", value_delimiter = ',')]
+    guidance_interval: Option<Vec<f64>>,
     /// DDIM eta (0 = deterministic).
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
@@ -214,6 +222,16 @@ impl SamplingArgs {
             sigmas: self.sigmas.clone(),
             steps: self.steps,
             guidance: self.guidance,
+            guidance_rules: GuidanceRules {
+                adaptive: self.adaptive_guidance,
+                interval: match self.guidance_interval.as_deref() {
+                    None => None,
+                    Some(&[lo, hi]) => Some((lo, hi)),
+                    Some(v) => {
+                        return Err(Error::InvalidArgument(format!("--guidance-interval takes LO,HI; got {} values", v.len())))
+                    }
+                },
+            },
             eta: self.eta,
             batch,
             seed: self.seed,

@@ -5,6 +5,7 @@ use std::ffi::{c_char, c_void};
 
 use super::{boundary, guarded, drt_session, drt_status, invalid, opt_str, read_params};
 use crate::error::Error;
+use crate::guidance::GuidanceRules;
 use crate::pipeline::{GenerateParams, Session};
 
 /// Progress callback: called after each step; return false to cancel the run.
@@ -50,12 +51,18 @@ pub struct drt_generate_params {
     pub init_len: usize,
     /// img2img: the fraction of the schedule run on `init`, in (0, 1].
     pub strength: f32,
-    /// Zero. Fills what would be tail padding, so fields added later never overlap it.
-    pub reserved: u32,
+    /// Adaptive guidance: once the conditional and guided predictions' cosine similarity reaches
+    /// this threshold (e.g. 0.999), the remaining steps run the conditional pass only. 0 = off.
+    pub adaptive_guidance: f32,
+    /// Guidance interval: guide only where the noise level sigma (sigma/alpha, k-diffusion's) lies
+    /// in [guidance_interval_lo, guidance_interval_hi]. Both 0 = guide at every step.
+    pub guidance_interval_lo: f32,
+    pub guidance_interval_hi: f32,
 }
 
 super::params_layout!(drt_generate_params: struct_size, seed, steps, guidance, sampler, class_label, batch, progress,
-    user_data, classes, noise, cond_names, cond_values, cond_count, init, init_len, strength, reserved);
+    user_data, classes, noise, cond_names, cond_values, cond_count, init, init_len, strength, adaptive_guidance,
+    guidance_interval_lo, guidance_interval_hi);
 
 /// Defaults: seed 0, 20 steps, the model's guidance and sampler, no class, batch 1, no callback.
 #[no_mangle]
@@ -78,7 +85,9 @@ pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
         init: std::ptr::null(),
         init_len: 0,
         strength: 0.8,
-        reserved: 0,
+        adaptive_guidance: 0.0,
+        guidance_interval_lo: 0.0,
+        guidance_interval_hi: 0.0,
     }
 }
 
@@ -121,6 +130,11 @@ pub(super) unsafe fn generate_params(p: &drt_generate_params, sample_len: usize)
         noise: (!p.noise.is_null()).then(|| std::slice::from_raw_parts(p.noise, needed).to_vec()),
         init: (!p.init.is_null()).then(|| std::slice::from_raw_parts(p.init, p.init_len).to_vec()),
         strength: (!p.init.is_null()).then_some(p.strength),
+        guidance_rules: GuidanceRules {
+            adaptive: (p.adaptive_guidance != 0.0).then_some(p.adaptive_guidance),
+            interval: (p.guidance_interval_lo != 0.0 || p.guidance_interval_hi != 0.0)
+                .then_some((p.guidance_interval_lo as f64, p.guidance_interval_hi as f64)),
+        },
         ..GenerateParams::default()
     };
     Ok((gp, needed))

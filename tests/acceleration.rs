@@ -1,0 +1,152 @@
+//! Guidance rules end to end: adaptive guidance and the guidance interval change how many network
+//! passes a run makes, exactly as their rules say, through the Rust API, the CLI and the C API;
+//! off, they change nothing.
+
+mod common;
+
+use std::ffi::{CStr, CString};
+use std::process::Command;
+use std::ptr::null_mut;
+
+use common::{backends, c::backend_name, load, model_dir, ort_available};
+use diffusion_rt::backend::BackendKind;
+use diffusion_rt::ffi::*;
+use diffusion_rt::guidance::GuidanceRules;
+use diffusion_rt::quality::Judge;
+use diffusion_rt::sampler::sampler_by_name;
+use diffusion_rt::schedule::SigmaSpacing;
+use diffusion_rt::{Error, GenerateParams, Session};
+
+fn params(rules: GuidanceRules) -> GenerateParams {
+    GenerateParams { steps: Some(10), guidance: Some(3.0), batch: 2, classes: vec![2, 7], seed: 4, guidance_rules: rules, ..GenerateParams::default() }
+}
+
+#[test]
+fn the_interval_guides_exactly_the_levels_inside_it() {
+    for backend in backends() {
+        let model = load(&model_dir("digits"), backend);
+        let mut session = Session::new(&model).expect("session");
+        let plain = session.generate(&params(GuidanceRules::default()), &mut |_, _| true).expect("generate");
+        assert_eq!(plain.nfe, 20);
+        // dpmpp-2m evaluates once per step, at the step's starting level.
+        let schedule = sampler_by_name("dpmpp-2m").expect("sampler").schedule(model.noise_schedule(), 10, SigmaSpacing::Default).expect("schedule");
+        let sigma: Vec<f64> = schedule.levels().iter().map(|l| l.ve_sigma()).collect();
+        for (interval, guided) in [((sigma[3], sigma[1]), 3), ((0.0, f64::INFINITY), 10), ((1e6, 1e7), 0), ((sigma[9] * 0.5, sigma[7]), 3)] {
+            let rules = GuidanceRules { interval: Some(interval), ..GuidanceRules::default() };
+            let gen = session.generate(&params(rules), &mut |_, _| true).expect("generate");
+            assert_eq!(gen.nfe, 10 + guided, "{backend:?} {interval:?}");
+            if guided == 10 {
+                assert!(gen.samples == plain.samples, "an interval holding every level changes nothing");
+            }
+        }
+    }
+}
+
+#[test]
+fn adaptive_guidance_stops_guiding_once_the_predictions_agree() {
+    for backend in backends() {
+        let model = load(&model_dir("digits"), backend);
+        let mut session = Session::new(&model).expect("session");
+        let plain = session.generate(&params(GuidanceRules::default()), &mut |_, _| true).expect("generate");
+        let run = |gamma: f32, session: &mut Session| {
+            let rules = GuidanceRules { adaptive: Some(gamma), ..GuidanceRules::default() };
+            session.generate(&params(rules), &mut |_, _| true).expect("generate")
+        };
+        // Predictions never agree exactly: guided throughout, the same samples.
+        let never = run(1.0, &mut session);
+        assert_eq!(never.nfe, 20);
+        assert!(never.samples == plain.samples);
+        // Any agreement at all: only the first step is guided.
+        assert_eq!(run(0.01, &mut session).nfe, 2 + 9);
+        // In between, a prefix of guided steps: each guided step costs one pass more.
+        let some = run(0.9, &mut session);
+        assert!(some.nfe > 11 && some.nfe < 20, "{backend:?}: {}", some.nfe);
+        assert!(some.samples != plain.samples);
+    }
+}
+
+/// The design target on the shipped model: adaptive guidance at γ 0.9 saves at least a fifth of
+/// the passes and keeps the class (measured over 100 samples; `drt bench` reports the same).
+#[test]
+fn adaptive_guidance_keeps_the_class_with_fewer_passes() {
+    let backend = if ort_available() { BackendKind::Ort } else { BackendKind::Tract };
+    let model = load(&model_dir("digits"), backend);
+    let classes: Vec<i64> = (0..100).map(|i| i % 10).collect();
+    let p = |rules| GenerateParams { steps: Some(20), guidance: Some(3.0), batch: 100, classes: classes.clone(), seed: 21, guidance_rules: rules, ..GenerateParams::default() };
+    let mut session = Session::new(&model).expect("session");
+    let mut judge = Judge::load(&model_dir("digits-classifier"), &common::options(backend)).expect("judge");
+    let base = session.generate(&p(GuidanceRules::default()), &mut |_, _| true).expect("generate");
+    let fast = session.generate(&p(GuidanceRules { adaptive: Some(0.9), ..GuidanceRules::default() }), &mut |_, _| true).expect("generate");
+    let (a0, a1) = (judge.judge(&base.samples, &classes).expect("judge").class_accuracy.expect("acc"),
+                    judge.judge(&fast.samples, &classes).expect("judge").class_accuracy.expect("acc"));
+    println!("nfe {} -> {}, accuracy {a0} -> {a1}", base.nfe, fast.nfe);
+    assert!(fast.nfe as f64 <= 0.8 * base.nfe as f64, "{} passes against {}", fast.nfe, base.nfe);
+    assert!(a1 >= a0 - 0.02, "accuracy {a1} against {a0}");
+}
+
+#[test]
+fn rules_through_the_cli_and_the_c_api() {
+    let digits = model_dir("digits");
+    for backend in backends() {
+        let name = backend_name(backend);
+        let o = Command::new(env!("CARGO_BIN_EXE_drt"))
+            .args(["bench", "--backend", name, "--steps", "4", "--class", "3", "--runs", "1", "--warmup", "0", "--guidance-interval", "1e6,1e7", "--json"])
+            .arg(std::env::temp_dir().join(format!("drt-accel-{}-{name}.json", std::process::id())))
+            .arg("--model")
+            .arg(&digits)
+            .output()
+            .expect("drt");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let path = std::env::temp_dir().join(format!("drt-accel-{}-{name}.json", std::process::id()));
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("json")).expect("json");
+        std::fs::remove_file(&path).ok();
+        assert_eq!(r["nfe"].as_u64(), Some(4), "no level inside: conditional passes only");
+        assert_eq!(r["guidance_interval"], serde_json::json!([1e6, 1e7]));
+        assert!(r["rel_l2_to_baseline"].as_f64().is_some_and(|d| d > 0.0));
+    }
+    for (args, needle) in [(["--adaptive-guidance", "1.5"], "adaptive"), (["--guidance-interval", "5,1"], "interval")] {
+        let o = Command::new(env!("CARGO_BIN_EXE_drt"))
+            .args(["generate", "--backend", "tract", "--save-raw", "/dev/null", "--model"])
+            .arg(&digits)
+            .args(args)
+            .output()
+            .expect("drt");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("invalid argument") && err.contains(needle), "{err}");
+    }
+
+    let dir = CString::new(digits.to_str().expect("utf8")).expect("cstr");
+    let mut mp = drt_model_params_default();
+    mp.backend = c"tract".as_ptr();
+    let mut gp = drt_generate_params_default();
+    gp.steps = 4;
+    gp.guidance_interval_lo = 1e6;
+    gp.guidance_interval_hi = 1e7;
+    let mut bp = drt_bench_params_default();
+    bp.runs = 1;
+    bp.warmup = 0;
+    unsafe {
+        let mut report = null_mut();
+        assert_eq!(drt_bench_run(dir.as_ptr(), &mp, &gp, &bp, &mut report), drt_status::DRT_OK);
+        let mut buf = vec![0 as std::ffi::c_char; 8192];
+        assert_eq!(drt_bench_report_json(report, buf.as_mut_ptr(), buf.len(), null_mut()), drt_status::DRT_OK);
+        let r: serde_json::Value = serde_json::from_str(CStr::from_ptr(buf.as_ptr()).to_str().expect("utf8")).expect("json");
+        assert_eq!(r["nfe"].as_u64(), Some(4));
+        drt_bench_report_free(report);
+        gp.guidance_interval_lo = 0.0;
+        gp.guidance_interval_hi = 0.0;
+        gp.adaptive_guidance = 1.5;
+        let (mut m, mut s) = (null_mut(), null_mut());
+        assert_eq!(drt_model_load(dir.as_ptr(), &mp, &mut m), drt_status::DRT_OK);
+        assert_eq!(drt_session_create(m, std::ptr::null(), &mut s), drt_status::DRT_OK);
+        let mut out = [0f32; 256];
+        assert_eq!(drt_generate(s, &gp, out.as_mut_ptr(), 256), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(CStr::from_ptr(drt_last_error()).to_string_lossy().contains("adaptive"));
+        drt_session_free(s);
+        drt_model_free(m);
+    }
+    let err = Session::new(&load(&digits, BackendKind::Tract)).expect("session")
+        .generate(&params(GuidanceRules { interval: Some((2.0, 1.0)), ..GuidanceRules::default() }), &mut |_, _| true)
+        .expect_err("bad interval");
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+}
