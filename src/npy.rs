@@ -25,6 +25,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Array> {
 }
 
 fn parse(bytes: &[u8]) -> std::result::Result<Array, String> {
+    check_header(bytes)?;
     let file = npyz::NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file ({e})"))?;
     if file.order() != npyz::Order::C {
         return Err("Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into());
@@ -46,6 +47,67 @@ fn parse(bytes: &[u8]) -> std::result::Result<Array, String> {
         return Err(format!("holds {} values for shape {shape:?}", data.len()));
     }
     Ok(Array { shape, data })
+}
+
+/// Accepts only the header numpy writes, `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`,
+/// before npyz parses it: npyz reads the header as a general Python literal, and a crafted one
+/// (found by fuzzing) keeps that parser busy for minutes.
+fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    let bad = |why: &str| Err(format!("malformed header: {why}"));
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return bad("no .npy magic");
+    }
+    let (len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        v => return Err(format!("unsupported .npy version {v}")),
+    };
+    if len > 1 << 16 || bytes.len() < start + len {
+        return bad("header length out of range");
+    }
+    let header = std::str::from_utf8(&bytes[start..start + len]).map_err(|_| "malformed header: not text".to_string())?;
+    let body = header.trim_end().strip_prefix('{').and_then(|h| h.strip_suffix('}')).ok_or("malformed header: not a dict")?;
+    let mut seen = Vec::new();
+    let mut rest = body.trim();
+    while !rest.is_empty() {
+        let quote = rest.chars().next().filter(|c| *c == '\'' || *c == '"').ok_or("malformed header: key")?;
+        let end = rest[1..].find(quote).ok_or("malformed header: key")? + 1;
+        let key = &rest[1..end];
+        rest = rest[end + 1..].trim_start().strip_prefix(':').ok_or("malformed header: missing ':'")?.trim_start();
+        let value_len = match key {
+            "descr" => {
+                let q = rest.chars().next().filter(|c| *c == '\'' || *c == '"').ok_or("malformed header: descr")?;
+                let close = rest[1..].find(q).ok_or("malformed header: descr")? + 2;
+                if !rest[1..close - 1].chars().all(|c| c.is_ascii_alphanumeric() || "<>|=".contains(c)) {
+                    return bad("descr");
+                }
+                close
+            }
+            "fortran_order" => ["True", "False"].iter().find(|w| rest.starts_with(**w)).ok_or("malformed header: fortran_order")?.len(),
+            "shape" => {
+                let close = rest.find(')').ok_or("malformed header: shape")? + 1;
+                let inside = rest[..close].strip_prefix('(').ok_or("malformed header: shape")?;
+                if !inside[..inside.len() - 1].chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ') {
+                    return bad("shape");
+                }
+                close
+            }
+            _ => return Err(format!("malformed header: unexpected key `{key}`")),
+        };
+        if seen.contains(&key) {
+            return Err(format!("malformed header: `{key}` twice"));
+        }
+        seen.push(key);
+        rest = rest[value_len..].trim_start();
+        rest = rest.strip_prefix(',').map_or(rest, str::trim_start);
+        if !rest.is_empty() && !rest.starts_with(['\'', '"']) {
+            return bad("expected `,` between entries");
+        }
+    }
+    if seen.len() != 3 {
+        return bad("needs descr, fortran_order and shape");
+    }
+    Ok(())
 }
 
 /// Writes `data` with `shape` as a float32 `.npy`.
@@ -84,6 +146,31 @@ mod tests {
             assert!(parse(&bytes[..cut]).is_err(), "truncated to {cut} bytes must fail");
         }
         assert!(parse(b"not an npy file at all").is_err());
+        // Headers numpy would not write are refused before npyz's general literal parser sees them.
+        let with = |header: &str| {
+            let mut h = header.to_string();
+            while (10 + h.len() + 1) % 64 != 0 {
+                h.push(' ');
+            }
+            h.push('\n');
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend((h.len() as u16).to_le_bytes());
+            b.extend(h.as_bytes());
+            b.extend(1.5f32.to_le_bytes());
+            b
+        };
+        assert_eq!(parse(&with("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }")).map(|a| a.data), Ok(vec![1.5]));
+        assert_eq!(parse(&with("{\"descr\":\"<f4\",\"fortran_order\":False,\"shape\":(1,)}")).map(|a| a.data), Ok(vec![1.5]));
+        for header in [
+            "{'descr': '<f4', 'fortran_order': False, 'shape': ((1),), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1+1j,), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'extra': 1}",
+            "{'descr': '<f4', 'fortran_order': False}",
+            "{'descr': '<f4', 'descr': '<f4', 'shape': (1,)}",
+            "['descr', '<f4']",
+        ] {
+            assert!(parse(&with(header)).is_err(), "{header}");
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 }
