@@ -266,6 +266,13 @@ typedef struct drt_generate_params {
    */
   float guidance_interval_lo;
   float guidance_interval_hi;
+  /**
+   * Optional step table: `sigmas_len` noise levels in the model's convention, last one included
+   * (usually 0), replacing the sampler's schedule and `steps` (a table found offline, such as
+   * Align Your Steps). NULL = the sampler's schedule over `steps`.
+   */
+  const double *sigmas;
+  size_t sigmas_len;
 } drt_generate_params;
 
 /**

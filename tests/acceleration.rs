@@ -150,3 +150,50 @@ fn rules_through_the_cli_and_the_c_api() {
         .expect_err("bad interval");
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
 }
+
+/// A step table (sigmas chosen offline) runs the same through the three APIs, replaces the
+/// schedule, and sets the number of steps.
+#[test]
+fn step_tables_through_the_three_apis() {
+    let digits = model_dir("digits");
+    let table = [60.0f64, 14.0, 4.0, 1.2, 0.3, 0.0];
+    let model = load(&digits, BackendKind::Tract);
+    let rust = Session::new(&model).expect("session").generate(&GenerateParams {
+        sigmas: Some(table.to_vec()), batch: 1, classes: vec![5], seed: 2, ..GenerateParams::default() }, &mut |_, _| true).expect("generate");
+    assert_eq!((rust.steps, rust.nfe), (5, 10), "five steps from a six-entry table, guided");
+
+    let raw = std::env::temp_dir().join(format!("drt-table-{}.npy", std::process::id()));
+    let o = Command::new(env!("CARGO_BIN_EXE_drt"))
+        .args(["generate", "--backend", "tract", "--class", "5", "--seed", "2", "--quiet", "--sigmas", "60,14,4,1.2,0.3,0", "--model"])
+        .arg(&digits)
+        .arg("--save-raw")
+        .arg(&raw)
+        .output()
+        .expect("drt");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cli = diffusion_rt::npy::read(&raw).expect("npy").data;
+    std::fs::remove_file(&raw).ok();
+    assert!(cli == rust.samples, "CLI and Rust API differ");
+
+    let dir = CString::new(digits.to_str().expect("utf8")).expect("cstr");
+    let mut mp = drt_model_params_default();
+    mp.backend = c"tract".as_ptr();
+    let mut p = drt_generate_params_default();
+    p.class_label = 5;
+    p.seed = 2;
+    p.sigmas = table.as_ptr();
+    p.sigmas_len = table.len();
+    let mut out = [0f32; 256];
+    unsafe {
+        let (mut m, mut s) = (null_mut(), null_mut());
+        assert_eq!(drt_model_load(dir.as_ptr(), &mp, &mut m), drt_status::DRT_OK);
+        assert_eq!(drt_session_create(m, std::ptr::null(), &mut s), drt_status::DRT_OK);
+        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 256), drt_status::DRT_OK, "{}", CStr::from_ptr(drt_last_error()).to_string_lossy());
+        assert!(out[..] == rust.samples[..], "C API and Rust API differ");
+        p.sigmas_len = 1;
+        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 256), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(CStr::from_ptr(drt_last_error()).to_string_lossy().contains("sigma table"));
+        drt_session_free(s);
+        drt_model_free(m);
+    }
+}

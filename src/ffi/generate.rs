@@ -58,11 +58,16 @@ pub struct drt_generate_params {
     /// in [guidance_interval_lo, guidance_interval_hi]. Both 0 = guide at every step.
     pub guidance_interval_lo: f32,
     pub guidance_interval_hi: f32,
+    /// Optional step table: `sigmas_len` noise levels in the model's convention, last one included
+    /// (usually 0), replacing the sampler's schedule and `steps` (a table found offline, such as
+    /// Align Your Steps). NULL = the sampler's schedule over `steps`.
+    pub sigmas: *const f64,
+    pub sigmas_len: usize,
 }
 
 super::params_layout!(drt_generate_params: struct_size, seed, steps, guidance, sampler, class_label, batch, progress,
     user_data, classes, noise, cond_names, cond_values, cond_count, init, init_len, strength, adaptive_guidance,
-    guidance_interval_lo, guidance_interval_hi);
+    guidance_interval_lo, guidance_interval_hi, sigmas, sigmas_len);
 
 /// Defaults: seed 0, 20 steps, the model's guidance and sampler, no class, batch 1, no callback.
 #[no_mangle]
@@ -88,6 +93,8 @@ pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
         adaptive_guidance: 0.0,
         guidance_interval_lo: 0.0,
         guidance_interval_hi: 0.0,
+        sigmas: std::ptr::null(),
+        sigmas_len: 0,
     }
 }
 
@@ -130,6 +137,7 @@ pub(super) unsafe fn generate_params(p: &drt_generate_params, sample_len: usize)
         noise: (!p.noise.is_null()).then(|| std::slice::from_raw_parts(p.noise, needed).to_vec()),
         init: (!p.init.is_null()).then(|| std::slice::from_raw_parts(p.init, p.init_len).to_vec()),
         strength: (!p.init.is_null()).then_some(p.strength),
+        sigmas: (!p.sigmas.is_null()).then(|| std::slice::from_raw_parts(p.sigmas, p.sigmas_len).to_vec()),
         guidance_rules: GuidanceRules {
             adaptive: (p.adaptive_guidance != 0.0).then_some(p.adaptive_guidance),
             interval: (p.guidance_interval_lo != 0.0 || p.guidance_interval_hi != 0.0)
