@@ -44,6 +44,21 @@
 #define DRT_ABI_VERSION 1
 
 /**
+ * drt_generate_params.step_cache: no step caching.
+ */
+#define DRT_STEP_CACHE_OFF 0
+
+/**
+ * drt_generate_params.step_cache: a skipped step reuses the last prediction.
+ */
+#define DRT_STEP_CACHE_SKIP 1
+
+/**
+ * drt_generate_params.step_cache: a skipped step extrapolates the last two predictions.
+ */
+#define DRT_STEP_CACHE_AB 2
+
+/**
  * Result of every fallible call; drt_last_error() says more.
  */
 typedef enum drt_status {
@@ -273,6 +288,24 @@ typedef struct drt_generate_params {
    */
   const double *sigmas;
   size_t sigmas_len;
+  /**
+   * Output-level step caching on steps where the trajectory is stable: DRT_STEP_CACHE_OFF,
+   * DRT_STEP_CACHE_SKIP (reuse the last prediction) or DRT_STEP_CACHE_AB (Adams-Bashforth
+   * extrapolation). A plain integer, so any value a caller passes is checked, not undefined.
+   */
+  uint32_t step_cache;
+  /**
+   * Largest |third difference| / |first difference| of the trajectory to skip at; 0 = 0.5.
+   */
+  float cache_threshold;
+  /**
+   * Most steps skipped in a row; 0 = 1.
+   */
+  uint32_t cache_max_skips;
+  /**
+   * Zero. Fills what would be tail padding, so fields added later never overlap it.
+   */
+  uint32_t reserved;
 } drt_generate_params;
 
 /**

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::backend::{default_threads, BackendOptions, DType};
 use crate::error::{Error, Result};
+use crate::cache::CacheMode;
 use crate::guidance::GuidanceRules;
 use crate::model::Model;
 use crate::pipeline::{GenerateParams, Session};
@@ -78,6 +79,8 @@ pub struct BenchReport {
     pub adaptive_guidance: Option<f32>,
     /// The guidance interval in sigma, when on.
     pub guidance_interval: Option<[f64; 2]>,
+    /// Step caching, when on.
+    pub step_cache: Option<StepCacheReport>,
     /// With any of the options above: relative L2 distance of the first measured run's samples to
     /// the same run (seed, settings) without them.
     pub rel_l2_to_baseline: Option<f64>,
@@ -85,6 +88,14 @@ pub struct BenchReport {
     pub judged_samples: Option<usize>,
     pub class_accuracy: Option<f64>,
     pub frechet_distance: Option<f64>,
+}
+
+/// The step cache's settings as the report gives them.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepCacheReport {
+    pub mode: &'static str,
+    pub threshold: f32,
+    pub max_skips: u32,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -169,11 +180,13 @@ pub fn run(dir: &Path, backend: &BackendOptions, params: &GenerateParams, opts: 
     }
     let peak_rss_mb = sysinfo::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0));
     // With an acceleration rule on: how far the first measured run lands from the same run without it.
-    let rel_l2_to_baseline = match (&first_measured, params.guidance_rules != GuidanceRules::default()) {
+    let accelerated = params.guidance_rules != GuidanceRules::default() || params.step_cache.is_some();
+    let rel_l2_to_baseline = match (&first_measured, accelerated) {
         (Some(fast), true) => {
             let p = GenerateParams {
                 seed: params.seed.wrapping_add(opts.warmup as u64),
                 guidance_rules: GuidanceRules::default(),
+                step_cache: None,
                 ..params.clone()
             };
             let base = session.generate(&p, &mut |_, _| true)?.samples;
@@ -209,6 +222,14 @@ pub fn run(dir: &Path, backend: &BackendOptions, params: &GenerateParams, opts: 
         peak_rss_mb,
         adaptive_guidance: params.guidance_rules.adaptive,
         guidance_interval: params.guidance_rules.interval.map(|(lo, hi)| [lo, hi]),
+        step_cache: params.step_cache.map(|c| StepCacheReport {
+            mode: match c.mode {
+                CacheMode::Skip => "skip",
+                CacheMode::AdamsBashforth => "ab",
+            },
+            threshold: c.threshold,
+            max_skips: c.max_skips,
+        }),
         rel_l2_to_baseline,
         judged_samples: None,
         class_accuracy: None,
@@ -279,11 +300,12 @@ impl BenchReport {
             ("sampling", format!("{} × {} steps, guidance {}, batch {}, {} network passes per sample",
                 self.sampler, self.steps, self.guidance, self.batch, self.nfe)),
             ("runs", format!("{} measured after {} warm-up", self.runs, self.warmup)),
-            ("guidance rules", match (self.adaptive_guidance, self.guidance_interval) {
-                (None, None) => "-".to_string(),
-                (a, i) => format!("adaptive {}, interval {}; rel. L2 to the run without: {}",
+            ("acceleration", match (self.adaptive_guidance, self.guidance_interval, &self.step_cache) {
+                (None, None, None) => "-".to_string(),
+                (a, i, c) => format!("adaptive guidance {}, guidance interval {}, step cache {}; rel. L2 to the run without: {}",
                     a.map_or("off".into(), |g| g.to_string()),
                     i.map_or("off".into(), |[lo, hi]| format!("[{lo}, {hi}]")),
+                    c.as_ref().map_or("off".into(), |c| format!("{} (threshold {}, max skips {})", c.mode, c.threshold, c.max_skips)),
                     opt(self.rel_l2_to_baseline, 4)),
             }),
             ("load", format!("{:.1} ms", self.load_ms)),

@@ -23,6 +23,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod cache;
 pub mod dump;
 pub mod error;
 pub mod ffi;

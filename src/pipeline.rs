@@ -5,11 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::{CacheOptions, StepCache};
 use crate::error::{Error, Result};
 use crate::guidance::{Conditioning, Guidance, GuidanceRules};
 use crate::model::{Model, Network};
 use crate::rng::{PhiloxNoise, RecordedNoise};
-use crate::sampler::{check_run, sampler_by_name, Level, NoiseSource, SamplerKind, SamplerOptions, Stepper};
+use crate::sampler::{check_run, sampler_by_name, Denoiser, Level, NoiseSource, SamplerKind, SamplerOptions, Stepper};
 use crate::schedule::{Schedule, SigmaSpacing};
 
 /// Everything one generation needs besides the model. `Default` + the model's defaults give a
@@ -25,6 +26,8 @@ pub struct GenerateParams {
     pub guidance: Option<f32>,
     /// When guidance runs: adaptive guidance and a guidance interval (both off by default).
     pub guidance_rules: GuidanceRules,
+    /// Output-level step caching (off by default).
+    pub step_cache: Option<CacheOptions>,
     /// DDIM's eta.
     pub eta: f64,
     pub batch: usize,
@@ -97,6 +100,7 @@ struct Run {
     stepper: Box<dyn Stepper>,
     noise: StepNoise,
     guidance: Guidance,
+    cache: Option<StepCache>,
     done: usize,
 }
 
@@ -211,7 +215,8 @@ impl Session {
         self.net.reserve(2 * plan.batch);
         check_run(&guidance.over(&mut self.net), levels, &x)?;
         let stepper = plan.sampler.stepper(levels, n, &plan.options)?;
-        let run = Run { sampler: plan.sampler, levels: levels.to_vec(), x, stepper, noise, guidance, done: 0 };
+        let cache = p.step_cache.map(|opts| StepCache::new(opts, n)).transpose()?;
+        let run = Run { sampler: plan.sampler, levels: levels.to_vec(), x, stepper, noise, guidance, cache, done: 0 };
         let total = run.total();
         self.run = Some(run);
         Ok(total)
@@ -231,7 +236,15 @@ impl Session {
             self.run = None;
             return Err(Error::Cancelled { step });
         }
-        let den = &mut run.guidance.over(&mut self.net);
+        let mut guided = run.guidance.over(&mut self.net);
+        let mut cached;
+        let den: &mut dyn Denoiser = match &mut run.cache {
+            Some(cache) => {
+                cached = cache.over(&mut guided);
+                &mut cached
+            }
+            None => &mut guided,
+        };
         match run.stepper.step(den, &run.levels, run.done, &mut run.x, &mut run.noise) {
             Ok(()) => {
                 run.done += 1;

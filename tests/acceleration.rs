@@ -197,3 +197,102 @@ fn step_tables_through_the_three_apis() {
         drt_model_free(m);
     }
 }
+
+/// Step caching end to end: fewer passes (each skipped step saves the guided pair), the same
+/// samples when nothing is stable enough to skip, through the three APIs.
+#[test]
+fn step_cache_skips_steps_through_the_three_apis() {
+    use diffusion_rt::cache::{CacheMode, CacheOptions};
+    let digits = model_dir("digits");
+    for backend in backends() {
+        let model = load(&digits, backend);
+        let mut session = Session::new(&model).expect("session");
+        let p = |cache| GenerateParams { step_cache: cache, ..params(GuidanceRules::default()) };
+        let plain = session.generate(&p(None), &mut |_, _| true).expect("generate");
+        for mode in [CacheMode::Skip, CacheMode::AdamsBashforth] {
+            let never = CacheOptions { mode, threshold: 0.0, max_skips: 1 };
+            let gen = session.generate(&p(Some(never)), &mut |_, _| true).expect("generate");
+            assert!(gen.nfe == plain.nfe && gen.samples == plain.samples, "{backend:?} {mode:?}: threshold 0 skips nothing");
+            let loose = CacheOptions { mode, threshold: 1e9, max_skips: 1 };
+            let gen = session.generate(&p(Some(loose)), &mut |_, _| true).expect("generate");
+            // dpmpp-2m's ten calls, all at noisy levels: the first three run, then every other
+            // one is skipped (3, 5, 7, 9): 6 guided calls.
+            assert_eq!(gen.nfe, 2 * 6, "{backend:?} {mode:?}");
+            assert!(gen.samples.iter().all(|v| v.is_finite()));
+        }
+    }
+
+    let o = Command::new(env!("CARGO_BIN_EXE_drt"))
+        .args(["bench", "--backend", "tract", "--steps", "10", "--class", "3", "--runs", "1", "--warmup", "0",
+               "--step-cache", "ab", "--cache-threshold", "1e9", "--json"])
+        .arg(std::env::temp_dir().join(format!("drt-cache-{}.json", std::process::id())))
+        .arg("--model")
+        .arg(&digits)
+        .output()
+        .expect("drt");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let path = std::env::temp_dir().join(format!("drt-cache-{}.json", std::process::id()));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("json")).expect("json");
+    std::fs::remove_file(&path).ok();
+    assert_eq!(r["nfe"].as_u64(), Some(12));
+    assert_eq!(r["step_cache"]["mode"], "ab");
+    assert!(r["rel_l2_to_baseline"].as_f64().is_some_and(|d| d > 0.0));
+    let o = Command::new(env!("CARGO_BIN_EXE_drt"))
+        .args(["generate", "--backend", "tract", "--save-raw", "/dev/null", "--step-cache", "often", "--model"])
+        .arg(&digits)
+        .output()
+        .expect("drt");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown step cache `often`"));
+
+    let dir = CString::new(digits.to_str().expect("utf8")).expect("cstr");
+    let mut mp = drt_model_params_default();
+    mp.backend = c"tract".as_ptr();
+    let mut gp = drt_generate_params_default();
+    gp.steps = 10;
+    gp.class_label = 3;
+    gp.step_cache = DRT_STEP_CACHE_SKIP;
+    gp.cache_threshold = 1e9;
+    let mut bp = drt_bench_params_default();
+    bp.runs = 1;
+    bp.warmup = 0;
+    unsafe {
+        let mut report = null_mut();
+        assert_eq!(drt_bench_run(dir.as_ptr(), &mp, &gp, &bp, &mut report), drt_status::DRT_OK);
+        let mut buf = vec![0 as std::ffi::c_char; 8192];
+        assert_eq!(drt_bench_report_json(report, buf.as_mut_ptr(), buf.len(), null_mut()), drt_status::DRT_OK);
+        let r: serde_json::Value = serde_json::from_str(CStr::from_ptr(buf.as_ptr()).to_str().expect("utf8")).expect("json");
+        assert_eq!((r["nfe"].as_u64(), r["step_cache"]["mode"].as_str()), (Some(12), Some("skip")));
+        drt_bench_report_free(report);
+        gp.step_cache = 7;
+        let (mut m, mut s) = (null_mut(), null_mut());
+        assert_eq!(drt_model_load(dir.as_ptr(), &mp, &mut m), drt_status::DRT_OK);
+        assert_eq!(drt_session_create(m, std::ptr::null(), &mut s), drt_status::DRT_OK);
+        let mut out = [0f32; 256];
+        assert_eq!(drt_generate(s, &gp, out.as_mut_ptr(), 256), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(CStr::from_ptr(drt_last_error()).to_string_lossy().contains("step_cache 7"));
+        drt_session_free(s);
+        drt_model_free(m);
+    }
+}
+
+/// The design target on the shipped model: the step cache at its defaults needs at most two
+/// thirds of the passes and keeps the class (100 samples; `drt bench` reports the same).
+#[test]
+fn step_cache_keeps_the_class_with_fewer_passes() {
+    use diffusion_rt::cache::{CacheMode, CacheOptions};
+    let backend = if ort_available() { BackendKind::Ort } else { BackendKind::Tract };
+    let model = load(&model_dir("digits"), backend);
+    let classes: Vec<i64> = (0..100).map(|i| i % 10).collect();
+    let p = |cache| GenerateParams { steps: Some(20), guidance: Some(3.0), batch: 100, classes: classes.clone(), seed: 21, step_cache: cache, ..GenerateParams::default() };
+    let mut session = Session::new(&model).expect("session");
+    let mut judge = Judge::load(&model_dir("digits-classifier"), &common::options(backend)).expect("judge");
+    let base = session.generate(&p(None), &mut |_, _| true).expect("generate");
+    let a0 = judge.judge(&base.samples, &classes).expect("judge").class_accuracy.expect("acc");
+    for mode in [CacheMode::Skip, CacheMode::AdamsBashforth] {
+        let fast = session.generate(&p(Some(CacheOptions::new(mode))), &mut |_, _| true).expect("generate");
+        let a1 = judge.judge(&fast.samples, &classes).expect("judge").class_accuracy.expect("acc");
+        println!("{mode:?}: nfe {} -> {}, accuracy {a0} -> {a1}", base.nfe, fast.nfe);
+        assert!(fast.nfe as f64 * 1.5 <= base.nfe as f64, "{mode:?}: {} passes against {}", fast.nfe, base.nfe);
+        assert!(a1 >= a0 - 0.02, "{mode:?}: accuracy {a1} against {a0}");
+    }
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use diffusion_rt::backend::{BackendKind, BackendOptions};
 use diffusion_rt::bench::BenchOptions;
+use diffusion_rt::cache::{CacheMode, CacheOptions};
 use diffusion_rt::dump::InputDump;
 use diffusion_rt::guidance::GuidanceRules;
 use diffusion_rt::schedule::SigmaSpacing;
@@ -147,6 +148,16 @@ struct SamplingArgs {
     /// Guide only where the noise level sigma (k-diffusion's, sigma/alpha) is in [LO, HI].
     #[arg(long, value_name = "LO,HI", value_delimiter = ',')]
     guidance_interval: Option<Vec<f64>>,
+    /// Output-level step caching: skip (reuse the last prediction) or ab (Adams-Bashforth
+    /// extrapolation) on steps where the trajectory is stable.
+    #[arg(long, value_name = "skip|ab")]
+    step_cache: Option<String>,
+    /// Step cache: largest |third difference| / |first difference| of the trajectory to skip at.
+    #[arg(long, default_value_t = CacheOptions::DEFAULT_THRESHOLD)]
+    cache_threshold: f32,
+    /// Step cache: most steps skipped in a row.
+    #[arg(long, default_value_t = CacheOptions::DEFAULT_MAX_SKIPS)]
+    cache_max_skips: u32,
     /// DDIM eta (0 = deterministic).
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
@@ -232,6 +243,13 @@ impl SamplingArgs {
                     }
                 },
             },
+            step_cache: self
+                .step_cache
+                .as_deref()
+                .map(|m| -> Result<CacheOptions> {
+                    Ok(CacheOptions { mode: CacheMode::from_name(m)?, threshold: self.cache_threshold, max_skips: self.cache_max_skips })
+                })
+                .transpose()?,
             eta: self.eta,
             batch,
             seed: self.seed,

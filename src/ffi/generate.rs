@@ -5,6 +5,7 @@ use std::ffi::{c_char, c_void};
 
 use super::{boundary, guarded, drt_session, drt_status, invalid, opt_str, read_params};
 use crate::error::Error;
+use crate::cache::{CacheMode, CacheOptions};
 use crate::guidance::GuidanceRules;
 use crate::pipeline::{GenerateParams, Session};
 
@@ -63,11 +64,28 @@ pub struct drt_generate_params {
     /// Align Your Steps). NULL = the sampler's schedule over `steps`.
     pub sigmas: *const f64,
     pub sigmas_len: usize,
+    /// Output-level step caching on steps where the trajectory is stable: DRT_STEP_CACHE_OFF,
+    /// DRT_STEP_CACHE_SKIP (reuse the last prediction) or DRT_STEP_CACHE_AB (Adams-Bashforth
+    /// extrapolation). A plain integer, so any value a caller passes is checked, not undefined.
+    pub step_cache: u32,
+    /// Largest |third difference| / |first difference| of the trajectory to skip at; 0 = 0.5.
+    pub cache_threshold: f32,
+    /// Most steps skipped in a row; 0 = 1.
+    pub cache_max_skips: u32,
+    /// Zero. Fills what would be tail padding, so fields added later never overlap it.
+    pub reserved: u32,
 }
+
+/// drt_generate_params.step_cache: no step caching.
+pub const DRT_STEP_CACHE_OFF: u32 = 0;
+/// drt_generate_params.step_cache: a skipped step reuses the last prediction.
+pub const DRT_STEP_CACHE_SKIP: u32 = 1;
+/// drt_generate_params.step_cache: a skipped step extrapolates the last two predictions.
+pub const DRT_STEP_CACHE_AB: u32 = 2;
 
 super::params_layout!(drt_generate_params: struct_size, seed, steps, guidance, sampler, class_label, batch, progress,
     user_data, classes, noise, cond_names, cond_values, cond_count, init, init_len, strength, adaptive_guidance,
-    guidance_interval_lo, guidance_interval_hi, sigmas, sigmas_len);
+    guidance_interval_lo, guidance_interval_hi, sigmas, sigmas_len, step_cache, cache_threshold, cache_max_skips, reserved);
 
 /// Defaults: seed 0, 20 steps, the model's guidance and sampler, no class, batch 1, no callback.
 #[no_mangle]
@@ -95,6 +113,10 @@ pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
         guidance_interval_hi: 0.0,
         sigmas: std::ptr::null(),
         sigmas_len: 0,
+        step_cache: DRT_STEP_CACHE_OFF,
+        cache_threshold: 0.0,
+        cache_max_skips: 0,
+        reserved: 0,
     }
 }
 
@@ -138,6 +160,7 @@ pub(super) unsafe fn generate_params(p: &drt_generate_params, sample_len: usize)
         init: (!p.init.is_null()).then(|| std::slice::from_raw_parts(p.init, p.init_len).to_vec()),
         strength: (!p.init.is_null()).then_some(p.strength),
         sigmas: (!p.sigmas.is_null()).then(|| std::slice::from_raw_parts(p.sigmas, p.sigmas_len).to_vec()),
+        step_cache: step_cache(p)?,
         guidance_rules: GuidanceRules {
             adaptive: (p.adaptive_guidance != 0.0).then_some(p.adaptive_guidance),
             interval: (p.guidance_interval_lo != 0.0 || p.guidance_interval_hi != 0.0)
@@ -146,6 +169,24 @@ pub(super) unsafe fn generate_params(p: &drt_generate_params, sample_len: usize)
         ..GenerateParams::default()
     };
     Ok((gp, needed))
+}
+
+/// The step cache a caller's params ask for.
+fn step_cache(p: &drt_generate_params) -> Result<Option<CacheOptions>, Error> {
+    let mode = match p.step_cache {
+        DRT_STEP_CACHE_OFF => return Ok(None),
+        DRT_STEP_CACHE_SKIP => CacheMode::Skip,
+        DRT_STEP_CACHE_AB => CacheMode::AdamsBashforth,
+        other => return Err(invalid(&format!("step_cache {other} is not one of the DRT_STEP_CACHE_* values"))),
+    };
+    let mut opts = CacheOptions::new(mode);
+    if p.cache_threshold != 0.0 {
+        opts.threshold = p.cache_threshold;
+    }
+    if p.cache_max_skips != 0 {
+        opts.max_skips = p.cache_max_skips;
+    }
+    Ok(Some(opts))
 }
 
 /// The session behind `s`, locked for one call.
