@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::backend::{default_threads, BackendOptions, DType};
+use crate::backend::{BackendOptions, DType};
 use crate::error::{Error, Result};
 use crate::cache::CacheMode;
 use crate::guidance::GuidanceRules;
@@ -123,6 +123,16 @@ pub fn quantile(v: &[f64], q: f64) -> f64 {
 
 /// Loads the model in `dir` and benchmarks generations with `params`.
 pub fn run(dir: &Path, backend: &BackendOptions, params: &GenerateParams, opts: &BenchOptions) -> Result<BenchReport> {
+    run_with(dir, backend, |_| Ok(params.clone()), opts)
+}
+
+/// As [`run`], with the parameters made from the loaded model (which sizes, say, supplied noise).
+pub fn run_with(
+    dir: &Path,
+    backend: &BackendOptions,
+    make_params: impl FnOnce(&Model) -> Result<GenerateParams>,
+    opts: &BenchOptions,
+) -> Result<BenchReport> {
     if opts.runs == 0 || opts.runs.saturating_add(opts.warmup) > MAX_RUNS {
         return Err(Error::InvalidArgument(format!(
             "runs must be at least 1 and runs + warmup at most {MAX_RUNS}, got {} + {}", opts.runs, opts.warmup)));
@@ -142,7 +152,7 @@ pub fn run(dir: &Path, backend: &BackendOptions, params: &GenerateParams, opts: 
     }
     let load_ms = ms(started.elapsed());
 
-    let mut params = params.clone();
+    let mut params = make_params(&model)?;
     let classes = classes_to_judge(&model, &mut params, opts);
     let (mut totals, mut backends, mut steps_ms) = (Vec::new(), Vec::new(), Vec::new());
     let (mut first_step_ms, mut judged, mut nfes) = (0.0, Vec::new(), Vec::new());
@@ -208,7 +218,7 @@ pub fn run(dir: &Path, backend: &BackendOptions, params: &GenerateParams, opts: 
         sampler: gen.sampler.name(),
         steps: gen.steps,
         guidance: gen.guidance,
-        threads: if model.graph().backend_name() == "tract" { 1 } else { backend.threads.unwrap_or_else(default_threads) },
+        threads: model.graph().threads(),
         nfe: quantile(&nfes, 0.5).round() as usize,
         runs: opts.runs,
         warmup: opts.warmup,

@@ -24,7 +24,17 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Array> {
     parse(bytes).map_err(|e| Error::InvalidArgument(format!("not a valid .npy: {e}")))
 }
 
-fn parse(bytes: &[u8]) -> std::result::Result<Array, String> {
+/// Reads a float64 `.npy` (C order) at full precision, with its shape.
+pub fn read_f64(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |e: String| Error::InvalidArgument(format!("{}: {e}", path.display()));
+    let (file, shape) = open(&bytes).map_err(bad)?;
+    let data = file.into_vec::<f64>().map_err(|e| bad(format!("expected float64 values ({e})")))?;
+    Ok((shape, data))
+}
+
+/// The file behind a checked header: C order, and no more values claimed than the bytes hold.
+fn open(bytes: &[u8]) -> std::result::Result<(npyz::NpyFile<&[u8]>, Vec<usize>), String> {
     check_header(bytes)?;
     let file = npyz::NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file ({e})"))?;
     if file.order() != npyz::Order::C {
@@ -36,6 +46,12 @@ fn parse(bytes: &[u8]) -> std::result::Result<Array, String> {
     if n.saturating_mul(4) > bytes.len() {
         return Err(format!("header claims shape {shape:?}, more than the file holds"));
     }
+    Ok((file, shape))
+}
+
+fn parse(bytes: &[u8]) -> std::result::Result<Array, String> {
+    let (file, shape) = open(bytes)?;
+    let n: usize = shape.iter().product();
     let descr = file.dtype().descr();
     let dtype = descr.trim_matches(|c| c == '\'' || c == '"');
     let data: Vec<f32> = match dtype {

@@ -113,15 +113,16 @@ fn argmax(v: &[f32]) -> usize {
     v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
 }
 
+/// A reference statistic of `shape`; anything else is a broken classifier directory.
 fn read_f64(path: &Path, shape: &[usize]) -> Result<Vec<f64>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = |msg: String| Error::Model(format!("{}: {msg}", path.display()));
-    let file = npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(format!("not a valid .npy file ({e})")))?;
-    let got: Vec<usize> = file.shape().iter().map(|&d| d as usize).collect();
-    if got != shape || file.order() != npyz::Order::C {
-        return Err(bad(format!("expected a C-ordered float64 array of shape {shape:?}, got {got:?}")));
+    let (got, data) = crate::npy::read_f64(path).map_err(|e| match e {
+        Error::InvalidArgument(msg) => Error::Model(msg),
+        other => other,
+    })?;
+    if got != shape {
+        return Err(Error::Model(format!("{}: expected shape {shape:?}, got {got:?}", path.display())));
     }
-    file.into_vec::<f64>().map_err(|e| bad(format!("expected float64 values ({e})")))
+    Ok(data)
 }
 
 /// Mean and unbiased covariance (as numpy's `cov`) of `n` rows of `d` features.

@@ -25,13 +25,17 @@ impl Device {
 fn cpu_model() -> Option<String> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     // x86 says "model name"; many ARM kernels say "Hardware" or "Model" instead.
-    ["model name", "Hardware", "Model", "cpu model"].iter().find_map(|key| {
-        info.lines()
-            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == *key))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    })
+    ["model name", "Hardware", "Model", "cpu model"]
+        .iter()
+        .find_map(|key| cpuinfo_field(&info, key).filter(|v| !v.is_empty()).map(str::to_string))
+}
+
+/// The value of the first `key : value` line of `/proc/cpuinfo` text.
+pub(crate) fn cpuinfo_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim())
 }
 
 #[cfg(unix)]

@@ -8,7 +8,7 @@ use std::ffi::{CStr, CString};
 use std::process::Command;
 use std::ptr::null_mut;
 
-use common::{backends, c::backend_name, load, model_dir, ort_available};
+use common::{backends, c::backend_name, load, model_dir, ort_available, TempDir};
 use diffusion_rt::backend::BackendKind;
 use diffusion_rt::ffi::*;
 use diffusion_rt::guidance::GuidanceRules;
@@ -19,6 +19,101 @@ use diffusion_rt::{Error, GenerateParams, Session};
 
 fn params(rules: GuidanceRules) -> GenerateParams {
     GenerateParams { steps: Some(10), guidance: Some(3.0), batch: 2, classes: vec![2, 7], seed: 4, guidance_rules: rules, ..GenerateParams::default() }
+}
+
+/// `drt bench` on the digits model with `args`: the JSON report.
+fn cli_bench(args: &[&str]) -> serde_json::Value {
+    let tmp = TempDir::new("accel-bench");
+    let json = tmp.path().join("report.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_drt"))
+        .args(["bench", "--runs", "1", "--warmup", "0", "--model"])
+        .arg(model_dir("digits"))
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("drt");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json")
+}
+
+/// `drt generate` on the digits model (tract) with `args`: its stderr, the run having failed.
+fn cli_generate_error(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_drt"))
+        .args(["generate", "--backend", "tract", "--save-raw", "/dev/null", "--model"])
+        .arg(model_dir("digits"))
+        .args(args)
+        .output()
+        .expect("drt");
+    assert!(!o.status.success());
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn digits_cstr() -> CString {
+    CString::new(model_dir("digits").to_str().expect("utf8")).expect("cstr")
+}
+
+fn tract_params() -> drt_model_params {
+    let mut mp = drt_model_params_default();
+    mp.backend = c"tract".as_ptr();
+    mp
+}
+
+/// `drt_bench_run` on the digits model (tract, one measured run) with `gp`: the JSON report.
+fn c_bench(gp: &drt_generate_params) -> serde_json::Value {
+    let mut bp = drt_bench_params_default();
+    bp.runs = 1;
+    bp.warmup = 0;
+    unsafe {
+        let mut report = null_mut();
+        assert_eq!(drt_bench_run(digits_cstr().as_ptr(), &tract_params(), gp, &bp, &mut report), drt_status::DRT_OK);
+        let mut buf = vec![0 as std::ffi::c_char; 8192];
+        assert_eq!(drt_bench_report_json(report, buf.as_mut_ptr(), buf.len(), null_mut()), drt_status::DRT_OK);
+        drt_bench_report_free(report);
+        serde_json::from_str(CStr::from_ptr(buf.as_ptr()).to_str().expect("utf8")).expect("json")
+    }
+}
+
+/// `drt_generate` on a fresh digits session (tract) into `out`: the status and drt_last_error().
+fn c_generate(gp: &drt_generate_params, out: &mut [f32]) -> (drt_status, String) {
+    unsafe {
+        let (mut m, mut s) = (null_mut(), null_mut());
+        assert_eq!(drt_model_load(digits_cstr().as_ptr(), &tract_params(), &mut m), drt_status::DRT_OK);
+        assert_eq!(drt_session_create(m, std::ptr::null(), &mut s), drt_status::DRT_OK);
+        let status = drt_generate(s, gp, out.as_mut_ptr(), out.len());
+        let msg = CStr::from_ptr(drt_last_error()).to_string_lossy().into_owned();
+        drt_session_free(s);
+        drt_model_free(m);
+        (status, msg)
+    }
+}
+
+/// 100 guided digits, ten of each (dpmpp-2m, 20 steps, guidance 3), on the fastest backend, judged
+/// by the shipped classifier.
+struct HundredDigits {
+    session: Session,
+    judge: Judge,
+    classes: Vec<i64>,
+}
+
+impl HundredDigits {
+    fn new() -> HundredDigits {
+        let backend = if ort_available() { BackendKind::Ort } else { BackendKind::Tract };
+        HundredDigits {
+            session: Session::new(&load(&model_dir("digits"), backend)).expect("session"),
+            judge: Judge::load(&model_dir("digits-classifier"), &common::options(backend)).expect("judge"),
+            classes: (0..100).map(|i| i % 10).collect(),
+        }
+    }
+
+    /// Network passes per sample and class accuracy of the run `edit` makes of the base one.
+    fn nfe_and_accuracy(&mut self, edit: impl FnOnce(&mut GenerateParams)) -> (usize, f64) {
+        let mut p = GenerateParams { steps: Some(20), guidance: Some(3.0), batch: 100, classes: self.classes.clone(), seed: 21, ..GenerateParams::default() };
+        edit(&mut p);
+        let gen = self.session.generate(&p, &mut |_, _| true).expect("generate");
+        let accuracy = self.judge.judge(&gen.samples, &self.classes).expect("judge").class_accuracy.expect("classes given");
+        (gen.nfe, accuracy)
+    }
 }
 
 #[test]
@@ -69,83 +164,39 @@ fn adaptive_guidance_stops_guiding_once_the_predictions_agree() {
 /// the passes and keeps the class (measured over 100 samples; `drt bench` reports the same).
 #[test]
 fn adaptive_guidance_keeps_the_class_with_fewer_passes() {
-    let backend = if ort_available() { BackendKind::Ort } else { BackendKind::Tract };
-    let model = load(&model_dir("digits"), backend);
-    let classes: Vec<i64> = (0..100).map(|i| i % 10).collect();
-    let p = |rules| GenerateParams { steps: Some(20), guidance: Some(3.0), batch: 100, classes: classes.clone(), seed: 21, guidance_rules: rules, ..GenerateParams::default() };
-    let mut session = Session::new(&model).expect("session");
-    let mut judge = Judge::load(&model_dir("digits-classifier"), &common::options(backend)).expect("judge");
-    let base = session.generate(&p(GuidanceRules::default()), &mut |_, _| true).expect("generate");
-    let fast = session.generate(&p(GuidanceRules { adaptive: Some(0.9), ..GuidanceRules::default() }), &mut |_, _| true).expect("generate");
-    let (a0, a1) = (judge.judge(&base.samples, &classes).expect("judge").class_accuracy.expect("acc"),
-                    judge.judge(&fast.samples, &classes).expect("judge").class_accuracy.expect("acc"));
-    println!("nfe {} -> {}, accuracy {a0} -> {a1}", base.nfe, fast.nfe);
-    assert!(fast.nfe as f64 <= 0.8 * base.nfe as f64, "{} passes against {}", fast.nfe, base.nfe);
+    let mut digits = HundredDigits::new();
+    let (n0, a0) = digits.nfe_and_accuracy(|_| {});
+    let (n1, a1) = digits.nfe_and_accuracy(|p| p.guidance_rules.adaptive = Some(0.9));
+    println!("nfe {n0} -> {n1}, accuracy {a0} -> {a1}");
+    assert!(n1 as f64 <= 0.8 * n0 as f64, "{n1} passes against {n0}");
     assert!(a1 >= a0 - 0.02, "accuracy {a1} against {a0}");
 }
 
 #[test]
 fn rules_through_the_cli_and_the_c_api() {
-    let digits = model_dir("digits");
     for backend in backends() {
-        let name = backend_name(backend);
-        let o = Command::new(env!("CARGO_BIN_EXE_drt"))
-            .args(["bench", "--backend", name, "--steps", "4", "--class", "3", "--runs", "1", "--warmup", "0", "--guidance-interval", "1e6,1e7", "--json"])
-            .arg(std::env::temp_dir().join(format!("drt-accel-{}-{name}.json", std::process::id())))
-            .arg("--model")
-            .arg(&digits)
-            .output()
-            .expect("drt");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let path = std::env::temp_dir().join(format!("drt-accel-{}-{name}.json", std::process::id()));
-        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("json")).expect("json");
-        std::fs::remove_file(&path).ok();
+        let r = cli_bench(&["--backend", backend_name(backend), "--steps", "4", "--class", "3", "--guidance-interval", "1e6,1e7"]);
         assert_eq!(r["nfe"].as_u64(), Some(4), "no level inside: conditional passes only");
         assert_eq!(r["guidance_interval"], serde_json::json!([1e6, 1e7]));
         assert!(r["rel_l2_to_baseline"].as_f64().is_some_and(|d| d > 0.0));
     }
     for (args, needle) in [(["--adaptive-guidance", "1.5"], "adaptive"), (["--guidance-interval", "5,1"], "interval")] {
-        let o = Command::new(env!("CARGO_BIN_EXE_drt"))
-            .args(["generate", "--backend", "tract", "--save-raw", "/dev/null", "--model"])
-            .arg(&digits)
-            .args(args)
-            .output()
-            .expect("drt");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && err.contains("invalid argument") && err.contains(needle), "{err}");
+        let err = cli_generate_error(&args);
+        assert!(err.contains("invalid argument") && err.contains(needle), "{err}");
     }
 
-    let dir = CString::new(digits.to_str().expect("utf8")).expect("cstr");
-    let mut mp = drt_model_params_default();
-    mp.backend = c"tract".as_ptr();
     let mut gp = drt_generate_params_default();
     gp.steps = 4;
     gp.guidance_interval_lo = 1e6;
     gp.guidance_interval_hi = 1e7;
-    let mut bp = drt_bench_params_default();
-    bp.runs = 1;
-    bp.warmup = 0;
-    unsafe {
-        let mut report = null_mut();
-        assert_eq!(drt_bench_run(dir.as_ptr(), &mp, &gp, &bp, &mut report), drt_status::DRT_OK);
-        let mut buf = vec![0 as std::ffi::c_char; 8192];
-        assert_eq!(drt_bench_report_json(report, buf.as_mut_ptr(), buf.len(), null_mut()), drt_status::DRT_OK);
-        let r: serde_json::Value = serde_json::from_str(CStr::from_ptr(buf.as_ptr()).to_str().expect("utf8")).expect("json");
-        assert_eq!(r["nfe"].as_u64(), Some(4));
-        drt_bench_report_free(report);
-        gp.guidance_interval_lo = 0.0;
-        gp.guidance_interval_hi = 0.0;
-        gp.adaptive_guidance = 1.5;
-        let (mut m, mut s) = (null_mut(), null_mut());
-        assert_eq!(drt_model_load(dir.as_ptr(), &mp, &mut m), drt_status::DRT_OK);
-        assert_eq!(drt_session_create(m, std::ptr::null(), &mut s), drt_status::DRT_OK);
-        let mut out = [0f32; 256];
-        assert_eq!(drt_generate(s, &gp, out.as_mut_ptr(), 256), drt_status::DRT_ERR_INVALID_ARGUMENT);
-        assert!(CStr::from_ptr(drt_last_error()).to_string_lossy().contains("adaptive"));
-        drt_session_free(s);
-        drt_model_free(m);
-    }
-    let err = Session::new(&load(&digits, BackendKind::Tract)).expect("session")
+    assert_eq!(c_bench(&gp)["nfe"].as_u64(), Some(4));
+    gp.guidance_interval_lo = 0.0;
+    gp.guidance_interval_hi = 0.0;
+    gp.adaptive_guidance = 1.5;
+    let (status, msg) = c_generate(&gp, &mut [0f32; 256]);
+    assert_eq!(status, drt_status::DRT_ERR_INVALID_ARGUMENT);
+    assert!(msg.contains("adaptive"));
+    let err = Session::new(&load(&model_dir("digits"), BackendKind::Tract)).expect("session")
         .generate(&params(GuidanceRules { interval: Some((2.0, 1.0)), ..GuidanceRules::default() }), &mut |_, _| true)
         .expect_err("bad interval");
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
@@ -175,27 +226,19 @@ fn step_tables_through_the_three_apis() {
     std::fs::remove_file(&raw).ok();
     assert!(cli == rust.samples, "CLI and Rust API differ");
 
-    let dir = CString::new(digits.to_str().expect("utf8")).expect("cstr");
-    let mut mp = drt_model_params_default();
-    mp.backend = c"tract".as_ptr();
     let mut p = drt_generate_params_default();
     p.class_label = 5;
     p.seed = 2;
     p.sigmas = table.as_ptr();
     p.sigmas_len = table.len();
     let mut out = [0f32; 256];
-    unsafe {
-        let (mut m, mut s) = (null_mut(), null_mut());
-        assert_eq!(drt_model_load(dir.as_ptr(), &mp, &mut m), drt_status::DRT_OK);
-        assert_eq!(drt_session_create(m, std::ptr::null(), &mut s), drt_status::DRT_OK);
-        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 256), drt_status::DRT_OK, "{}", CStr::from_ptr(drt_last_error()).to_string_lossy());
-        assert!(out[..] == rust.samples[..], "C API and Rust API differ");
-        p.sigmas_len = 1;
-        assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 256), drt_status::DRT_ERR_INVALID_ARGUMENT);
-        assert!(CStr::from_ptr(drt_last_error()).to_string_lossy().contains("sigma table"));
-        drt_session_free(s);
-        drt_model_free(m);
-    }
+    let (status, msg) = c_generate(&p, &mut out);
+    assert_eq!(status, drt_status::DRT_OK, "{msg}");
+    assert!(out[..] == rust.samples[..], "C API and Rust API differ");
+    p.sigmas_len = 1;
+    let (status, msg) = c_generate(&p, &mut out);
+    assert_eq!(status, drt_status::DRT_ERR_INVALID_ARGUMENT);
+    assert!(msg.contains("sigma table"));
 }
 
 /// Step caching end to end: fewer passes (each skipped step saves the guided pair), the same
@@ -222,57 +265,23 @@ fn step_cache_skips_steps_through_the_three_apis() {
         }
     }
 
-    let o = Command::new(env!("CARGO_BIN_EXE_drt"))
-        .args(["bench", "--backend", "tract", "--steps", "10", "--class", "3", "--runs", "1", "--warmup", "0",
-               "--step-cache", "ab", "--cache-threshold", "1e9", "--json"])
-        .arg(std::env::temp_dir().join(format!("drt-cache-{}.json", std::process::id())))
-        .arg("--model")
-        .arg(&digits)
-        .output()
-        .expect("drt");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let path = std::env::temp_dir().join(format!("drt-cache-{}.json", std::process::id()));
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("json")).expect("json");
-    std::fs::remove_file(&path).ok();
+    let r = cli_bench(&["--backend", "tract", "--steps", "10", "--class", "3", "--step-cache", "ab", "--cache-threshold", "1e9"]);
     assert_eq!(r["nfe"].as_u64(), Some(12));
     assert_eq!(r["step_cache"]["mode"], "ab");
     assert!(r["rel_l2_to_baseline"].as_f64().is_some_and(|d| d > 0.0));
-    let o = Command::new(env!("CARGO_BIN_EXE_drt"))
-        .args(["generate", "--backend", "tract", "--save-raw", "/dev/null", "--step-cache", "often", "--model"])
-        .arg(&digits)
-        .output()
-        .expect("drt");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown step cache `often`"));
+    assert!(cli_generate_error(&["--step-cache", "often"]).contains("unknown step cache `often`"));
 
-    let dir = CString::new(digits.to_str().expect("utf8")).expect("cstr");
-    let mut mp = drt_model_params_default();
-    mp.backend = c"tract".as_ptr();
     let mut gp = drt_generate_params_default();
     gp.steps = 10;
     gp.class_label = 3;
     gp.step_cache = DRT_STEP_CACHE_SKIP;
     gp.cache_threshold = 1e9;
-    let mut bp = drt_bench_params_default();
-    bp.runs = 1;
-    bp.warmup = 0;
-    unsafe {
-        let mut report = null_mut();
-        assert_eq!(drt_bench_run(dir.as_ptr(), &mp, &gp, &bp, &mut report), drt_status::DRT_OK);
-        let mut buf = vec![0 as std::ffi::c_char; 8192];
-        assert_eq!(drt_bench_report_json(report, buf.as_mut_ptr(), buf.len(), null_mut()), drt_status::DRT_OK);
-        let r: serde_json::Value = serde_json::from_str(CStr::from_ptr(buf.as_ptr()).to_str().expect("utf8")).expect("json");
-        assert_eq!((r["nfe"].as_u64(), r["step_cache"]["mode"].as_str()), (Some(12), Some("skip")));
-        drt_bench_report_free(report);
-        gp.step_cache = 7;
-        let (mut m, mut s) = (null_mut(), null_mut());
-        assert_eq!(drt_model_load(dir.as_ptr(), &mp, &mut m), drt_status::DRT_OK);
-        assert_eq!(drt_session_create(m, std::ptr::null(), &mut s), drt_status::DRT_OK);
-        let mut out = [0f32; 256];
-        assert_eq!(drt_generate(s, &gp, out.as_mut_ptr(), 256), drt_status::DRT_ERR_INVALID_ARGUMENT);
-        assert!(CStr::from_ptr(drt_last_error()).to_string_lossy().contains("step_cache 7"));
-        drt_session_free(s);
-        drt_model_free(m);
-    }
+    let r = c_bench(&gp);
+    assert_eq!((r["nfe"].as_u64(), r["step_cache"]["mode"].as_str()), (Some(12), Some("skip")));
+    gp.step_cache = 7;
+    let (status, msg) = c_generate(&gp, &mut [0f32; 256]);
+    assert_eq!(status, drt_status::DRT_ERR_INVALID_ARGUMENT);
+    assert!(msg.contains("step_cache 7"));
 }
 
 /// The design target on the shipped model: the step cache at its defaults needs at most two
@@ -280,19 +289,12 @@ fn step_cache_skips_steps_through_the_three_apis() {
 #[test]
 fn step_cache_keeps_the_class_with_fewer_passes() {
     use diffusion_rt::cache::{CacheMode, CacheOptions};
-    let backend = if ort_available() { BackendKind::Ort } else { BackendKind::Tract };
-    let model = load(&model_dir("digits"), backend);
-    let classes: Vec<i64> = (0..100).map(|i| i % 10).collect();
-    let p = |cache| GenerateParams { steps: Some(20), guidance: Some(3.0), batch: 100, classes: classes.clone(), seed: 21, step_cache: cache, ..GenerateParams::default() };
-    let mut session = Session::new(&model).expect("session");
-    let mut judge = Judge::load(&model_dir("digits-classifier"), &common::options(backend)).expect("judge");
-    let base = session.generate(&p(None), &mut |_, _| true).expect("generate");
-    let a0 = judge.judge(&base.samples, &classes).expect("judge").class_accuracy.expect("acc");
+    let mut digits = HundredDigits::new();
+    let (n0, a0) = digits.nfe_and_accuracy(|_| {});
     for mode in [CacheMode::Skip, CacheMode::AdamsBashforth] {
-        let fast = session.generate(&p(Some(CacheOptions::new(mode))), &mut |_, _| true).expect("generate");
-        let a1 = judge.judge(&fast.samples, &classes).expect("judge").class_accuracy.expect("acc");
-        println!("{mode:?}: nfe {} -> {}, accuracy {a0} -> {a1}", base.nfe, fast.nfe);
-        assert!(fast.nfe as f64 * 1.5 <= base.nfe as f64, "{mode:?}: {} passes against {}", fast.nfe, base.nfe);
+        let (n1, a1) = digits.nfe_and_accuracy(|p| p.step_cache = Some(CacheOptions::new(mode)));
+        println!("{mode:?}: nfe {n0} -> {n1}, accuracy {a0} -> {a1}");
+        assert!(n1 as f64 * 1.5 <= n0 as f64, "{mode:?}: {n1} passes against {n0}");
         assert!(a1 >= a0 - 0.02, "{mode:?}: accuracy {a1} against {a0}");
     }
 }

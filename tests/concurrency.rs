@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Barrier};
 
 use common::{backends, load, model_dir};
-use diffusion_rt::backend::BackendKind;
 use diffusion_rt::ffi::*;
 use diffusion_rt::{Error, GenerateParams, Model, Session};
 
@@ -158,7 +157,7 @@ fn c_params() -> drt_generate_params {
 #[test]
 fn freeing_sessions_and_the_model_while_another_session_runs() {
     for backend in backends() {
-        let name = if backend == BackendKind::Ort { c"ort" } else { c"tract" };
+        let name = common::c::backend_cname(backend);
         let dir = CString::new(model_dir("digits").to_str().expect("utf8")).expect("cstr");
         let mut mp = drt_model_params_default();
         mp.backend = name.as_ptr();

@@ -21,10 +21,7 @@ fn load() -> *mut drt_model {
 fn load_on(backend: BackendKind) -> *mut drt_model {
     let dir = CString::new(model_dir("digits").to_str().expect("utf8")).expect("cstr");
     let mut p = drt_model_params_default();
-    p.backend = match backend {
-        BackendKind::Ort => c"ort".as_ptr(),
-        _ => c"tract".as_ptr(),
-    };
+    p.backend = common::c::backend_cname(backend).as_ptr();
     let mut m = null_mut();
     assert_eq!(unsafe { drt_model_load(dir.as_ptr(), &p, &mut m) }, drt_status::DRT_OK, "{}", last_error());
     m

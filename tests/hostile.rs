@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::ptr::{null, null_mut};
 
+use common::c::{backend_cname, backend_name};
 use common::{model_dir, ort_available, repo, TempDir};
 use diffusion_rt::backend::{BackendKind, BackendOptions};
 use diffusion_rt::ffi::*;
@@ -312,7 +313,7 @@ fn a_non_finite_network_stops_the_run_at_its_step() {
     let dir = repo().join("tests/fixtures/nonfinite");
     let path = dir.to_str().expect("utf8");
     for backend in common::backends() {
-        let name = if backend == BackendKind::Ort { "ort" } else { "tract" };
+        let name = backend_name(backend);
         check_cli(name, &["generate", "--model", path, "--backend", name, "--save-raw", "/dev/null"], Kind::NonFinite, "at step 4");
         let model = common::load(&dir, backend);
         let mut session = Session::new(&model).expect("session");
@@ -326,7 +327,7 @@ fn a_non_finite_network_stops_the_run_at_its_step() {
         assert!(session.current_sample().expect("sample").iter().all(|v| v.is_finite()));
         assert!(matches!(session.step(), Err(Error::NonFinite { step: 4 })));
         let mut mp = drt_model_params_default();
-        mp.backend = if backend == BackendKind::Ort { c"ort".as_ptr() } else { c"tract".as_ptr() };
+        mp.backend = backend_cname(backend).as_ptr();
         let (mut m, mut s) = (null_mut(), null_mut());
         let mut out = [0f32; 16];
         unsafe {
@@ -354,7 +355,7 @@ fn a_class_count_the_graph_lacks_fails_at_generation() {
     }, None);
     let path = dir.to_str().expect("utf8");
     for backend in common::backends() {
-        let name = if backend == BackendKind::Ort { "ort" } else { "tract" };
+        let name = backend_name(backend);
         check_cli(name, &["generate", "--model", path, "--backend", name, "--class", "15", "--steps", "2", "--save-raw", "/dev/null"],
             Kind::Model, "denoiser.onnx");
         let model = common::load(&dir, backend);

@@ -134,6 +134,10 @@ pub trait Graph: Send + Sync {
     fn backend_name(&self) -> &'static str;
     /// The execution provider that really runs the graph (`"cpu"`, `"cuda"`...).
     fn execution_provider(&self) -> String;
+    /// Intra-op threads a runner computes with.
+    fn threads(&self) -> usize {
+        1
+    }
 }
 
 /// Runs one graph for one session; not shared between threads, so it can hold scratch buffers.
@@ -277,12 +281,7 @@ fn smt_ways() -> usize {
     let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
         return 1;
     };
-    let field = |key: &str| {
-        info.lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split(':').nth(1))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-    };
+    let field = |key: &str| crate::sysinfo::cpuinfo_field(&info, key).and_then(|v| v.parse::<usize>().ok());
     match (field("siblings"), field("cpu cores")) {
         (Some(s), Some(c)) if c > 0 && s >= c => s / c,
         _ => 1,
@@ -369,6 +368,18 @@ pub(crate) fn check_inputs(infos: &[IoInfo], inputs: &[Input<'_>]) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// Whether input `info` has a symbolic leading (batch) dimension.
+pub(crate) fn is_batched(info: &IoInfo) -> bool {
+    matches!(info.shape.first(), Some(None))
+}
+
+/// The batch of a call: the leading dimension of the first given input whose graph declares a
+/// symbolic one.
+#[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
+pub(crate) fn call_batch(infos: &[IoInfo], inputs: &[Input<'_>]) -> Option<usize> {
+    inputs.iter().find(|i| is_batched(&infos[i.index])).and_then(|i| i.shape.first().copied())
 }
 
 #[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]

@@ -20,7 +20,7 @@ use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 use smallvec::SmallVec;
 
 use super::{
-    check_inputs, check_out_len, check_output, default_threads, ort_lib, BackendOptions, DType,
+    call_batch, check_inputs, check_out_len, check_output, default_threads, ort_lib, BackendOptions, DType,
     Graph, Input, InputData, IoInfo, Runner,
 };
 use crate::error::{Error, Result};
@@ -283,6 +283,10 @@ impl Graph for OrtGraph {
     fn execution_provider(&self) -> String {
         self.ep.clone()
     }
+
+    fn threads(&self) -> usize {
+        self.threads
+    }
 }
 
 struct OrtRunner {
@@ -352,12 +356,7 @@ fn expected_shape(shared: &Shared, info: &IoInfo, inputs: &[Input<'_>]) -> Optio
     if first.is_some() || rest.iter().any(Option::is_none) {
         return None;
     }
-    let batch = inputs
-        .iter()
-        .find(|i| matches!(shared.inputs[i.index].shape.first(), Some(None)))?
-        .shape
-        .first()
-        .copied()?;
+    let batch = call_batch(&shared.inputs, inputs)?;
     Some(std::iter::once(batch).chain(rest.iter().flatten().copied()).collect())
 }
 

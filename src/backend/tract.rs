@@ -12,7 +12,8 @@ use smallvec::SmallVec;
 use tract_onnx::prelude::*;
 
 use super::{
-    check_inputs, check_out_len, check_output, DType, Graph, Input, InputData, IoInfo, Runner,
+    call_batch, check_inputs, check_out_len, check_output, is_batched, DType, Graph, Input, InputData, IoInfo,
+    Runner,
 };
 use crate::error::{Error, Result};
 
@@ -101,7 +102,7 @@ impl TractGraph {
 /// shared by the whole batch anyway.
 fn needs_item_by_item(inputs: &[IoInfo]) -> bool {
     let scalar_int = inputs.iter().any(|i| i.shape.is_empty() && matches!(i.dtype, DType::I64 | DType::I32));
-    let batched = inputs.iter().any(|i| matches!(i.shape.first(), Some(None)));
+    let batched = inputs.iter().any(is_batched);
     scalar_int && batched
 }
 
@@ -182,17 +183,13 @@ struct TractRunner {
 impl Runner for TractRunner {
     fn run(&mut self, inputs: &[Input<'_>], output: usize, out: &mut [f32]) -> Result<Vec<usize>> {
         check_inputs(&self.shared.inputs, inputs)?;
-        let batch = inputs
-            .iter()
-            .find(|i| matches!(self.shared.inputs[i.index].shape.first(), Some(None)))
-            .and_then(|i| i.shape.first().copied())
-            .unwrap_or(1);
+        let batch = call_batch(&self.shared.inputs, inputs).unwrap_or(1);
         if !self.shared.item_by_item || batch <= 1 {
             return self.run_checked(inputs, output, out);
         }
         let per_out = out.len() / batch;
         let shared = Arc::clone(&self.shared);
-        let is_batched = |i: &Input<'_>| matches!(shared.inputs[i.index].shape.first(), Some(None));
+        let is_batched = |i: &Input<'_>| is_batched(&shared.inputs[i.index]);
         // Batched inputs get a batch of one; the rest keep their shapes.
         let shapes: SmallVec<[SmallVec<[usize; 6]>; 8]> = inputs
             .iter()

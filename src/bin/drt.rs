@@ -327,12 +327,9 @@ fn generate(a: &GenerateArgs) -> Result<()> {
 }
 
 fn bench(a: &BenchArgs) -> Result<()> {
-    // The batch implied by --noise needs the sample length, known only once the model is loaded;
-    // the benchmark loads it itself, so read the manifest alone first.
-    let (manifest, _) = diffusion_rt::manifest::Manifest::load(&a.model.model)?;
-    let params = a.sampling.params(manifest.sample_len())?;
     let opts = BenchOptions { runs: a.runs, warmup: a.warmup, classifier: a.classifier.clone(), memory_limit: a.limits.bytes() };
-    let report = diffusion_rt::bench::run(&a.model.model, &a.model.options()?, &params, &opts)?;
+    let params = |m: &Model| a.sampling.params(m.sample_len());
+    let report = diffusion_rt::bench::run_with(&a.model.model, &a.model.options()?, params, &opts)?;
     print!("{}", report.table());
     if let Some(path) = &a.json {
         std::fs::write(path, report.to_json() + "\n").map_err(|e| Error::io(path, e))?;

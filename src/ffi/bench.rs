@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use super::generate::{drt_generate_params, drt_generate_params_default, generate_params};
 use super::model::{backend_options, drt_model_params};
-use super::{boundary, drt_status, guarded, invalid, opt_str, read_params};
+use super::{boundary, drt_status, invalid, opt_str, read_params};
 use crate::bench::{self, BenchOptions};
-use crate::manifest::Manifest;
+use crate::panic::catch;
 
 /// How drt_bench_run measures. Initialise with drt_bench_params_default().
 #[repr(C)]
@@ -65,9 +65,7 @@ pub unsafe extern "C" fn drt_bench_run(
         }
         let dir = PathBuf::from(opt_str(model_dir, "model_dir")?.ok_or_else(|| invalid("model_dir is NULL"))?);
         let backend = backend_options(model_params)?;
-        let (manifest, _) = Manifest::load(&dir)?;
         let gp = read_params(generate_params_, drt_generate_params_default())?;
-        let (params, _) = generate_params(&gp, manifest.sample_len())?;
         let bp = read_params(bench_params, drt_bench_params_default())?;
         let opts = BenchOptions {
             runs: bp.runs as usize,
@@ -75,7 +73,8 @@ pub unsafe extern "C" fn drt_bench_run(
             classifier: opt_str(bp.classifier_dir, "bench_params.classifier_dir")?.map(PathBuf::from),
             memory_limit: None,
         };
-        let report = bench::run(&dir, &backend, &params, &opts)?;
+        let params = |m: &crate::Model| generate_params(&gp, m.sample_len()).map(|(p, _)| p);
+        let report = bench::run_with(&dir, &backend, params, &opts)?;
         let json = CString::new(report.to_json()).map_err(|_| invalid("report holds a NUL byte"))?;
         *out = Box::into_raw(Box::new(drt_bench_report { json }));
         Ok(())
@@ -122,6 +121,6 @@ pub unsafe extern "C" fn drt_bench_report_json(
 #[no_mangle]
 pub unsafe extern "C" fn drt_bench_report_free(report: *mut drt_bench_report) {
     if !report.is_null() {
-        let _ = guarded(|| drop(Box::from_raw(report)));
+        let _ = catch(|| drop(Box::from_raw(report)));
     }
 }

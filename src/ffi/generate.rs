@@ -3,10 +3,11 @@
 
 use std::ffi::{c_char, c_void};
 
-use super::{boundary, guarded, drt_session, drt_status, invalid, opt_str, read_params};
-use crate::error::Error;
+use super::{boundary, drt_session, drt_status, invalid, opt_str, read_params};
 use crate::cache::{CacheMode, CacheOptions};
+use crate::error::Error;
 use crate::guidance::GuidanceRules;
+use crate::panic::catch;
 use crate::pipeline::{GenerateParams, Session};
 
 /// Progress callback: called after each step; return false to cancel the run.
@@ -350,7 +351,7 @@ pub unsafe extern "C" fn drt_generate_finish(s: *mut drt_session, out: *mut f32,
 #[no_mangle]
 pub unsafe extern "C" fn drt_generate_abandon(s: *mut drt_session) {
     if !s.is_null() {
-        let _ = guarded(|| lock(s).map(|mut g| g.abandon()));
+        let _ = catch(|| lock(s).map(|mut g| g.abandon()));
     }
 }
 

@@ -72,16 +72,11 @@ fn set_last_error(msg: &str) {
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
 }
 
-/// Runs `f` behind the panic boundary; a panic becomes its message (see [`crate::panic`]).
-fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    crate::panic::catch(f)
-}
-
 /// Runs a fallible call behind the panic boundary, turning errors and panics into a status and a
 /// message for drt_last_error.
 fn boundary(f: impl FnOnce() -> Result<(), Error>) -> drt_status {
     set_last_error("");
-    match guarded(f) {
+    match crate::panic::catch(f) {
         Ok(Ok(())) => drt_status::DRT_OK,
         Ok(Err(e)) => {
             set_last_error(&e.to_string());

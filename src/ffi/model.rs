@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{boundary, guarded, drt_status, invalid, opt_str, read_params};
+use super::{boundary, drt_status, invalid, opt_str, read_params};
 use crate::backend::{BackendKind, BackendOptions};
 use crate::error::Error;
+use crate::panic::catch;
 use crate::pipeline::Session;
 use crate::Model;
 
@@ -98,7 +99,7 @@ pub unsafe extern "C" fn drt_model_load(
 #[no_mangle]
 pub unsafe extern "C" fn drt_model_free(m: *mut drt_model) {
     if !m.is_null() {
-        let _ = guarded(|| drop(Box::from_raw(m)));
+        let _ = catch(|| drop(Box::from_raw(m)));
     }
 }
 
@@ -111,7 +112,7 @@ pub unsafe extern "C" fn drt_model_sample_len(m: *const drt_model) -> usize {
     if m.is_null() {
         return 0;
     }
-    guarded(|| (*m).model.sample_len()).unwrap_or(0)
+    catch(|| (*m).model.sample_len()).unwrap_or(0)
 }
 
 /// Session options. Initialise with drt_session_params_default().
@@ -168,7 +169,7 @@ pub unsafe extern "C" fn drt_session_create(
 #[no_mangle]
 pub unsafe extern "C" fn drt_session_free(s: *mut drt_session) {
     if !s.is_null() {
-        let _ = guarded(|| drop(Box::from_raw(s)));
+        let _ = catch(|| drop(Box::from_raw(s)));
     }
 }
 

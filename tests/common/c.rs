@@ -52,6 +52,14 @@ pub fn backend_name(b: BackendKind) -> &'static str {
     }
 }
 
+/// The backend's name as the C API's `drt_model_params.backend` takes it.
+pub fn backend_cname(b: BackendKind) -> &'static std::ffi::CStr {
+    match b {
+        BackendKind::Ort => c"ort",
+        _ => c"tract",
+    }
+}
+
 /// `drt generate` on the shipped digits model with `args`, returning the raw samples it saved.
 pub fn cli_samples(backend: BackendKind, args: &[&str], scratch: &Path) -> Vec<f32> {
     let raw = scratch.join(format!("cli-{}.npy", backend_name(backend)));
