@@ -38,6 +38,7 @@ pub mod quality;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;
+pub mod sd;
 pub mod sysinfo;
 
 pub use backend::{BackendKind, BackendOptions};

@@ -1,0 +1,6 @@
+//! Stable Diffusion exports as Hugging Face Optimum writes them (`model_index.json`, `tokenizer/`,
+//! `text_encoder/`, `unet/`, `vae_decoder/`, ...), read as they are, without a `model.json`.
+
+pub mod tokenizer;
+
+pub use tokenizer::ClipTokenizer;
