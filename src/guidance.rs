@@ -26,6 +26,10 @@ pub struct Conditioning {
     pub classes: Vec<i64>,
     /// `batch` values per conditioning input, input-major (the model's `cond_inputs` order).
     pub conds: Vec<f32>,
+    /// `batch` context tensors (e.g. prompt embeddings); empty when the model has no context input.
+    pub context: Vec<f32>,
+    /// The unconditional branch's context (e.g. negative-prompt embeddings), as `context`.
+    pub uncond_context: Vec<f32>,
 }
 
 /// Classifier-free guidance state of one generation: the doubled batch's labels and the scratch of
@@ -37,6 +41,7 @@ pub struct Guidance {
     /// Labels and conditions of the doubled batch: conditional half first, then the null class.
     classes2: Vec<i64>,
     conds2: Vec<f32>,
+    context2: Vec<f32>,
     cond: Conditioning,
     x2: Vec<f32>,
     out2: Vec<f32>,
@@ -107,14 +112,30 @@ impl Guidance {
         }
         let guided = guidance != 1.0;
         let (mut classes2, mut conds2, mut x2, mut out2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut context2 = Vec::new();
         if guided {
-            let null = model.manifest().null_class().ok_or_else(|| {
+            let d = &model.manifest().denoiser;
+            let no_uncond = |what: &str| {
                 Error::InvalidArgument(format!(
-                    "guidance {guidance} needs an unconditional prediction, but model `{}` has no null class \
-                     (denoiser.class_input.null_class); use guidance 1", model.manifest().name))
-            })?;
-            classes2.extend_from_slice(&cond.classes);
-            classes2.resize(2 * batch, null);
+                    "guidance {guidance} needs an unconditional prediction, but model `{}` has {what}; use guidance 1",
+                    model.manifest().name))
+            };
+            if d.class_input.is_some() {
+                let null = model.manifest().null_class().ok_or_else(|| no_uncond("no null class (denoiser.class_input.null_class)"))?;
+                classes2.extend_from_slice(&cond.classes);
+                classes2.resize(2 * batch, null);
+            } else if d.context_input.is_none() {
+                return Err(no_uncond("neither a class nor a context input"));
+            }
+            if d.context_input.is_some() {
+                if cond.uncond_context.len() != cond.context.len() {
+                    return Err(Error::InvalidArgument(format!(
+                        "guidance needs an unconditional context as large as the context ({} values), got {}",
+                        cond.context.len(), cond.uncond_context.len())));
+                }
+                context2.extend_from_slice(&cond.context);
+                context2.extend_from_slice(&cond.uncond_context);
+            }
             let ncond = model.manifest().denoiser.cond_inputs.len();
             for k in 0..ncond {
                 let v = &cond.conds[k * batch..(k + 1) * batch];
@@ -124,7 +145,7 @@ impl Guidance {
             x2.resize(2 * batch * len, 0.0);
             out2.resize(2 * batch * len, 0.0);
         }
-        Ok(Guidance { batch, sample_len: len, guidance, classes2, conds2, cond, x2, out2, rules, converged: false, evaluations: 0 })
+        Ok(Guidance { batch, sample_len: len, guidance, classes2, conds2, context2, cond, x2, out2, rules, converged: false, evaluations: 0 })
     }
 
     /// The guidance scale (1 = conditional pass only).
@@ -153,13 +174,13 @@ impl Denoiser for Guided<'_> {
         let g = &mut *self.g;
         if g.guidance == 1.0 || g.converged || !g.rules.in_interval(level) {
             g.evaluations += 1;
-            let cond = PerSample { classes: &g.cond.classes, conds: &g.cond.conds };
+            let cond = PerSample { classes: &g.cond.classes, conds: &g.cond.conds, context: &g.cond.context };
             return self.net.denoise(x, g.batch, level, cond, x0);
         }
         let n = x.len();
         g.x2[..n].copy_from_slice(x);
         g.x2[n..].copy_from_slice(x);
-        let cond = PerSample { classes: &g.classes2, conds: &g.conds2 };
+        let cond = PerSample { classes: &g.classes2, conds: &g.conds2, context: &g.context2 };
         self.net.denoise(&g.x2, 2 * g.batch, level, cond, &mut g.out2)?;
         g.evaluations += 2;
         let (c, u) = g.out2.split_at(n);

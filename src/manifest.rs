@@ -38,6 +38,9 @@ pub struct DenoiserSpec {
     pub class_input: Option<ClassInput>,
     #[serde(default)]
     pub cond_inputs: Vec<CondInput>,
+    /// A per-sample float tensor `[batch, tokens, width]`, e.g. a UNet's `encoder_hidden_states`.
+    #[serde(default)]
+    pub context_input: Option<ContextInput>,
     pub output: String,
     pub prediction: Prediction,
 }
@@ -77,6 +80,12 @@ pub struct ClassInput {
     /// The label meaning "no class"; classifier-free guidance needs it.
     #[serde(default)]
     pub null_class: Option<i64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextInput {
+    pub name: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -314,6 +323,7 @@ impl Manifest {
         names.extend(d.time_input.as_ref().map(|t| t.name.as_str()));
         names.extend(d.class_input.as_ref().map(|c| c.name.as_str()));
         names.extend(d.cond_inputs.iter().map(|c| c.name.as_str()));
+        names.extend(d.context_input.as_ref().map(|c| c.name.as_str()));
         for (i, n) in names.iter().enumerate() {
             if names[..i].contains(n) {
                 return bad("denoiser", format!("input `{n}` is named twice"));

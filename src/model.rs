@@ -23,6 +23,8 @@ struct Wiring {
     class: Option<(usize, DType)>,
     /// Input index, element type and per-sample element count (1 for `[B]` or `[B, 1]`).
     conds: Vec<(usize, DType, usize)>,
+    /// Input index, element type and width (last dimension) of the context input.
+    context: Option<(usize, DType, Option<usize>)>,
     output: usize,
     /// A batch dimension fixed in the graph (`None` = symbolic).
     fixed_batch: Option<usize>,
@@ -75,6 +77,13 @@ impl Model {
         Self::wired(dir, manifest, &json, schedule, graph)
     }
 
+    /// A model from a manifest made in code (a Stable Diffusion export's UNet, say) over a loaded
+    /// graph; checked as [`Model::load`] checks model.json. Errors name `source`.
+    pub fn from_manifest(dir: &Path, manifest: Manifest, source: &Path, graph: Arc<dyn Graph>) -> Result<Model> {
+        let schedule = manifest.noise_schedule.to_schedule().map_err(|e| in_file(e, source))?;
+        Self::wired(dir, manifest, source, schedule, graph)
+    }
+
     fn wired(dir: &Path, manifest: Manifest, json: &Path, schedule: NoiseSchedule, graph: Arc<dyn Graph>) -> Result<Model> {
         let onnx = dir.join(&manifest.denoiser.onnx);
         let wiring = wire(&manifest, graph.as_ref()).map_err(|e| {
@@ -118,6 +127,7 @@ impl Model {
             class_i64: Vec::new(),
             class_i32: Vec::new(),
             cond_f16: Vec::new(),
+            context_f16: Vec::new(),
             sample_f16: Vec::new(),
             sample_shape: Vec::new(),
             shapes: Vec::new(),
@@ -226,14 +236,26 @@ fn wire(m: &Manifest, g: &dyn Graph) -> Result<Wiring> {
         }
         conds.push((i, info.dtype, per));
     }
+    let context = match &d.context_input {
+        None => None,
+        Some(c) => {
+            let i = find(ins, &c.name, "denoiser.context_input.name", "input")?;
+            let info = &ins[i];
+            if !matches!(info.dtype, DType::F32 | DType::F16) || info.shape.len() != 3 {
+                return bad("denoiser.context_input", format!("`{info}` must be float32 or float16 [batch, tokens, width]"));
+            }
+            Some((i, info.dtype, info.shape[2]))
+        }
+    };
     let mut used: Vec<usize> = vec![sample];
+    used.extend(context.map(|c| c.0));
     used.extend(time.map(|t| t.0));
     used.extend(class.map(|c| c.0));
     used.extend(conds.iter().map(|c| c.0));
     if let Some(extra) = ins.iter().enumerate().find(|(i, _)| !used.contains(i)) {
         return bad("denoiser", format!("graph input `{}` is not described in model.json", extra.1));
     }
-    Ok(Wiring { sample, time, class, conds, output, fixed_batch })
+    Ok(Wiring { sample, time, class, conds, context, output, fixed_batch })
 }
 
 /// Conditioning of the samples of one network call.
@@ -243,6 +265,8 @@ pub struct PerSample<'a> {
     pub classes: &'a [i64],
     /// `n` values per conditioning input, input-major (the manifest's `cond_inputs` order).
     pub conds: &'a [f32],
+    /// `n` context tensors one after another; empty when the model has no context input.
+    pub context: &'a [f32],
 }
 
 /// One session's network evaluator: feeds the graph and converts its output to `x0`.
@@ -257,6 +281,7 @@ pub struct Network {
     class_i64: Vec<i64>,
     class_i32: Vec<i32>,
     cond_f16: Vec<half::f16>,
+    context_f16: Vec<half::f16>,
     sample_f16: Vec<half::f16>,
     sample_shape: Vec<usize>,
     shapes: Vec<[usize; 2]>,
@@ -314,7 +339,7 @@ impl Network {
     /// Evaluates `n` samples `x` (native scaling) at `level` with their conditioning, writing the
     /// predicted clean samples into `x0`.
     pub fn denoise(&mut self, x: &[f32], n: usize, level: &Level, cond: PerSample<'_>, x0: &mut [f32]) -> Result<()> {
-        let PerSample { classes, conds } = cond;
+        let PerSample { classes, conds, context } = cond;
         let m = Arc::clone(&self.model);
         let w = &m.wiring;
         let len = m.sample_len();
@@ -353,6 +378,19 @@ impl Network {
         let any_f16_cond = w.conds.iter().any(|c| c.1 == DType::F16);
         if any_f16_cond {
             copy_into(&mut self.cond_f16, conds.iter().map(|&v| half::f16::from_f32(v)));
+        }
+        let mut context_shape = [n, 0, 0];
+        if let Some((_, dtype, width)) = w.context {
+            let per = context.len() / n.max(1);
+            let width = width.unwrap_or(per);
+            if context.len() != n * per || width == 0 || per == 0 || per % width != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "context of {} values does not split into {n} samples of [tokens, {width}]", context.len())));
+            }
+            context_shape = [n, per / width, width];
+            if dtype == DType::F16 {
+                copy_into(&mut self.context_f16, context.iter().map(|&v| half::f16::from_f32(v)));
+            }
         }
         self.shapes.clear();
         for &(i, ..) in &w.conds {
@@ -401,6 +439,10 @@ impl Network {
                 InputData::F32(vals)
             };
             inputs.push(Input { index: i, shape, data });
+        }
+        if let Some((i, dtype, _)) = w.context {
+            let data = if dtype == DType::F16 { InputData::F16(&self.context_f16) } else { InputData::F32(context) };
+            inputs.push(Input { index: i, shape: &context_shape, data });
         }
         if let Some(dump) = &mut self.dump {
             dump.record(&inputs, m.graph.inputs())?;

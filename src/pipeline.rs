@@ -36,6 +36,11 @@ pub struct GenerateParams {
     pub classes: Vec<i64>,
     /// Conditioning values by input name: one value for all samples or one per sample.
     pub conds: Vec<(String, Vec<f32>)>,
+    /// For a model with a context input: one context tensor per sample, one after another
+    /// (`[tokens, width]` each, e.g. prompt embeddings), and the unconditional branch's, shaped
+    /// alike, for guidance (e.g. negative-prompt embeddings).
+    pub context: Option<Vec<f32>>,
+    pub uncond_context: Option<Vec<f32>>,
     /// Initial unit noise `[batch, *sample_shape]` instead of the seeded one.
     pub noise: Option<Vec<f32>>,
     /// Per-step noise for stochastic samplers, indexed by step, instead of the seeded one.
@@ -440,5 +445,24 @@ fn conditioning(model: &Model, p: &GenerateParams, batch: usize) -> Result<Condi
     if let Some(v) = conds.iter().find(|v| !v.is_finite()) {
         return arg(format!("conditioning value {v} is not finite"));
     }
-    Ok(Conditioning { classes, conds })
+    let per_sample = |what: &str, v: &Option<Vec<f32>>| -> Result<Vec<f32>> {
+        match (&m.denoiser.context_input, v) {
+            (None, None) => Ok(Vec::new()),
+            (None, Some(_)) => Err(Error::InvalidArgument(format!("model `{}` has no context input, but a {what} was given", m.name))),
+            (Some(c), None) if what == "context" => Err(Error::InvalidArgument(format!("model `{}` needs a context for its input `{}`", m.name, c.name))),
+            (Some(_), None) => Ok(Vec::new()),
+            (Some(_), Some(v)) => {
+                if v.is_empty() || v.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::InvalidArgument(format!("the {what} is empty or not finite")));
+                }
+                if v.len() % batch != 0 {
+                    return Err(Error::InvalidArgument(format!("the {what} has {} values, not one tensor per sample of a batch of {batch}", v.len())));
+                }
+                Ok(v.clone())
+            }
+        }
+    };
+    let context = per_sample("context", &p.context)?;
+    let uncond_context = per_sample("unconditional context", &p.uncond_context)?;
+    Ok(Conditioning { classes, conds, context, uncond_context })
 }

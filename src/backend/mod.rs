@@ -198,6 +198,16 @@ impl Default for BackendOptions {
 
 /// Loads `path` with the backend `opts` selects.
 pub fn load_graph(path: &Path, opts: &BackendOptions) -> Result<Arc<dyn Graph>> {
+    load_graph_fixed(path, opts, &[])
+}
+
+/// A dimension of an input known before any call: `(input name, axis, size)`.
+pub type FixedDim<'a> = (&'a str, usize, usize);
+
+/// As [`load_graph`], with input dimensions the caller will always feed at one size (a text
+/// encoder's 77 tokens): tract's analysis cannot reason about some products of two free
+/// dimensions, so it gets them fixed; ONNX Runtime needs no help and keeps the graph as it is.
+pub fn load_graph_fixed(path: &Path, opts: &BackendOptions, fixed: &[FixedDim<'_>]) -> Result<Arc<dyn Graph>> {
     let ep = opts.execution_provider.as_str();
     if !EXECUTION_PROVIDERS.contains(&ep) {
         return Err(Error::InvalidArgument(format!(
@@ -214,7 +224,7 @@ pub fn load_graph(path: &Path, opts: &BackendOptions) -> Result<Arc<dyn Graph>> 
         return Err(Error::io(path, "not a file"));
     }
     match resolve_kind(opts) {
-        BackendKind::Tract => load_tract(path, opts),
+        BackendKind::Tract => load_tract(path, opts, fixed),
         _ => load_ort(path, opts),
     }
 }
@@ -239,18 +249,18 @@ fn resolve_kind(opts: &BackendOptions) -> BackendKind {
 }
 
 #[cfg(feature = "tract")]
-fn load_tract(path: &Path, opts: &BackendOptions) -> Result<Arc<dyn Graph>> {
+fn load_tract(path: &Path, opts: &BackendOptions, fixed: &[FixedDim<'_>]) -> Result<Arc<dyn Graph>> {
     if opts.execution_provider != "cpu" {
         return Err(Error::InvalidArgument(format!(
             "execution provider `{}` needs the ort backend; tract runs on the CPU only",
             opts.execution_provider
         )));
     }
-    Ok(Arc::new(tract::TractGraph::load(path)?))
+    Ok(Arc::new(tract::TractGraph::load(path, fixed)?))
 }
 
 #[cfg(not(feature = "tract"))]
-fn load_tract(_: &Path, _: &BackendOptions) -> Result<Arc<dyn Graph>> {
+fn load_tract(_: &Path, _: &BackendOptions, _: &[FixedDim<'_>]) -> Result<Arc<dyn Graph>> {
     Err(Error::BackendUnavailable(
         "this build has no tract backend (cargo feature `tract`)".into(),
     ))

@@ -38,14 +38,14 @@ pub(crate) struct TractGraph {
 }
 
 impl TractGraph {
-    pub(crate) fn load(path: &Path) -> Result<Self> {
+    pub(crate) fn load(path: &Path, fixed: &[super::FixedDim<'_>]) -> Result<Self> {
         // tract's analysis has panicking paths on malformed graphs; a bad file must stay an error.
-        crate::panic::catch(|| Self::load_inner(path)).unwrap_or_else(|what| {
+        crate::panic::catch(|| Self::load_inner(path, fixed)).unwrap_or_else(|what| {
             Err(Error::Model(format!("{}: tract failed while loading: {what}", path.display())))
         })
     }
 
-    fn load_inner(path: &Path) -> Result<Self> {
+    fn load_inner(path: &Path, fixed: &[super::FixedDim<'_>]) -> Result<Self> {
         let err = |e: TractError| {
             let msg = format!("{e:#}");
             if msg.contains("F16") {
@@ -57,7 +57,16 @@ impl TractGraph {
                 Error::Model(format!("{}: {msg}", path.display()))
             }
         };
-        let model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+        let mut model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+        for &(name, axis, size) in fixed {
+            let i = model.inputs.iter().position(|o| model.node(o.node).name == name).ok_or_else(|| {
+                Error::Model(format!("{}: no input `{name}`", path.display()))
+            })?;
+            let fact = model.input_fact_mut(i).map_err(err)?;
+            if !fact.shape.set_dim(axis, TDim::from(size as i64)) {
+                return Err(Error::Model(format!("{}: input `{name}` has no axis {axis} of size {size}", path.display())));
+            }
+        }
         // Names come from the graph as parsed: optimisation may fold an input's first op into it and
         // relabel the outlet (a `timestep` feeding a Cast came out as `/Cast_output_0`).
         let input_names = model

@@ -259,6 +259,7 @@ impl SamplingArgs {
             step_noise: None,
             init,
             strength: self.strength,
+            ..GenerateParams::default()
         })
     }
 }

@@ -1,0 +1,355 @@
+//! Text to image over a Stable Diffusion export: prompts through the tokenizer and text encoder,
+//! the UNet sampled as any model's denoiser (its text embeddings as the context input, negative
+//! prompts as the unconditional branch), latents through the VAE decoder to RGB.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use super::config::{read_json, unet_sample_size, SchedulerConfig, VaeConfig};
+use super::tokenizer::ClipTokenizer;
+use crate::backend::{self, BackendOptions, DType, Graph, Input, InputData};
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::model::Model;
+use crate::pipeline::{GenerateParams, Session, MAX_BATCH};
+use crate::schedule::SigmaSpacing;
+
+/// diffusers' default guidance scale for Stable Diffusion pipelines.
+pub const DEFAULT_GUIDANCE: f32 = 7.5;
+/// Most pixels per side (a 4096 × 4096 image).
+pub const MAX_SIDE: usize = 4096;
+
+/// A loaded Stable Diffusion export (the directory `optimum-cli export onnx --task text-to-image`
+/// writes).
+pub struct StableDiffusion {
+    dir: PathBuf,
+    tokenizer: ClipTokenizer,
+    text_encoder: Arc<dyn Graph>,
+    /// The UNet and VAE decoder per latent size: tract needs their spatial dimensions fixed
+    /// before it can analyse them (ONNX Runtime ignores the sizes, and each is loaded once).
+    graphs: Mutex<HashMap<(usize, usize), SizedGraphs>>,
+    opts: BackendOptions,
+    scheduler: SchedulerConfig,
+    vae: VaeConfig,
+    /// Latent channels the UNet takes and returns.
+    channels: usize,
+    /// Latents per side when no size is asked for.
+    default_latent: usize,
+}
+
+/// One text-to-image request. `params` carries the sampling settings (sampler, steps, guidance,
+/// seed, batch, initial latents as `noise`, ...); its classes, conditioning and context must be empty.
+#[derive(Clone, Debug, Default)]
+pub struct TextToImage {
+    /// One prompt for all images, or one per image.
+    pub prompts: Vec<String>,
+    /// None (the empty prompt), one for all images, or one per image.
+    pub negative_prompts: Vec<String>,
+    /// Pixels; default: the UNet's training size.
+    pub width: Option<usize>,
+    pub height: Option<usize>,
+    pub params: GenerateParams,
+}
+
+/// Generated images and the latents they were decoded from.
+#[derive(Clone, Debug)]
+pub struct Images {
+    pub batch: usize,
+    pub width: usize,
+    pub height: usize,
+    /// `batch × height × width × 3` values in [0, 1] (diffusers' `output_type="np"`).
+    pub pixels: Vec<f32>,
+    /// The final latents, `batch × channels × height/f × width/f`, before the VAE's scaling.
+    pub latents: Vec<f32>,
+    pub latent_shape: [usize; 3],
+    /// Network passes of the UNet per image.
+    pub nfe: usize,
+    pub steps: usize,
+    pub sampler: &'static str,
+    pub guidance: f32,
+}
+
+#[derive(Clone)]
+struct SizedGraphs {
+    unet: Arc<dyn Graph>,
+    vae_decoder: Arc<dyn Graph>,
+}
+
+impl SizedGraphs {
+    fn load(dir: &Path, opts: &BackendOptions, tokens: usize, (h, w): (usize, usize)) -> Result<SizedGraphs> {
+        let load = |part: &str, fixed: &[backend::FixedDim<'_>]| -> Result<Arc<dyn Graph>> {
+            let path = dir.join(part).join("model.onnx");
+            if !path.is_file() {
+                return Err(model_err(&path, "not found"));
+            }
+            backend::load_graph_fixed(&path, opts, fixed)
+        };
+        Ok(SizedGraphs {
+            unet: load("unet", &[("sample", 2, h), ("sample", 3, w), ("encoder_hidden_states", 1, tokens)])?,
+            vae_decoder: load("vae_decoder", &[("latent_sample", 2, h), ("latent_sample", 3, w)])?,
+        })
+    }
+}
+
+fn model_err(path: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::Model(format!("{}: {msg}", path.display()))
+}
+
+impl StableDiffusion {
+    /// Whether `dir` looks like a Stable Diffusion export (it has `model_index.json` and `unet/`).
+    pub fn is_export(dir: &Path) -> bool {
+        dir.join("model_index.json").is_file() && dir.join("unet").is_dir()
+    }
+
+    pub fn load(dir: &Path, opts: &BackendOptions) -> Result<StableDiffusion> {
+        let index = dir.join("model_index.json");
+        let index_json = read_json(&index)?;
+        let class = index_json.get("_class_name").and_then(|v| v.as_str()).unwrap_or("");
+        if !class.starts_with("StableDiffusion") || class.contains("XL") || class.contains('3') {
+            return Err(model_err(&index, format!("`{class}` is not a Stable Diffusion 1.x/2.x pipeline")));
+        }
+        let scheduler = SchedulerConfig::read(&dir.join("scheduler/scheduler_config.json"))?;
+        let vae = VaeConfig::read(&dir.join("vae_decoder/config.json"))?;
+        let tokenizer = ClipTokenizer::load(&dir.join("tokenizer"))?;
+        let graph = |part: &str, fixed: &[backend::FixedDim<'_>]| -> Result<Arc<dyn Graph>> {
+            let path = dir.join(part).join("model.onnx");
+            if !path.is_file() {
+                return Err(model_err(&path, "not found"));
+            }
+            backend::load_graph_fixed(&path, opts, fixed)
+        };
+        let tokens = tokenizer.max_length();
+        let text_encoder = graph("text_encoder", &[("input_ids", 1, tokens)])?;
+        let default_latent = unet_sample_size(&dir.join("unet/config.json"))?.unwrap_or(64);
+        let sized = SizedGraphs::load(dir, opts, tokens, (default_latent, default_latent))?;
+        let unet_path = dir.join("unet/model.onnx");
+        let sample = sized.unet.inputs().iter().find(|i| i.name == "sample").ok_or_else(|| model_err(&unet_path, "no input `sample`"))?;
+        let channels = match sample.shape.as_slice() {
+            [_, Some(c), _, _] => *c,
+            _ => return Err(model_err(&unet_path, format!("`{sample}` is not [batch, channels, height, width]"))),
+        };
+        if channels == 9 {
+            return Err(model_err(&unet_path, "an inpainting UNet (9 input channels) is not supported yet"));
+        }
+        Ok(StableDiffusion {
+            dir: dir.to_path_buf(),
+            tokenizer,
+            text_encoder,
+            graphs: Mutex::new(HashMap::from([((default_latent, default_latent), sized)])),
+            opts: opts.clone(),
+            scheduler,
+            vae,
+            channels,
+            default_latent,
+        })
+    }
+
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+
+    /// Pixels per latent along each side.
+    pub fn vae_factor(&self) -> usize {
+        self.vae.factor
+    }
+
+    /// The sampler the export's scheduler config corresponds to.
+    pub fn default_sampler(&self) -> &'static str {
+        self.scheduler.sampler
+    }
+
+    /// `[channels, height, width]` of the latents for an image of `width × height` pixels.
+    pub fn latent_shape(&self, width: Option<usize>, height: Option<usize>) -> Result<[usize; 3]> {
+        let f = self.vae.factor;
+        let side = |v: Option<usize>, what: &str| -> Result<usize> {
+            let px = v.unwrap_or(self.default_latent * f);
+            if px == 0 || px > MAX_SIDE || px % f != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "{what} {px} must be a multiple of {f} (the VAE's factor) between {f} and {MAX_SIDE}")));
+            }
+            Ok(px / f)
+        };
+        Ok([self.channels, side(height, "height")?, side(width, "width")?])
+    }
+
+    /// Prompt embeddings, `[n, tokens, width]` one after another.
+    pub fn encode_prompts(&self, prompts: &[&str]) -> Result<Vec<f32>> {
+        let path = self.dir.join("text_encoder/model.onnx");
+        let g = self.text_encoder.as_ref();
+        let (input, output) = match (g.inputs(), g.outputs().iter().position(|o| o.name == "last_hidden_state")) {
+            ([i], Some(o)) if i.name == "input_ids" => (i, o),
+            _ => return Err(model_err(&path, "expected one input `input_ids` and an output `last_hidden_state`")),
+        };
+        let width = match g.outputs()[output].shape.as_slice() {
+            [_, _, Some(w)] => *w,
+            _ => return Err(model_err(&path, "`last_hidden_state` must be [batch, tokens, fixed width]")),
+        };
+        let len = self.tokenizer.max_length();
+        let ids: Vec<i64> = prompts.iter().flat_map(|p| self.tokenizer.encode(p)).collect();
+        let ids32: Vec<i32>;
+        let shape = [prompts.len(), len];
+        let data = match input.dtype {
+            DType::I64 => InputData::I64(&ids),
+            DType::I32 => {
+                ids32 = ids.iter().map(|&i| i as i32).collect();
+                InputData::I32(&ids32)
+            }
+            other => return Err(model_err(&path, format!("`input_ids` is {other}, expected int64 or int32"))),
+        };
+        let mut out = vec![0f32; prompts.len() * len * width];
+        let mut runner = g.runner()?;
+        runner.run(&[Input { index: 0, shape: &shape, data }], output, &mut out)?;
+        Ok(out)
+    }
+
+    /// The UNet and VAE decoder for latents of `shape`, loaded on first use.
+    fn sized(&self, shape: [usize; 3]) -> Result<SizedGraphs> {
+        let key = (shape[1], shape[2]);
+        let mut graphs = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = graphs.get(&key) {
+            return Ok(g.clone());
+        }
+        let g = SizedGraphs::load(&self.dir, &self.opts, self.tokenizer.max_length(), key)?;
+        graphs.insert(key, g.clone());
+        Ok(g)
+    }
+
+    /// The UNet as a model for latents of `shape`.
+    fn unet_model(&self, shape: [usize; 3]) -> Result<Model> {
+        let manifest = json!({
+            "schema": crate::manifest::SCHEMA,
+            "name": self.dir.file_name().map_or("stable-diffusion".into(), |n| n.to_string_lossy().into_owned()),
+            "sample_shape": shape,
+            "denoiser": {
+                "onnx": "unet/model.onnx",
+                "sample_input": "sample",
+                "time_input": {"name": "timestep", "kind": "index"},
+                "context_input": {"name": "encoder_hidden_states"},
+                "output": "out_sample",
+                "prediction": self.scheduler.prediction,
+            },
+            "noise_schedule": self.scheduler.noise_schedule,
+            "defaults": {"sampler": self.scheduler.sampler},
+            "output": {"kind": "tensor"},
+        });
+        let source = self.dir.join("scheduler/scheduler_config.json");
+        let manifest = Manifest::parse(&manifest.to_string()).map_err(|e| model_err(&source, e))?;
+        Model::from_manifest(&self.dir, manifest, &self.dir.join("unet/model.onnx"), self.sized(shape)?.unet)
+    }
+
+    /// Decodes `n` latents of `shape` (unscaled, as sampled) to `n × H × W × 3` values in [0, 1],
+    /// one image per VAE call so memory stays that of one image.
+    pub fn decode(&self, latents: &[f32], n: usize, shape: [usize; 3]) -> Result<Vec<f32>> {
+        let path = self.dir.join("vae_decoder/model.onnx");
+        let vae = self.sized(shape)?.vae_decoder;
+        let g = vae.as_ref();
+        let input = g.inputs().iter().position(|i| i.name == "latent_sample");
+        let (Some(input), [out_info]) = (input, g.outputs()) else {
+            return Err(model_err(&path, "expected an input `latent_sample` and one output"));
+        };
+        let f16 = g.inputs()[input].dtype == DType::F16;
+        let per = shape.iter().product::<usize>();
+        let (h, w) = (shape[1] * self.vae.factor, shape[2] * self.vae.factor);
+        if latents.len() != n * per {
+            return Err(Error::Internal(format!("decode: {} latent values for {n} of {shape:?}", latents.len())));
+        }
+        let mut runner = g.runner()?;
+        let scale = self.vae.scaling_factor as f32;
+        let mut rgb = vec![0f32; 3 * h * w];
+        let mut pixels = Vec::with_capacity(n * h * w * 3);
+        let in_shape = [1, shape[0], shape[1], shape[2]];
+        for one in latents.chunks(per) {
+            let scaled: Vec<f32> = one.iter().map(|&v| v / scale).collect();
+            let halves: Vec<half::f16>;
+            let data = if f16 {
+                halves = scaled.iter().map(|&v| half::f16::from_f32(v)).collect();
+                InputData::F16(&halves)
+            } else {
+                InputData::F32(&scaled)
+            };
+            let got = runner.run(&[Input { index: input, shape: &in_shape, data }], 0, &mut rgb)
+                .map_err(|e| match e {
+                    Error::InvalidArgument(m) => model_err(&path, format!("`{out_info}`: {m}")),
+                    e => e,
+                })?;
+            if got != [1, 3, h, w] {
+                return Err(model_err(&path, format!("decoded to {got:?}, expected [1, 3, {h}, {w}]")));
+            }
+            // diffusers' postprocess: NCHW in [-1, 1] to NHWC in [0, 1].
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..3 {
+                        pixels.push((rgb[(c * h + y) * w + x] * 0.5 + 0.5).clamp(0.0, 1.0));
+                    }
+                }
+            }
+        }
+        Ok(pixels)
+    }
+
+    /// Runs a whole text-to-image request.
+    pub fn generate(&self, req: &TextToImage) -> Result<Images> {
+        let p = &req.params;
+        if !p.classes.is_empty() || !p.conds.is_empty() || p.context.is_some() || p.uncond_context.is_some() {
+            return Err(Error::InvalidArgument("a Stable Diffusion request takes prompts, not classes, conditioning or context".into()));
+        }
+        let batch = if p.batch > 0 { p.batch } else { req.prompts.len().max(1) };
+        if batch > MAX_BATCH {
+            return Err(Error::InvalidArgument(format!("batch must be between 1 and {MAX_BATCH}, got {batch}")));
+        }
+        let per_image = |v: &[String], what: &str| -> Result<Vec<String>> {
+            match v.len() {
+                0 => Ok(vec![String::new(); batch]),
+                1 => Ok(vec![v[0].clone(); batch]),
+                k if k == batch => Ok(v.to_vec()),
+                k => Err(Error::InvalidArgument(format!("{k} {what}s for {batch} images: give one, or one per image"))),
+            }
+        };
+        let prompts = per_image(&req.prompts, "prompt")?;
+        let negatives = per_image(&req.negative_prompts, "negative prompt")?;
+        let mut guidance = p.guidance.unwrap_or(DEFAULT_GUIDANCE);
+        if !guidance.is_finite() || guidance < 0.0 {
+            return Err(Error::InvalidArgument(format!("guidance must be a finite number >= 0, got {guidance}")));
+        }
+        // diffusers guides only above 1; at or below it a single conditional pass (SD-Turbo, LCM).
+        if guidance <= 1.0 {
+            guidance = 1.0;
+        }
+        let shape = self.latent_shape(req.width, req.height)?;
+        let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+        let context = self.encode_prompts(&refs)?;
+        let uncond_context = if guidance > 1.0 {
+            let refs: Vec<&str> = negatives.iter().map(String::as_str).collect();
+            Some(self.encode_prompts(&refs)?)
+        } else {
+            None
+        };
+        let model = Arc::new(self.unet_model(shape)?);
+        let mut session = Session::new(&model)?;
+        let params = GenerateParams {
+            batch,
+            guidance: Some(guidance),
+            spacing: if p.spacing == SigmaSpacing::Default { self.scheduler.spacing } else { p.spacing },
+            context: Some(context),
+            uncond_context,
+            ..p.clone()
+        };
+        let gen = session.generate(&params, &mut |_, _| true)?;
+        let pixels = self.decode(&gen.samples, batch, shape)?;
+        Ok(Images {
+            batch,
+            width: shape[2] * self.vae.factor,
+            height: shape[1] * self.vae.factor,
+            pixels,
+            latents: gen.samples,
+            latent_shape: shape,
+            nfe: gen.nfe,
+            steps: gen.steps,
+            sampler: gen.sampler.name(),
+            guidance,
+        })
+    }
+}

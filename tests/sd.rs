@@ -1,0 +1,137 @@
+//! Text to image from a Stable Diffusion export as optimum writes it (tests/fixtures/sd-tiny: tiny
+//! random weights, made by its make.py), against optimum's ORTStableDiffusionPipeline given the same
+//! latents, prompts and settings: DDIM, Euler, DPM-Solver++ 2M (default and Karras sigmas), one- and
+//! four-step LCM, with and without negative prompts, on both backends.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{backends, options, rel_l2};
+use diffusion_rt::npy;
+use diffusion_rt::schedule::SigmaSpacing;
+use diffusion_rt::sd::{StableDiffusion, TextToImage};
+use diffusion_rt::{Error, GenerateParams};
+use serde::Deserialize;
+
+fn fixture() -> PathBuf {
+    common::repo().join("tests/fixtures/sd-tiny")
+}
+
+#[derive(Deserialize)]
+struct Case {
+    scheduler: String,
+    config: serde_json::Value,
+    steps: u32,
+    guidance: f32,
+    prompts: Vec<String>,
+    negative_prompts: Option<Vec<String>>,
+    height: usize,
+    width: usize,
+}
+
+const CASES: [&str; 6] = ["ddim", "euler", "dpmpp2m", "dpmpp2m_karras", "lcm_1step", "lcm_4step"];
+
+/// The request optimum's pipeline ran for `name`, and its images.
+fn request(name: &str) -> (TextToImage, Vec<f32>) {
+    let dir = fixture().join("reference");
+    let case: Case = serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).expect("case")).expect("json");
+    let sampler = match case.scheduler.as_str() {
+        "DDIMScheduler" => "ddim",
+        "EulerDiscreteScheduler" => "euler",
+        "DPMSolverMultistepScheduler" => "dpmpp-2m",
+        "LCMScheduler" => "lcm",
+        other => panic!("unknown scheduler {other}"),
+    };
+    let karras = case.config.get("use_karras_sigmas").and_then(|v| v.as_bool()).unwrap_or(false);
+    let latents = npy::read(&dir.join(format!("{name}_latents.npy"))).expect("latents");
+    let step_noise = npy::read(&dir.join(format!("{name}_step_noise.npy"))).ok().map(|a| {
+        let per = a.data.len() / a.shape[0];
+        let mut draws: Vec<Vec<f32>> = a.data.chunks(per).map(<[f32]>::to_vec).collect();
+        draws.push(Vec::new()); // the last step draws nothing
+        draws
+    });
+    let images = npy::read(&dir.join(format!("{name}_images.npy"))).expect("images");
+    let req = TextToImage {
+        prompts: case.prompts.clone(),
+        negative_prompts: case.negative_prompts.unwrap_or_default(),
+        width: Some(case.width),
+        height: Some(case.height),
+        params: GenerateParams {
+            sampler: Some(sampler.into()),
+            spacing: if karras { SigmaSpacing::Karras } else { SigmaSpacing::Default },
+            steps: Some(case.steps),
+            guidance: Some(case.guidance),
+            batch: case.prompts.len(),
+            noise: Some(latents.data),
+            step_noise,
+            ..GenerateParams::default()
+        },
+    };
+    (req, images.data)
+}
+
+#[test]
+fn images_equal_optimums_pipeline() {
+    for backend in backends() {
+        let sd = StableDiffusion::load(&fixture().join("export"), &options(backend)).expect("load");
+        for name in CASES {
+            let (req, want) = request(name);
+            let got = sd.generate(&req).unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}"));
+            assert_eq!(got.pixels.len(), want.len(), "{name}");
+            let d = rel_l2(&got.pixels, &want);
+            println!("{name} on {backend:?}: rel L2 {d:.2e}, {} passes", got.nfe);
+            assert!(d <= 1e-4, "{name} on {backend:?}: relative L2 {d:.2e} to optimum's images");
+            let guided = req.params.guidance.unwrap() > 1.0;
+            assert_eq!(got.nfe, req.params.steps.unwrap() as usize * if guided { 2 } else { 1 }, "{name}");
+        }
+    }
+}
+
+/// The comparison above would pass for a pipeline that ignored its prompts if the images did not
+/// depend on them: they do, and on the negative prompt too.
+#[test]
+fn prompts_and_negative_prompts_change_the_image() {
+    let sd = StableDiffusion::load(&fixture().join("export"), &options(backends()[0])).expect("load");
+    let (mut base, _) = request("ddim");
+    // Both images start from the first image's latents.
+    let noise = base.params.noise.take().expect("latents");
+    base.params.noise = Some(noise[..noise.len() / 2].repeat(2));
+    let run = |prompts: &[&str], negatives: &[&str]| {
+        let mut r = base.clone();
+        r.prompts = prompts.iter().map(|s| s.to_string()).collect();
+        r.negative_prompts = negatives.iter().map(|s| s.to_string()).collect();
+        sd.generate(&r).expect("generate").pixels
+    };
+    let a = run(&["a red cat", "a red cat"], &["", ""]);
+    let b = run(&["a red cat", "a blue cat"], &["", ""]);
+    let c = run(&["a red cat", "a red cat"], &["", "blurry"]);
+    let half = a.len() / 2;
+    // Equal up to the backend's batch-position rounding.
+    assert!(rel_l2(&a[..half], &a[half..]) < 1e-5, "same prompt, same latents: same image");
+    assert!(rel_l2(&a[..half], &b[..half]) < 1e-5, "the first image's request did not change");
+    assert!(rel_l2(&a[half..], &b[half..]) > 1e-3, "the prompt must matter");
+    assert!(rel_l2(&a[half..], &c[half..]) > 1e-3, "the negative prompt must matter");
+}
+
+#[test]
+fn bad_requests_and_exports_are_clear_errors() {
+    let sd = StableDiffusion::load(&fixture().join("export"), &options(backends()[0])).expect("load");
+    let (base, _) = request("euler");
+    let cases: Vec<(TextToImage, &str)> = vec![
+        (TextToImage { width: Some(33), ..base.clone() }, "width 33"),
+        (TextToImage { height: Some(100_000), ..base.clone() }, "height"),
+        (TextToImage { prompts: vec!["a".into(), "b".into(), "c".into()], ..base.clone() }, "3 prompts"),
+        (TextToImage { params: GenerateParams { guidance: Some(f32::NAN), ..base.params.clone() }, ..base.clone() }, "guidance"),
+        (TextToImage { params: GenerateParams { classes: vec![1], ..base.params.clone() }, ..base.clone() }, "classes"),
+        (TextToImage { params: GenerateParams { noise: Some(vec![0.0; 7]), ..base.params.clone() }, ..base.clone() }, "noise"),
+    ];
+    for (req, needle) in cases {
+        let err = sd.generate(&req).err().unwrap_or_else(|| panic!("{needle}: accepted"));
+        assert!(matches!(err, Error::InvalidArgument(_)), "{needle}: {err}");
+        assert!(err.to_string().contains(needle), "{needle}: {err}");
+    }
+    let tmp = common::TempDir::new("sd-bad");
+    let err = StableDiffusion::load(tmp.path(), &options(backends()[0])).err().expect("empty dir");
+    assert!(err.to_string().contains("model_index.json"), "{err}");
+}
