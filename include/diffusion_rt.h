@@ -277,7 +277,10 @@ typedef struct drt_generate_params {
   float adaptive_guidance;
   /**
    * Guidance interval: guide only where the noise level sigma (sigma/alpha, k-diffusion's) lies
-   * in [guidance_interval_lo, guidance_interval_hi]. Both 0 = guide at every step.
+   * in [guidance_interval_lo, guidance_interval_hi]. Both 0 = none asked for: every step is
+   * guided, except that a negative `guidance` (the model's default scale) also takes the model's
+   * default interval, if it has one (model.json `defaults.guidance_interval`); 0 and INFINITY
+   * guide every step whatever the model says.
    */
   float guidance_interval_lo;
   float guidance_interval_hi;

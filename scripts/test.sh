@@ -22,3 +22,7 @@ export DRT_REQUIRE_ORT=1 DRT_REQUIRE_VALGRIND=1
 # The C examples link the shared library, which `cargo test` does not rebuild.
 cargo build --release --locked --lib
 cargo test --release --locked "$@"
+
+# The quality-per-NFE study's plot and README tables are drawn from docs/nfe_study.json, and a few
+# of its points still measure what it says (README: "Quality per network evaluation").
+cargo bench --locked --bench nfe_study -- --check

@@ -190,12 +190,15 @@ pub fn run_with(
     }
     let peak_rss_mb = sysinfo::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0));
     // With an acceleration rule on: how far the first measured run lands from the same run without it.
-    let accelerated = params.guidance_rules != GuidanceRules::default() || params.step_cache.is_some();
+    let rules = crate::pipeline::guidance_rules(&model, &params);
+    let accelerated = rules != GuidanceRules::default() || params.step_cache.is_some();
     let rel_l2_to_baseline = match (&first_measured, accelerated) {
         (Some(fast), true) => {
             let p = GenerateParams {
                 seed: params.seed.wrapping_add(opts.warmup as u64),
                 guidance_rules: GuidanceRules::default(),
+                // An explicit scale: the model's default interval stays off too.
+                guidance: last.as_ref().map(|g| g.guidance),
                 step_cache: None,
                 ..params.clone()
             };
@@ -230,8 +233,8 @@ pub fn run_with(
         backend_ms_p50: quantile(&backends, 0.5),
         overhead_ratio: quantile(&ratios, 0.5),
         peak_rss_mb,
-        adaptive_guidance: params.guidance_rules.adaptive,
-        guidance_interval: params.guidance_rules.interval.map(|(lo, hi)| [lo, hi]),
+        adaptive_guidance: rules.adaptive,
+        guidance_interval: rules.interval.map(|(lo, hi)| [lo, hi]),
         step_cache: params.step_cache.map(|c| StepCacheReport {
             mode: match c.mode {
                 CacheMode::Skip => "skip",

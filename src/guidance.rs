@@ -125,7 +125,7 @@ impl Guidance {
                 classes2.extend_from_slice(&cond.classes);
                 classes2.resize(2 * batch, null);
             } else if d.context_input.is_none() {
-                return Err(no_uncond("neither a class nor a context input"));
+                return Err(no_uncond("no null class (no class input) and no context input"));
             }
             if d.context_input.is_some() {
                 if cond.uncond_context.len() != cond.context.len() {

@@ -237,6 +237,9 @@ pub struct Defaults {
     /// A step table found offline (sigmas in the model's VE convention), used instead of the schedule.
     #[serde(default)]
     pub sigmas: Option<Vec<f64>>,
+    /// `[lo, hi]` in σ/α: with the default guidance scale (none requested), guide only there.
+    #[serde(default)]
+    pub guidance_interval: Option<[f64; 2]>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -343,6 +346,11 @@ impl Manifest {
                 return bad("defaults.guidance", format!("must be a finite number >= 0, got {g}"));
             }
         }
+        if let Some([lo, hi]) = self.defaults.guidance_interval {
+            if !(lo >= 0.0 && hi > lo) {
+                return bad("defaults.guidance_interval", format!("must be [lo, hi] with 0 <= lo < hi, got [{lo}, {hi}]"));
+            }
+        }
         if let Some(s) = &self.defaults.sigmas {
             if s.len() < 2 || s.iter().any(|v| !v.is_finite() || *v < 0.0) || s.windows(2).any(|w| w[1] >= w[0]) {
                 return bad("defaults.sigmas", "must be at least two finite, non-negative, strictly decreasing values".into());
@@ -408,6 +416,8 @@ mod tests {
             (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"vp\"}"), "vp"),
             (GOOD.replace("\"kind\": \"index\"}", "\"kind\": \"index\", \"scale\": 0}"), "scale"),
             (GOOD.replace("\"output\": \"y\"", "\"output\": \"y\", \"class_input\": {\"name\": \"x\", \"num_classes\": 3}"), "named twice"),
+            (GOOD.replace("\"noise_schedule\"", "\"defaults\": {\"guidance_interval\": [5, 1]}, \"noise_schedule\""), "defaults.guidance_interval"),
+            (GOOD.replace("\"output\": \"y\"", "\"output\": \"y\", \"context_input\": {\"name\": \"x\"}"), "named twice"),
             ("{not json".to_string(), "line 1"),
             ("".to_string(), "EOF"),
         ];

@@ -216,7 +216,7 @@ impl Session {
             Some(draws) => StepNoise::Recorded(RecordedNoise::new(draws.clone())),
             None => StepNoise::Seeded(PhiloxNoise::new(p.seed)),
         };
-        let mut guidance = Guidance::new(&model, plan.batch, plan.guidance, plan.cond, p.guidance_rules)?;
+        let mut guidance = Guidance::new(&model, plan.batch, plan.guidance, plan.cond, plan.rules)?;
         self.net.reserve(2 * plan.batch);
         check_run(&guidance.over(&mut self.net), levels, &x)?;
         let stepper = plan.sampler.stepper(levels, n, &plan.options)?;
@@ -309,6 +309,7 @@ struct Plan {
     schedule: Schedule,
     batch: usize,
     guidance: f32,
+    rules: GuidanceRules,
     cond: Conditioning,
     /// img2img: the start sample (whole batch) and the index of the level to start from.
     init: Option<(Vec<f32>, usize)>,
@@ -389,8 +390,20 @@ impl Plan {
                 Some((full, total - run))
             }
         };
-        Ok(Plan { sampler, options, schedule, batch, guidance, cond, init })
+        let rules = guidance_rules(model, p);
+        Ok(Plan { sampler, options, schedule, batch, guidance, rules, cond, init })
     }
+}
+
+/// The guidance rules a generation runs with: the request's, and the model's default interval when
+/// the request takes the model's default guidance scale and sets no interval of its own (the
+/// interval belongs to that scale; a caller's own scale gets plain guidance unless it asks).
+pub fn guidance_rules(model: &Model, p: &GenerateParams) -> GuidanceRules {
+    let mut rules = p.guidance_rules;
+    if p.guidance.is_none() && rules.interval.is_none() {
+        rules.interval = model.manifest().defaults.guidance_interval.map(|[lo, hi]| (lo, hi));
+    }
+    rules
 }
 
 fn conditioning(model: &Model, p: &GenerateParams, batch: usize) -> Result<Conditioning> {

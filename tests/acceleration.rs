@@ -210,12 +210,13 @@ fn step_tables_through_the_three_apis() {
     let table = [60.0f64, 14.0, 4.0, 1.2, 0.3, 0.0];
     let model = load(&digits, BackendKind::Tract);
     let rust = Session::new(&model).expect("session").generate(&GenerateParams {
-        sigmas: Some(table.to_vec()), batch: 1, classes: vec![5], seed: 2, ..GenerateParams::default() }, &mut |_, _| true).expect("generate");
+        sigmas: Some(table.to_vec()), guidance: Some(3.0), batch: 1, classes: vec![5], seed: 2, ..GenerateParams::default() },
+        &mut |_, _| true).expect("generate");
     assert_eq!((rust.steps, rust.nfe), (5, 10), "five steps from a six-entry table, guided");
 
     let raw = std::env::temp_dir().join(format!("drt-table-{}.npy", std::process::id()));
     let o = Command::new(env!("CARGO_BIN_EXE_drt"))
-        .args(["generate", "--backend", "tract", "--class", "5", "--seed", "2", "--quiet", "--sigmas", "60,14,4,1.2,0.3,0", "--model"])
+        .args(["generate", "--backend", "tract", "--class", "5", "--seed", "2", "--quiet", "--guidance", "3", "--sigmas", "60,14,4,1.2,0.3,0", "--model"])
         .arg(&digits)
         .arg("--save-raw")
         .arg(&raw)
@@ -229,6 +230,7 @@ fn step_tables_through_the_three_apis() {
     let mut p = drt_generate_params_default();
     p.class_label = 5;
     p.seed = 2;
+    p.guidance = 3.0;
     p.sigmas = table.as_ptr();
     p.sigmas_len = table.len();
     let mut out = [0f32; 256];
@@ -265,7 +267,7 @@ fn step_cache_skips_steps_through_the_three_apis() {
         }
     }
 
-    let r = cli_bench(&["--backend", "tract", "--steps", "10", "--class", "3", "--step-cache", "ab", "--cache-threshold", "1e9"]);
+    let r = cli_bench(&["--backend", "tract", "--steps", "10", "--guidance", "3", "--class", "3", "--step-cache", "ab", "--cache-threshold", "1e9"]);
     assert_eq!(r["nfe"].as_u64(), Some(12));
     assert_eq!(r["step_cache"]["mode"], "ab");
     assert!(r["rel_l2_to_baseline"].as_f64().is_some_and(|d| d > 0.0));
@@ -273,6 +275,7 @@ fn step_cache_skips_steps_through_the_three_apis() {
 
     let mut gp = drt_generate_params_default();
     gp.steps = 10;
+    gp.guidance = 3.0;
     gp.class_label = 3;
     gp.step_cache = DRT_STEP_CACHE_SKIP;
     gp.cache_threshold = 1e9;
@@ -297,4 +300,32 @@ fn step_cache_keeps_the_class_with_fewer_passes() {
         assert!(n1 as f64 * 1.5 <= n0 as f64, "{mode:?}: {n1} passes against {n0}");
         assert!(a1 >= a0 - 0.02, "{mode:?}: accuracy {a1} against {a0}");
     }
+}
+
+/// models/digits' default recipe (guidance 1.5 within σ ∈ [0, 5]) applies with the default scale
+/// only: a caller's own scale guides every step unless it asks for an interval.
+#[test]
+fn default_guidance_interval_goes_with_the_default_scale() {
+    let model = load(&model_dir("digits"), BackendKind::Tract);
+    let mut session = Session::new(&model).expect("session");
+    let run = |session: &mut Session, guidance: Option<f32>, rules: GuidanceRules| {
+        let p = GenerateParams { guidance, guidance_rules: rules, batch: 1, classes: vec![4], seed: 3, ..GenerateParams::default() };
+        session.generate(&p, &mut |_, _| true).expect("generate")
+    };
+    let defaults = run(&mut session, None, GuidanceRules::default());
+    let interval = GuidanceRules { interval: Some((0.0, 5.0)), ..GuidanceRules::default() };
+    let explicit = run(&mut session, Some(1.5), interval);
+    assert_eq!(defaults.guidance, 1.5);
+    assert_eq!(defaults.steps, 10);
+    assert!(defaults.nfe > 10 && defaults.nfe < 20, "{} passes: some steps guided, not all", defaults.nfe);
+    assert!(defaults.nfe == explicit.nfe && defaults.samples == explicit.samples, "the default is that interval");
+    let plain = run(&mut session, Some(1.5), GuidanceRules::default());
+    assert_eq!(plain.nfe, 20, "an explicit scale guides every step");
+    let all = GuidanceRules { interval: Some((0.0, f64::INFINITY)), ..GuidanceRules::default() };
+    assert_eq!(run(&mut session, None, all).nfe, 20, "an interval of everything turns the default off");
+
+    let r = cli_bench(&["--backend", "tract", "--class", "4", "--seed", "3"]);
+    assert_eq!(r["guidance_interval"], serde_json::json!([0.0, 5.0]));
+    assert_eq!(r["nfe"].as_u64(), Some(defaults.nfe as u64));
+    assert!(r["rel_l2_to_baseline"].as_f64().is_some_and(|d| d > 0.0), "compared with guidance at every step");
 }

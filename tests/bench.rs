@@ -19,7 +19,7 @@ fn bench_reports_every_key_on_every_backend() {
         let json = tmp.path().join(format!("{}.json", backend_name(backend)));
         let o = drt(&[
             "bench", "--model", model_dir("digits").to_str().expect("utf8"), "--backend", backend_name(backend),
-            "--threads", "1", "--batch", "10", "--steps", "12", "--runs", "2", "--warmup", "1",
+            "--threads", "1", "--batch", "10", "--steps", "12", "--guidance", "3", "--runs", "2", "--warmup", "1",
             "--classifier", model_dir("digits-classifier").to_str().expect("utf8"), "--json", json.to_str().expect("utf8"),
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -57,7 +57,10 @@ pub struct drt_generate_params {
     /// this threshold (e.g. 0.999), the remaining steps run the conditional pass only. 0 = off.
     pub adaptive_guidance: f32,
     /// Guidance interval: guide only where the noise level sigma (sigma/alpha, k-diffusion's) lies
-    /// in [guidance_interval_lo, guidance_interval_hi]. Both 0 = guide at every step.
+    /// in [guidance_interval_lo, guidance_interval_hi]. Both 0 = none asked for: every step is
+    /// guided, except that a negative `guidance` (the model's default scale) also takes the model's
+    /// default interval, if it has one (model.json `defaults.guidance_interval`); 0 and INFINITY
+    /// guide every step whatever the model says.
     pub guidance_interval_lo: f32,
     pub guidance_interval_hi: f32,
     /// Optional step table: `sigmas_len` noise levels in the model's convention, last one included
