@@ -135,3 +135,46 @@ fn bad_requests_and_exports_are_clear_errors() {
     let err = StableDiffusion::load(tmp.path(), &options(backends()[0])).err().expect("empty dir");
     assert!(err.to_string().contains("model_index.json"), "{err}");
 }
+
+/// The CLI on the export directory: one PNG per image, `--save-raw` as diffusers' `output_type="np"`,
+/// `--save-latents` the final latents; prompts and negative prompts per image.
+#[test]
+fn cli_writes_images_raw_pixels_and_latents() {
+    let tmp = common::TempDir::new("sd-cli");
+    let reference = fixture().join("reference");
+    let out = tmp.path().join("img.png");
+    let (raw, latents) = (tmp.path().join("raw.npy"), tmp.path().join("latents.npy"));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
+        .args(["generate", "--backend", "tract", "--quiet", "--model"])
+        .arg(fixture().join("export"))
+        .args(["--prompt", "astronaut riding a horse", "--prompt", "a bowl of fruit", "--negative-prompt", "low quality",
+               "--negative-prompt", "", "--sampler", "dpmpp-2m", "--steps", "6", "--guidance", "7.5", "--width", "32",
+               "--height", "32", "--noise"])
+        .arg(reference.join("dpmpp2m_latents.npy"))
+        .arg("--out").arg(&out)
+        .arg("--save-raw").arg(&raw)
+        .arg("--save-latents").arg(&latents)
+        .output()
+        .expect("drt");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = npy::read(&raw).expect("raw");
+    let want = npy::read(&reference.join("dpmpp2m_images.npy")).expect("reference");
+    assert_eq!(got.shape, [2, 32, 32, 3]);
+    assert!(rel_l2(&got.data, &want.data) <= 1e-4, "{}", rel_l2(&got.data, &want.data));
+    assert_eq!(npy::read(&latents).expect("latents").shape, [2, 4, 16, 16]);
+    for i in 0..2 {
+        let png = tmp.path().join(format!("img-{i}.png"));
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).expect("png written")));
+        let reader = decoder.read_info().expect("png");
+        let info = reader.info();
+        assert_eq!((info.width, info.height, info.color_type), (32, 32, png::ColorType::Rgb), "{}", png.display());
+    }
+
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
+        .args(["generate", "--backend", "tract", "--quiet", "--prompt", "a cat", "--save-raw", "/dev/null", "--model"])
+        .arg(common::model_dir("digits"))
+        .output()
+        .expect("drt");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Stable Diffusion exports"), "{}", String::from_utf8_lossy(&o.stderr));
+}

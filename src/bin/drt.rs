@@ -12,6 +12,7 @@ use diffusion_rt::cache::{CacheMode, CacheOptions};
 use diffusion_rt::dump::InputDump;
 use diffusion_rt::guidance::GuidanceRules;
 use diffusion_rt::schedule::SigmaSpacing;
+use diffusion_rt::sd::{StableDiffusion, TextToImage};
 use diffusion_rt::{image, npy, Error, GenerateParams, Model, Result, Session};
 
 #[derive(Parser)]
@@ -86,6 +87,28 @@ struct GenerateArgs {
     dump_inputs: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    text: TextArgs,
+}
+
+/// Text to image, for a Stable Diffusion export directory (model_index.json, unet/, ...).
+#[derive(Args)]
+struct TextArgs {
+    /// Prompt: once for all images or once per image.
+    #[arg(long = "prompt")]
+    prompts: Vec<String>,
+    /// Negative prompt (the unconditional branch of guidance): once for all images or once per image.
+    #[arg(long = "negative-prompt")]
+    negative_prompts: Vec<String>,
+    /// Image width in pixels (default: the UNet's training size).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Image height in pixels.
+    #[arg(long)]
+    height: Option<usize>,
+    /// Write the final latents (before the VAE's scaling) as float32 .npy [batch, C, h, w].
+    #[arg(long)]
+    save_latents: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -273,8 +296,17 @@ fn read_npy(flag: &str, path: &std::path::Path) -> Result<npy::Array> {
 }
 
 fn generate(a: &GenerateArgs) -> Result<()> {
-    if a.out.is_none() && a.save_raw.is_none() {
+    if a.out.is_none() && a.save_raw.is_none() && a.text.save_latents.is_none() {
         return Err(Error::InvalidArgument("nothing to write: give --out FILE.png and/or --save-raw FILE.npy".into()));
+    }
+    if StableDiffusion::is_export(&a.model.model) {
+        return text_to_image(a);
+    }
+    let t = &a.text;
+    if !t.prompts.is_empty() || !t.negative_prompts.is_empty() || t.width.is_some() || t.height.is_some() || t.save_latents.is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "--prompt, --negative-prompt, --width, --height and --save-latents are for Stable Diffusion exports; {} is a model.json directory",
+            a.model.model.display())));
     }
     let model = a.model.load()?;
     let m = model.manifest();
@@ -325,6 +357,58 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `generate` on a Stable Diffusion export: PNG per image, raw NHWC pixels in [0, 1], latents.
+fn text_to_image(a: &GenerateArgs) -> Result<()> {
+    if a.dump_inputs.is_some() {
+        return Err(Error::InvalidArgument("--dump-inputs is for model.json directories".into()));
+    }
+    let start = std::time::Instant::now();
+    let sd = StableDiffusion::load(&a.model.model, &a.model.options()?)?;
+    let t = &a.text;
+    let [c, h, w] = sd.latent_shape(t.width, t.height)?;
+    let mut params = a.sampling.params(c * h * w)?;
+    if a.sampling.batch.is_none() && a.sampling.noise.is_none() {
+        params.batch = t.prompts.len().max(t.negative_prompts.len()).max(1);
+    }
+    let req = TextToImage {
+        prompts: t.prompts.clone(),
+        negative_prompts: t.negative_prompts.clone(),
+        width: t.width,
+        height: t.height,
+        params,
+    };
+    let images = sd.generate(&req)?;
+    let (n, ih, iw) = (images.batch, images.height, images.width);
+    if let Some(p) = &a.save_raw {
+        npy::write(p, &[n, ih, iw, 3], &images.pixels)?;
+    }
+    if let Some(p) = &t.save_latents {
+        let [lc, lh, lw] = images.latent_shape;
+        npy::write(p, &[n, lc, lh, lw], &images.latents)?;
+    }
+    if let Some(p) = &a.out {
+        for (i, px) in images.pixels.chunks(ih * iw * 3).enumerate() {
+            let pic = image::Picture { width: iw, height: ih, channels: 3, pixels: px.iter().map(|v| (v * 255.0).round() as u8).collect() };
+            let path = if n == 1 { p.clone() } else { numbered(p, i) };
+            image::write_png(&path, &pic)?;
+        }
+    }
+    if !a.quiet {
+        eprintln!(
+            "{n} image(s) of {iw}×{ih} with {} ({} steps, guidance {}, {} UNet passes per image) in {:.2} s",
+            images.sampler, images.steps, images.guidance, images.nfe, start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// `dir/name.png` → `dir/name-i.png`.
+fn numbered(path: &std::path::Path, i: usize) -> PathBuf {
+    let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
+    let ext = path.extension().map_or("png".into(), |e| e.to_string_lossy().into_owned());
+    path.with_file_name(format!("{stem}-{i}.{ext}"))
 }
 
 fn bench(a: &BenchArgs) -> Result<()> {

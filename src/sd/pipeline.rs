@@ -232,7 +232,8 @@ impl StableDiffusion {
                 "prediction": self.scheduler.prediction,
             },
             "noise_schedule": self.scheduler.noise_schedule,
-            "defaults": {"sampler": self.scheduler.sampler},
+            // diffusers' pipeline default; LCM exports are made for a few steps.
+            "defaults": {"sampler": self.scheduler.sampler, "steps": if self.scheduler.sampler == "lcm" { 4 } else { 50 }},
             "output": {"kind": "tensor"},
         });
         let source = self.dir.join("scheduler/scheduler_config.json");
