@@ -252,6 +252,7 @@ impl StableDiffusion {
             return Err(model_err(&path, "expected an input `latent_sample` and one output"));
         };
         let f16 = g.inputs()[input].dtype == DType::F16;
+        let half_out = out_info.dtype == DType::F16;
         let per = shape.iter().product::<usize>();
         let (h, w) = (shape[1] * self.vae.factor, shape[2] * self.vae.factor);
         if latents.len() != n * per {
@@ -279,11 +280,17 @@ impl StableDiffusion {
             if got != [1, 3, h, w] {
                 return Err(model_err(&path, format!("decoded to {got:?}, expected [1, 3, {h}, {w}]")));
             }
-            // diffusers' postprocess: NCHW in [-1, 1] to NHWC in [0, 1].
+            // diffusers' postprocess: NCHW in [-1, 1] to NHWC in [0, 1], in the decoder's own
+            // precision (a float16 decoder's image is rounded to float16 there, as in torch).
+            let post = |v: f32| {
+                let p = v * 0.5 + 0.5;
+                let p = if half_out { half::f16::from_f32(p).to_f32() } else { p };
+                p.clamp(0.0, 1.0)
+            };
             for y in 0..h {
                 for x in 0..w {
                     for c in 0..3 {
-                        pixels.push((rgb[(c * h + y) * w + x] * 0.5 + 0.5).clamp(0.0, 1.0));
+                        pixels.push(post(rgb[(c * h + y) * w + x]));
                     }
                 }
             }
