@@ -59,6 +59,12 @@
 #define DRT_STEP_CACHE_AB 2
 
 /**
+ * drt_sd_load flag: load text encoder, UNet and VAE decoder only while each runs, freeing each
+ * before the next (peak memory of the largest part, at the cost of loading them every time).
+ */
+#define DRT_SD_LOW_MEMORY 1
+
+/**
  * Result of every fallible call; drt_last_error() says more.
  */
 typedef enum drt_status {
@@ -139,6 +145,12 @@ typedef struct drt_bench_report drt_bench_report;
  * A loaded model: immutable, shareable by any number of threads and sessions.
  */
 typedef struct drt_model drt_model;
+
+/**
+ * A loaded Stable Diffusion export. Thread-safe: generations on one `drt_sd` may run on several
+ * threads at once.
+ */
+typedef struct drt_sd drt_sd;
 
 /**
  * One generation at a time over a model; owns the backend state and scratch buffers.
@@ -309,6 +321,31 @@ typedef struct drt_generate_params {
    * Zero. Fills what would be tail padding, so fields added later never overlap it.
    */
   uint32_t reserved;
+  /**
+   * Stable Diffusion exports (drt_sd_*): `prompts_len` UTF-8 prompts, one for all images or
+   * one per image (then `batch` 1 means one image per prompt).
+   */
+  const char *const *prompts;
+  size_t prompts_len;
+  /**
+   * Negative prompts (guidance's unconditional branch): none (the empty prompt), one for all
+   * images or one per image.
+   */
+  const char *const *negative_prompts;
+  size_t negative_prompts_len;
+  /**
+   * Image size in pixels; 0 = the UNet's training size.
+   */
+  uint32_t width;
+  uint32_t height;
+  /**
+   * Decode in overlapping tiles of this many latents per side (bounded decoder memory); 0 = whole.
+   */
+  uint32_t vae_tile;
+  /**
+   * Zero, as `reserved`.
+   */
+  uint32_t reserved2;
 } drt_generate_params;
 
 /**
@@ -563,6 +600,67 @@ void drt_bench_report_free(struct drt_bench_report *report);
 enum drt_status drt_set_log_callback(drt_log_fn callback,
                                      enum drt_log_level max_level,
                                      void *user_data);
+
+/**
+ * Loads the Stable Diffusion export in `dir` (the directory `optimum-cli export onnx --task
+ * text-to-image` writes: model_index.json, tokenizer/, text_encoder/, unet/, vae_decoder/).
+ * `params` may be NULL for the defaults; `flags` is 0 or DRT_SD_LOW_MEMORY. On success `*out`
+ * owns it (free with drt_sd_free).
+ *
+ * # Safety
+ * `dir` a NUL-terminated string; `params` NULL or valid; `out` valid.
+ */
+enum drt_status drt_sd_load(const char *dir,
+                            const struct drt_model_params *params,
+                            uint32_t flags,
+                            struct drt_sd **out);
+
+/**
+ * Frees an export. NULL is a no-op.
+ *
+ * # Safety
+ * `sd` NULL or from drt_sd_load, not freed before, with no generation running on it.
+ */
+void drt_sd_free(struct drt_sd *sd);
+
+/**
+ * Sets `*width`, `*height` (pixels) and `*batch` (images) of what drt_sd_generate_rgb8 would make
+ * with `params`, so a caller can size its buffer: width × height × 3 bytes per image. Any pointer
+ * may be NULL.
+ *
+ * # Safety
+ * `sd` live; `params` NULL or valid; the out pointers NULL or valid.
+ */
+enum drt_status drt_sd_image_size(const struct drt_sd *sd,
+                                  const struct drt_generate_params *params,
+                                  uint32_t *width,
+                                  uint32_t *height,
+                                  uint32_t *batch);
+
+/**
+ * Generates images from `params` (prompts, negative prompts, size, sampler, steps, guidance,
+ * seed, batch, initial latents as `noise`) into `out`: 8-bit RGB, rows top to bottom, images one
+ * after another (`out_len` bytes; drt_sd_image_size tells how many are needed). On any error
+ * `out` is untouched.
+ *
+ * # Safety
+ * `sd` live; `params` NULL or valid; `out` valid for `out_len` bytes.
+ */
+enum drt_status drt_sd_generate_rgb8(const struct drt_sd *sd,
+                                     const struct drt_generate_params *params,
+                                     uint8_t *out,
+                                     size_t out_len);
+
+/**
+ * As drt_sd_generate_rgb8, into floats in [0, 1] (diffusers' `output_type="np"`), `out_len` floats.
+ *
+ * # Safety
+ * `sd` live; `params` NULL or valid; `out` valid for `out_len` floats.
+ */
+enum drt_status drt_sd_generate(const struct drt_sd *sd,
+                                const struct drt_generate_params *params,
+                                float *out,
+                                size_t out_len);
 
 #ifdef __cplusplus
 }  // extern "C"

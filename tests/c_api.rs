@@ -123,12 +123,12 @@ fn makefile_and_pkg_config_build_and_link() {
     let tmp = TempDir::new("c-make");
     let src = tmp.path().join("c_examples");
     std::fs::create_dir(&src).expect("mkdir");
-    for f in ["Makefile", "diffusion_rt.pc.in", "generate.c", "steps.c", "threads.c", "bench.c"] {
+    for f in ["Makefile", "diffusion_rt.pc.in", "generate.c", "steps.c", "threads.c", "bench.c", "txt2img.c"] {
         std::fs::copy(repo().join("c_examples").join(f), src.join(f)).expect("copy");
     }
     let (root, lib) = (format!("ROOT={}", repo().display()), format!("LIBDIR={}", lib_dir().display()));
     run(Command::new("make").arg("-C").arg(&src).args([&root, &lib]));
-    for exe in ["generate", "steps", "threads", "bench"] {
+    for exe in ["generate", "steps", "threads", "bench", "txt2img"] {
         assert!(src.join(exe).is_file(), "make built {exe}");
     }
     let prefix = tmp.path().join("prefix");

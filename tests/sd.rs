@@ -11,7 +11,7 @@ use common::{backends, options, rel_l2};
 use diffusion_rt::backend::BackendKind;
 use diffusion_rt::npy;
 use diffusion_rt::schedule::SigmaSpacing;
-use diffusion_rt::sd::{StableDiffusion, TextToImage};
+use diffusion_rt::sd::{SdOptions, StableDiffusion, TextToImage};
 use diffusion_rt::{Error, GenerateParams};
 use serde::Deserialize;
 
@@ -59,6 +59,7 @@ fn request(name: &str) -> (TextToImage, Vec<f32>) {
         negative_prompts: case.negative_prompts.unwrap_or_default(),
         width: Some(case.width),
         height: Some(case.height),
+        vae_tile: None,
         params: GenerateParams {
             sampler: Some(sampler.into()),
             spacing: if karras { SigmaSpacing::Karras } else { SigmaSpacing::Default },
@@ -76,7 +77,7 @@ fn request(name: &str) -> (TextToImage, Vec<f32>) {
 #[test]
 fn images_equal_optimums_pipeline() {
     for backend in backends() {
-        let sd = StableDiffusion::load(&fixture().join("export"), &options(backend)).expect("load");
+        let sd = StableDiffusion::load(&fixture().join("export"), &options(backend), SdOptions::default()).expect("load");
         for name in CASES {
             let (req, want) = request(name);
             let got = sd.generate(&req).unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}"));
@@ -99,7 +100,7 @@ fn float16_export_equals_optimums_pipeline() {
     if !common::ort_available() {
         return;
     }
-    let sd = StableDiffusion::load(&fixture().join("export-fp16"), &options(BackendKind::Ort)).expect("load");
+    let sd = StableDiffusion::load(&fixture().join("export-fp16"), &options(BackendKind::Ort), SdOptions::default()).expect("load");
     for name in FP16_CASES {
         let (req, want) = request(&format!("fp16_{name}"));
         let got = sd.generate(&req).unwrap_or_else(|e| panic!("fp16 {name}: {e}"));
@@ -115,7 +116,7 @@ fn float16_export_equals_optimums_pipeline() {
 
 #[test]
 fn prompts_and_negative_prompts_change_the_image() {
-    let sd = StableDiffusion::load(&fixture().join("export"), &options(backends()[0])).expect("load");
+    let sd = StableDiffusion::load(&fixture().join("export"), &options(backends()[0]), SdOptions::default()).expect("load");
     let (mut base, _) = request("ddim");
     // Both images start from the first image's latents.
     let noise = base.params.noise.take().expect("latents");
@@ -139,7 +140,7 @@ fn prompts_and_negative_prompts_change_the_image() {
 
 #[test]
 fn bad_requests_and_exports_are_clear_errors() {
-    let sd = StableDiffusion::load(&fixture().join("export"), &options(backends()[0])).expect("load");
+    let sd = StableDiffusion::load(&fixture().join("export"), &options(backends()[0]), SdOptions::default()).expect("load");
     let (base, _) = request("euler");
     let cases: Vec<(TextToImage, &str)> = vec![
         (TextToImage { width: Some(33), ..base.clone() }, "width 33"),
@@ -155,7 +156,7 @@ fn bad_requests_and_exports_are_clear_errors() {
         assert!(err.to_string().contains(needle), "{needle}: {err}");
     }
     let tmp = common::TempDir::new("sd-bad");
-    let err = StableDiffusion::load(tmp.path(), &options(backends()[0])).err().expect("empty dir");
+    let err = StableDiffusion::load(tmp.path(), &options(backends()[0]), SdOptions::default()).err().expect("empty dir");
     assert!(err.to_string().contains("model_index.json"), "{err}");
 }
 
@@ -200,4 +201,83 @@ fn cli_writes_images_raw_pixels_and_latents() {
         .expect("drt");
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("Stable Diffusion exports"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Low-memory mode loads each part only while it runs and gives the same images; tiled VAE
+/// decoding equals whole decoding when the tile covers the image, and stays close to it otherwise
+/// (each tile's GroupNorm and attention see only the tile).
+#[test]
+fn low_memory_and_tiled_decoding() {
+    for backend in backends() {
+        let (req, _) = request("ddim");
+        let sd = StableDiffusion::load(&fixture().join("export"), &options(backend), SdOptions::default()).expect("load");
+        let whole = sd.generate(&req).expect("generate");
+        let low = StableDiffusion::load(&fixture().join("export"), &options(backend), SdOptions { low_memory: true }).expect("load");
+        let lean = low.generate(&req).expect("low memory");
+        assert!(lean.pixels == whole.pixels, "{backend:?}: low-memory mode changes nothing");
+
+        let [_, h, w] = whole.latent_shape;
+        let covering = sd.decode(&whole.latents, whole.batch, whole.latent_shape, Some(h.max(w))).expect("decode");
+        assert!(covering == whole.pixels, "{backend:?}: one tile is the whole image");
+        for tile in [8, 6] {
+            let tiled = sd.decode(&whole.latents, whole.batch, whole.latent_shape, Some(tile)).expect("tiled");
+            assert_eq!(tiled.len(), whole.pixels.len());
+            let d = rel_l2(&tiled, &whole.pixels);
+            println!("{backend:?}: tile {tile}: rel L2 {d:.3} to whole decoding");
+            assert!(d > 0.0 && d < 0.25, "{backend:?}: tile {tile}: {d}");
+            assert!(tiled.iter().all(|v| (0.0..=1.0).contains(v)));
+        }
+        let err = sd.decode(&whole.latents, whole.batch, whole.latent_shape, Some(0)).expect_err("tile 0");
+        assert!(err.to_string().contains("tile"), "{err}");
+    }
+}
+
+/// c_examples/txt2img.c: the C API's RGB8 image equals the CLI's for the same prompt, steps and
+/// seed; bad calls are errors with a message.
+#[test]
+fn c_api_generates_the_clis_image() {
+    use common::c::{backend_name, build_example, run};
+    let tmp = common::TempDir::new("sd-c");
+    let exe = build_example("txt2img", tmp.path());
+    for backend in backends() {
+        let name = backend_name(backend);
+        let ppm = tmp.path().join(format!("{name}.ppm"));
+        run(std::process::Command::new(&exe).arg(fixture().join("export")).arg("a red cat").arg(&ppm).arg("4").arg(name).arg("blurry"));
+        let bytes = std::fs::read(&ppm).expect("ppm written");
+        let header = b"P6\n32 32\n255\n";
+        assert!(bytes.starts_with(header) && bytes.len() == header.len() + 32 * 32 * 3, "{name}");
+
+        let raw = tmp.path().join(format!("{name}.npy"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
+            .args(["generate", "--quiet", "--backend", name, "--prompt", "a red cat", "--negative-prompt", "blurry", "--steps", "4", "--model"])
+            .arg(fixture().join("export"))
+            .arg("--save-raw").arg(&raw)
+            .output()
+            .expect("drt");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let cli: Vec<u8> = npy::read(&raw).expect("raw").data.iter().map(|v| (v * 255.0).round() as u8).collect();
+        assert!(bytes[header.len()..] == cli[..], "{name}: the C API must give the CLI's image");
+    }
+
+    use diffusion_rt::ffi::*;
+    use std::ptr::null_mut;
+    unsafe {
+        let dir = std::ffi::CString::new(fixture().join("export").to_str().expect("utf8")).expect("cstr");
+        let mut sd = null_mut();
+        assert_eq!(drt_sd_load(dir.as_ptr(), std::ptr::null(), 0, &mut sd), drt_status::DRT_OK);
+        let mut gp = drt_generate_params_default();
+        gp.steps = 2;
+        gp.width = 33;
+        let mut out = vec![0u8; 32 * 32 * 3];
+        assert_eq!(drt_sd_generate_rgb8(sd, &gp, out.as_mut_ptr(), out.len()), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(std::ffi::CStr::from_ptr(drt_last_error()).to_string_lossy().contains("width 33"));
+        gp.width = 0;
+        assert_eq!(drt_sd_generate_rgb8(sd, &gp, out.as_mut_ptr(), 100), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(std::ffi::CStr::from_ptr(drt_last_error()).to_string_lossy().contains("need 3072"));
+        gp.prompts_len = 2;
+        assert_eq!(drt_sd_generate_rgb8(sd, &gp, out.as_mut_ptr(), out.len()), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(std::ffi::CStr::from_ptr(drt_last_error()).to_string_lossy().contains("prompts is NULL"));
+        drt_sd_free(sd);
+        assert_eq!(drt_sd_load(dir.as_ptr(), std::ptr::null(), 4, &mut sd), drt_status::DRT_ERR_INVALID_ARGUMENT);
+    }
 }

@@ -12,7 +12,7 @@ use diffusion_rt::cache::{CacheMode, CacheOptions};
 use diffusion_rt::dump::InputDump;
 use diffusion_rt::guidance::GuidanceRules;
 use diffusion_rt::schedule::SigmaSpacing;
-use diffusion_rt::sd::{StableDiffusion, TextToImage};
+use diffusion_rt::sd::{SdOptions, StableDiffusion, TextToImage};
 use diffusion_rt::{image, npy, Error, GenerateParams, Model, Result, Session};
 
 #[derive(Parser)]
@@ -94,6 +94,16 @@ struct GenerateArgs {
 /// Text to image, for a Stable Diffusion export directory (model_index.json, unet/, ...).
 #[derive(Args)]
 struct TextArgs {
+    #[command(flatten)]
+    prompt: PromptArgs,
+    /// Write the final latents (before the VAE's scaling) as float32 .npy [batch, C, h, w].
+    #[arg(long)]
+    save_latents: Option<PathBuf>,
+}
+
+/// What to generate from a Stable Diffusion export, and how it uses memory.
+#[derive(Args)]
+struct PromptArgs {
     /// Prompt: once for all images or once per image.
     #[arg(long = "prompt")]
     prompts: Vec<String>,
@@ -106,9 +116,12 @@ struct TextArgs {
     /// Image height in pixels.
     #[arg(long)]
     height: Option<usize>,
-    /// Write the final latents (before the VAE's scaling) as float32 .npy [batch, C, h, w].
+    /// Load text encoder, UNet and VAE decoder one at a time, each freed before the next.
     #[arg(long)]
-    save_latents: Option<PathBuf>,
+    low_memory: bool,
+    /// Decode the latents in overlapping tiles of N latents per side (bounded decoder memory).
+    #[arg(long, value_name = "N")]
+    vae_tile: Option<usize>,
 }
 
 #[derive(Args)]
@@ -145,6 +158,8 @@ struct BenchArgs {
     json: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    prompt: PromptArgs,
 }
 
 /// What a generation is: sampler, schedule, conditioning, noise.
@@ -303,9 +318,10 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         return text_to_image(a);
     }
     let t = &a.text;
-    if !t.prompts.is_empty() || !t.negative_prompts.is_empty() || t.width.is_some() || t.height.is_some() || t.save_latents.is_some() {
+    if t.prompt.any() || t.save_latents.is_some() {
         return Err(Error::InvalidArgument(format!(
-            "--prompt, --negative-prompt, --width, --height and --save-latents are for Stable Diffusion exports; {} is a model.json directory",
+            "--prompt, --negative-prompt, --width, --height, --save-latents, --low-memory and --vae-tile are for Stable \
+             Diffusion exports; {} is a model.json directory",
             a.model.model.display())));
     }
     let model = a.model.load()?;
@@ -365,21 +381,9 @@ fn text_to_image(a: &GenerateArgs) -> Result<()> {
         return Err(Error::InvalidArgument("--dump-inputs is for model.json directories".into()));
     }
     let start = std::time::Instant::now();
-    let sd = StableDiffusion::load(&a.model.model, &a.model.options()?)?;
     let t = &a.text;
-    let [c, h, w] = sd.latent_shape(t.width, t.height)?;
-    let mut params = a.sampling.params(c * h * w)?;
-    if a.sampling.batch.is_none() && a.sampling.noise.is_none() {
-        params.batch = t.prompts.len().max(t.negative_prompts.len()).max(1);
-    }
-    let req = TextToImage {
-        prompts: t.prompts.clone(),
-        negative_prompts: t.negative_prompts.clone(),
-        width: t.width,
-        height: t.height,
-        params,
-    };
-    let images = sd.generate(&req)?;
+    let sd = StableDiffusion::load(&a.model.model, &a.model.options()?, SdOptions { low_memory: t.prompt.low_memory })?;
+    let images = sd.generate(&t.prompt.request(&sd, &a.sampling)?)?;
     let (n, ih, iw) = (images.batch, images.height, images.width);
     if let Some(p) = &a.save_raw {
         npy::write(p, &[n, ih, iw, 3], &images.pixels)?;
@@ -404,6 +408,30 @@ fn text_to_image(a: &GenerateArgs) -> Result<()> {
     Ok(())
 }
 
+impl PromptArgs {
+    /// The text-to-image request these options and the sampling options ask of `sd`.
+    fn request(&self, sd: &StableDiffusion, sampling: &SamplingArgs) -> Result<TextToImage> {
+        let [c, h, w] = sd.latent_shape(self.width, self.height)?;
+        let mut params = sampling.params(c * h * w)?;
+        if sampling.batch.is_none() && sampling.noise.is_none() {
+            params.batch = self.prompts.len().max(self.negative_prompts.len()).max(1);
+        }
+        Ok(TextToImage {
+            prompts: self.prompts.clone(),
+            negative_prompts: self.negative_prompts.clone(),
+            width: self.width,
+            height: self.height,
+            vae_tile: self.vae_tile,
+            params,
+        })
+    }
+
+    fn any(&self) -> bool {
+        !self.prompts.is_empty() || !self.negative_prompts.is_empty() || self.width.is_some() || self.height.is_some()
+            || self.low_memory || self.vae_tile.is_some()
+    }
+}
+
 /// `dir/name.png` → `dir/name-i.png`.
 fn numbered(path: &std::path::Path, i: usize) -> PathBuf {
     let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
@@ -412,6 +440,24 @@ fn numbered(path: &std::path::Path, i: usize) -> PathBuf {
 }
 
 fn bench(a: &BenchArgs) -> Result<()> {
+    if StableDiffusion::is_export(&a.model.model) {
+        if a.classifier.is_some() {
+            return Err(Error::InvalidArgument("--classifier judges model.json directories, not Stable Diffusion exports".into()));
+        }
+        let opts = SdOptions { low_memory: a.prompt.low_memory };
+        let make = |sd: &StableDiffusion| a.prompt.request(sd, &a.sampling);
+        let report = diffusion_rt::sd::bench::run(&a.model.model, &a.model.options()?, opts, make, a.runs, a.warmup)?;
+        print!("{}", report.table());
+        if let Some(path) = &a.json {
+            std::fs::write(path, report.to_json() + "\n").map_err(|e| Error::io(path, e))?;
+        }
+        return Ok(());
+    }
+    if a.prompt.any() {
+        return Err(Error::InvalidArgument(format!(
+            "--prompt, --negative-prompt, --width, --height, --low-memory and --vae-tile are for Stable Diffusion exports; \
+             {} is a model.json directory", a.model.model.display())));
+    }
     let opts = BenchOptions { runs: a.runs, warmup: a.warmup, classifier: a.classifier.clone(), memory_limit: a.limits.bytes() };
     let params = |m: &Model| a.sampling.params(m.sample_len());
     let report = diffusion_rt::bench::run_with(&a.model.model, &a.model.options()?, params, &opts)?;

@@ -78,6 +78,21 @@ pub struct drt_generate_params {
     pub cache_max_skips: u32,
     /// Zero. Fills what would be tail padding, so fields added later never overlap it.
     pub reserved: u32,
+    /// Stable Diffusion exports (drt_sd_*): `prompts_len` UTF-8 prompts, one for all images or
+    /// one per image (then `batch` 1 means one image per prompt).
+    pub prompts: *const *const c_char,
+    pub prompts_len: usize,
+    /// Negative prompts (guidance's unconditional branch): none (the empty prompt), one for all
+    /// images or one per image.
+    pub negative_prompts: *const *const c_char,
+    pub negative_prompts_len: usize,
+    /// Image size in pixels; 0 = the UNet's training size.
+    pub width: u32,
+    pub height: u32,
+    /// Decode in overlapping tiles of this many latents per side (bounded decoder memory); 0 = whole.
+    pub vae_tile: u32,
+    /// Zero, as `reserved`.
+    pub reserved2: u32,
 }
 
 /// drt_generate_params.step_cache: no step caching.
@@ -89,7 +104,8 @@ pub const DRT_STEP_CACHE_AB: u32 = 2;
 
 super::params_layout!(drt_generate_params: struct_size, seed, steps, guidance, sampler, class_label, batch, progress,
     user_data, classes, noise, cond_names, cond_values, cond_count, init, init_len, strength, adaptive_guidance,
-    guidance_interval_lo, guidance_interval_hi, sigmas, sigmas_len, step_cache, cache_threshold, cache_max_skips, reserved);
+    guidance_interval_lo, guidance_interval_hi, sigmas, sigmas_len, step_cache, cache_threshold, cache_max_skips, reserved,
+    prompts, prompts_len, negative_prompts, negative_prompts_len, width, height, vae_tile, reserved2);
 
 /// Defaults: seed 0, 20 steps, the model's guidance and sampler, no class, batch 1, no callback.
 #[no_mangle]
@@ -121,6 +137,14 @@ pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
         cache_threshold: 0.0,
         cache_max_skips: 0,
         reserved: 0,
+        prompts: std::ptr::null(),
+        prompts_len: 0,
+        negative_prompts: std::ptr::null(),
+        negative_prompts_len: 0,
+        width: 0,
+        height: 0,
+        vae_tile: 0,
+        reserved2: 0,
     }
 }
 

@@ -16,10 +16,12 @@ mod model;
 mod generate;
 mod bench;
 mod log;
+mod sd;
 pub use self::bench::*;
 pub use self::generate::*;
 pub use self::log::*;
 pub use self::model::*;
+pub use self::sd::*;
 
 /// Result of every fallible call; drt_last_error() says more.
 #[repr(C)]

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::config::{read_json, unet_sample_size, SchedulerConfig, VaeConfig};
 use super::tokenizer::ClipTokenizer;
+use super::vae::VaeDecoder;
 use crate::backend::{self, BackendOptions, DType, Graph, Input, InputData};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
@@ -27,11 +28,11 @@ pub const MAX_SIDE: usize = 4096;
 pub struct StableDiffusion {
     dir: PathBuf,
     tokenizer: ClipTokenizer,
-    text_encoder: Arc<dyn Graph>,
-    /// The UNet and VAE decoder per latent size: tract needs their spatial dimensions fixed
-    /// before it can analyse them (ONNX Runtime ignores the sizes, and each is loaded once).
-    graphs: Mutex<HashMap<(usize, usize), SizedGraphs>>,
+    /// Loaded graphs by part and latent size: tract needs the spatial dimensions fixed before it
+    /// can analyse a graph (ONNX Runtime ignores the sizes). Empty in low-memory mode.
+    graphs: Mutex<HashMap<GraphKey, Arc<dyn Graph>>>,
     opts: BackendOptions,
+    low_memory: bool,
     scheduler: SchedulerConfig,
     vae: VaeConfig,
     /// Latent channels the UNet takes and returns.
@@ -51,7 +52,38 @@ pub struct TextToImage {
     /// Pixels; default: the UNet's training size.
     pub width: Option<usize>,
     pub height: Option<usize>,
+    /// Decode in tiles of this many latents per side (see [`super::vae`]); `None` decodes whole.
+    pub vae_tile: Option<usize>,
     pub params: GenerateParams,
+}
+
+/// How an export is held in memory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SdOptions {
+    /// Load the text encoder, the UNet and the VAE decoder only while each runs, and free each
+    /// before the next loads: peak memory of the largest part instead of all three, at the cost of
+    /// loading them on every generation.
+    pub low_memory: bool,
+}
+
+/// A part and the latent size it was loaded for (0 × 0 for the text encoder).
+type GraphKey = (Part, usize, usize);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Part {
+    TextEncoder,
+    Unet,
+    VaeDecoder,
+}
+
+impl Part {
+    fn dir(self) -> &'static str {
+        match self {
+            Part::TextEncoder => "text_encoder",
+            Part::Unet => "unet",
+            Part::VaeDecoder => "vae_decoder",
+        }
+    }
 }
 
 /// Generated images and the latents they were decoded from.
@@ -72,28 +104,6 @@ pub struct Images {
     pub guidance: f32,
 }
 
-#[derive(Clone)]
-struct SizedGraphs {
-    unet: Arc<dyn Graph>,
-    vae_decoder: Arc<dyn Graph>,
-}
-
-impl SizedGraphs {
-    fn load(dir: &Path, opts: &BackendOptions, tokens: usize, (h, w): (usize, usize)) -> Result<SizedGraphs> {
-        let load = |part: &str, fixed: &[backend::FixedDim<'_>]| -> Result<Arc<dyn Graph>> {
-            let path = dir.join(part).join("model.onnx");
-            if !path.is_file() {
-                return Err(model_err(&path, "not found"));
-            }
-            backend::load_graph_fixed(&path, opts, fixed)
-        };
-        Ok(SizedGraphs {
-            unet: load("unet", &[("sample", 2, h), ("sample", 3, w), ("encoder_hidden_states", 1, tokens)])?,
-            vae_decoder: load("vae_decoder", &[("latent_sample", 2, h), ("latent_sample", 3, w)])?,
-        })
-    }
-}
-
 fn model_err(path: &Path, msg: impl std::fmt::Display) -> Error {
     Error::Model(format!("{}: {msg}", path.display()))
 }
@@ -104,7 +114,7 @@ impl StableDiffusion {
         dir.join("model_index.json").is_file() && dir.join("unet").is_dir()
     }
 
-    pub fn load(dir: &Path, opts: &BackendOptions) -> Result<StableDiffusion> {
+    pub fn load(dir: &Path, opts: &BackendOptions, sd: SdOptions) -> Result<StableDiffusion> {
         let index = dir.join("model_index.json");
         let index_json = read_json(&index)?;
         let class = index_json.get("_class_name").and_then(|v| v.as_str()).unwrap_or("");
@@ -114,37 +124,55 @@ impl StableDiffusion {
         let scheduler = SchedulerConfig::read(&dir.join("scheduler/scheduler_config.json"))?;
         let vae = VaeConfig::read(&dir.join("vae_decoder/config.json"))?;
         let tokenizer = ClipTokenizer::load(&dir.join("tokenizer"))?;
-        let graph = |part: &str, fixed: &[backend::FixedDim<'_>]| -> Result<Arc<dyn Graph>> {
-            let path = dir.join(part).join("model.onnx");
-            if !path.is_file() {
-                return Err(model_err(&path, "not found"));
-            }
-            backend::load_graph_fixed(&path, opts, fixed)
-        };
-        let tokens = tokenizer.max_length();
-        let text_encoder = graph("text_encoder", &[("input_ids", 1, tokens)])?;
         let default_latent = unet_sample_size(&dir.join("unet/config.json"))?.unwrap_or(64);
-        let sized = SizedGraphs::load(dir, opts, tokens, (default_latent, default_latent))?;
+        let mut sd = StableDiffusion {
+            dir: dir.to_path_buf(),
+            tokenizer,
+            graphs: Mutex::new(HashMap::new()),
+            opts: opts.clone(),
+            low_memory: sd.low_memory,
+            scheduler,
+            vae,
+            channels: 0,
+            default_latent,
+        };
+        // Every part loads now, so a broken export fails here rather than mid-generation.
+        let unet = sd.graph(Part::Unet, (default_latent, default_latent))?;
+        sd.graph(Part::TextEncoder, (0, 0))?;
+        sd.graph(Part::VaeDecoder, (default_latent, default_latent))?;
         let unet_path = dir.join("unet/model.onnx");
-        let sample = sized.unet.inputs().iter().find(|i| i.name == "sample").ok_or_else(|| model_err(&unet_path, "no input `sample`"))?;
-        let channels = match sample.shape.as_slice() {
+        let sample = unet.inputs().iter().find(|i| i.name == "sample").ok_or_else(|| model_err(&unet_path, "no input `sample`"))?;
+        sd.channels = match sample.shape.as_slice() {
             [_, Some(c), _, _] => *c,
             _ => return Err(model_err(&unet_path, format!("`{sample}` is not [batch, channels, height, width]"))),
         };
-        if channels == 9 {
+        if sd.channels == 9 {
             return Err(model_err(&unet_path, "an inpainting UNet (9 input channels) is not supported yet"));
         }
-        Ok(StableDiffusion {
-            dir: dir.to_path_buf(),
-            tokenizer,
-            text_encoder,
-            graphs: Mutex::new(HashMap::from([((default_latent, default_latent), sized)])),
-            opts: opts.clone(),
-            scheduler,
-            vae,
-            channels,
-            default_latent,
-        })
+        Ok(sd)
+    }
+
+    /// A part's graph for latents of `h × w`, loaded on first use (on every use in low-memory mode).
+    fn graph(&self, part: Part, (h, w): (usize, usize)) -> Result<Arc<dyn Graph>> {
+        let key = if part == Part::TextEncoder { (part, 0, 0) } else { (part, h, w) };
+        if let Some(g) = self.graphs.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(Arc::clone(g));
+        }
+        let path = self.dir.join(part.dir()).join("model.onnx");
+        if !path.is_file() {
+            return Err(model_err(&path, "not found"));
+        }
+        let tokens = self.tokenizer.max_length();
+        let fixed: Vec<backend::FixedDim<'_>> = match part {
+            Part::TextEncoder => vec![("input_ids", 1, tokens)],
+            Part::Unet => vec![("sample", 2, h), ("sample", 3, w), ("encoder_hidden_states", 1, tokens)],
+            Part::VaeDecoder => vec![("latent_sample", 2, h), ("latent_sample", 3, w)],
+        };
+        let g = backend::load_graph_fixed(&path, &self.opts, &fixed)?;
+        if !self.low_memory {
+            self.graphs.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Arc::clone(&g));
+        }
+        Ok(g)
     }
 
     pub fn tokenizer(&self) -> &ClipTokenizer {
@@ -178,7 +206,8 @@ impl StableDiffusion {
     /// Prompt embeddings, `[n, tokens, width]` one after another.
     pub fn encode_prompts(&self, prompts: &[&str]) -> Result<Vec<f32>> {
         let path = self.dir.join("text_encoder/model.onnx");
-        let g = self.text_encoder.as_ref();
+        let text_encoder = self.graph(Part::TextEncoder, (0, 0))?;
+        let g = text_encoder.as_ref();
         let (input, output) = match (g.inputs(), g.outputs().iter().position(|o| o.name == "last_hidden_state")) {
             ([i], Some(o)) if i.name == "input_ids" => (i, o),
             _ => return Err(model_err(&path, "expected one input `input_ids` and an output `last_hidden_state`")),
@@ -205,18 +234,6 @@ impl StableDiffusion {
         Ok(out)
     }
 
-    /// The UNet and VAE decoder for latents of `shape`, loaded on first use.
-    fn sized(&self, shape: [usize; 3]) -> Result<SizedGraphs> {
-        let key = (shape[1], shape[2]);
-        let mut graphs = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(g) = graphs.get(&key) {
-            return Ok(g.clone());
-        }
-        let g = SizedGraphs::load(&self.dir, &self.opts, self.tokenizer.max_length(), key)?;
-        graphs.insert(key, g.clone());
-        Ok(g)
-    }
-
     /// The UNet as a model for latents of `shape`.
     fn unet_model(&self, shape: [usize; 3]) -> Result<Model> {
         let manifest = json!({
@@ -238,48 +255,31 @@ impl StableDiffusion {
         });
         let source = self.dir.join("scheduler/scheduler_config.json");
         let manifest = Manifest::parse(&manifest.to_string()).map_err(|e| model_err(&source, e))?;
-        Model::from_manifest(&self.dir, manifest, &self.dir.join("unet/model.onnx"), self.sized(shape)?.unet)
+        Model::from_manifest(&self.dir, manifest, &self.dir.join("unet/model.onnx"), self.graph(Part::Unet, (shape[1], shape[2]))?)
     }
 
     /// Decodes `n` latents of `shape` (unscaled, as sampled) to `n × H × W × 3` values in [0, 1],
-    /// one image per VAE call so memory stays that of one image.
-    pub fn decode(&self, latents: &[f32], n: usize, shape: [usize; 3]) -> Result<Vec<f32>> {
-        let path = self.dir.join("vae_decoder/model.onnx");
-        let vae = self.sized(shape)?.vae_decoder;
-        let g = vae.as_ref();
-        let input = g.inputs().iter().position(|i| i.name == "latent_sample");
-        let (Some(input), [out_info]) = (input, g.outputs()) else {
-            return Err(model_err(&path, "expected an input `latent_sample` and one output"));
-        };
-        let f16 = g.inputs()[input].dtype == DType::F16;
-        let half_out = out_info.dtype == DType::F16;
+    /// one image per VAE call (or one tile per call, with `tile`) so memory stays that of one.
+    pub fn decode(&self, latents: &[f32], n: usize, shape: [usize; 3], tile: Option<usize>) -> Result<Vec<f32>> {
         let per = shape.iter().product::<usize>();
-        let (h, w) = (shape[1] * self.vae.factor, shape[2] * self.vae.factor);
         if latents.len() != n * per {
             return Err(Error::Internal(format!("decode: {} latent values for {n} of {shape:?}", latents.len())));
         }
-        let mut runner = g.runner()?;
-        let scale = self.vae.scaling_factor as f32;
-        let mut rgb = vec![0f32; 3 * h * w];
+        if tile == Some(0) {
+            return Err(Error::InvalidArgument("the VAE tile must be at least 1 latent".into()));
+        }
+        let size = match tile {
+            Some(t) if t < shape[1].max(shape[2]) => (t.min(shape[1]), t.min(shape[2])),
+            _ => (shape[1], shape[2]),
+        };
+        let graph = self.graph(Part::VaeDecoder, size)?;
+        let path = self.dir.join("vae_decoder/model.onnx");
+        let vae = VaeDecoder { graph: graph.as_ref(), path: &path, scaling_factor: self.vae.scaling_factor, factor: self.vae.factor };
+        let half_out = vae.half_output();
+        let (h, w) = (shape[1] * self.vae.factor, shape[2] * self.vae.factor);
         let mut pixels = Vec::with_capacity(n * h * w * 3);
-        let in_shape = [1, shape[0], shape[1], shape[2]];
         for one in latents.chunks(per) {
-            let scaled: Vec<f32> = one.iter().map(|&v| v / scale).collect();
-            let halves: Vec<half::f16>;
-            let data = if f16 {
-                halves = scaled.iter().map(|&v| half::f16::from_f32(v)).collect();
-                InputData::F16(&halves)
-            } else {
-                InputData::F32(&scaled)
-            };
-            let got = runner.run(&[Input { index: input, shape: &in_shape, data }], 0, &mut rgb)
-                .map_err(|e| match e {
-                    Error::InvalidArgument(m) => model_err(&path, format!("`{out_info}`: {m}")),
-                    e => e,
-                })?;
-            if got != [1, 3, h, w] {
-                return Err(model_err(&path, format!("decoded to {got:?}, expected [1, 3, {h}, {w}]")));
-            }
+            let rgb = vae.decode(one, shape, tile)?;
             // diffusers' postprocess: NCHW in [-1, 1] to NHWC in [0, 1], in the decoder's own
             // precision (a float16 decoder's image is rounded to float16 there, as in torch).
             let post = |v: f32| {
@@ -346,7 +346,10 @@ impl StableDiffusion {
             ..p.clone()
         };
         let gen = session.generate(&params, &mut |_, _| true)?;
-        let pixels = self.decode(&gen.samples, batch, shape)?;
+        // The UNet is freed before the decoder loads (what low-memory mode is for).
+        drop(session);
+        drop(model);
+        let pixels = self.decode(&gen.samples, batch, shape, req.vae_tile)?;
         Ok(Images {
             batch,
             width: shape[2] * self.vae.factor,

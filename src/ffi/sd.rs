@@ -1,0 +1,191 @@
+//! Text to image through the C API: a Stable Diffusion export as an opaque `drt_sd`, generated
+//! with the same drt_generate_params (prompts, negative prompts, size and VAE tiling among them)
+//! into a caller's RGB8 or float buffer.
+
+use std::ffi::c_char;
+use std::sync::Arc;
+
+use super::generate::{drt_generate_params, drt_generate_params_default, generate_params};
+use super::model::{backend_options, drt_model_params};
+use super::{boundary, drt_status, invalid, opt_str, read_params};
+use crate::error::Error;
+use crate::sd::{Images, SdOptions, StableDiffusion, TextToImage};
+
+/// A loaded Stable Diffusion export. Thread-safe: generations on one `drt_sd` may run on several
+/// threads at once.
+pub struct drt_sd {
+    sd: Arc<StableDiffusion>,
+}
+
+/// drt_sd_load flag: load text encoder, UNet and VAE decoder only while each runs, freeing each
+/// before the next (peak memory of the largest part, at the cost of loading them every time).
+pub const DRT_SD_LOW_MEMORY: u32 = 1;
+
+/// Loads the Stable Diffusion export in `dir` (the directory `optimum-cli export onnx --task
+/// text-to-image` writes: model_index.json, tokenizer/, text_encoder/, unet/, vae_decoder/).
+/// `params` may be NULL for the defaults; `flags` is 0 or DRT_SD_LOW_MEMORY. On success `*out`
+/// owns it (free with drt_sd_free).
+///
+/// # Safety
+/// `dir` a NUL-terminated string; `params` NULL or valid; `out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn drt_sd_load(
+    dir: *const c_char,
+    params: *const drt_model_params,
+    flags: u32,
+    out: *mut *mut drt_sd,
+) -> drt_status {
+    boundary(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        if flags & !DRT_SD_LOW_MEMORY != 0 {
+            return Err(invalid(&format!("flags {flags:#x} has bits other than DRT_SD_LOW_MEMORY")));
+        }
+        let dir = opt_str(dir, "dir")?.ok_or_else(|| invalid("dir is NULL"))?;
+        let opts = SdOptions { low_memory: flags & DRT_SD_LOW_MEMORY != 0 };
+        let sd = StableDiffusion::load(dir.as_ref(), &backend_options(params)?, opts)?;
+        *out = Box::into_raw(Box::new(drt_sd { sd: Arc::new(sd) }));
+        Ok(())
+    })
+}
+
+/// Frees an export. NULL is a no-op.
+///
+/// # Safety
+/// `sd` NULL or from drt_sd_load, not freed before, with no generation running on it.
+#[no_mangle]
+pub unsafe extern "C" fn drt_sd_free(sd: *mut drt_sd) {
+    if !sd.is_null() {
+        let _ = crate::panic::catch(|| drop(Box::from_raw(sd)));
+    }
+}
+
+/// UTF-8 strings from a C array of `len` pointers (NULL with 0 is none).
+unsafe fn strings(p: *const *const c_char, len: usize, what: &str) -> Result<Vec<String>, Error> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    if p.is_null() {
+        return Err(invalid(&format!("{what} is NULL with {what}_len {len}")));
+    }
+    if len > crate::pipeline::MAX_BATCH {
+        return Err(invalid(&format!("{what}_len {len} is over {}", crate::pipeline::MAX_BATCH)));
+    }
+    (0..len)
+        .map(|i| {
+            opt_str(*p.add(i), what)?
+                .map(str::to_string)
+                .ok_or_else(|| invalid(&format!("{what}[{i}] is NULL")))
+        })
+        .collect()
+}
+
+/// The request a caller's params make of `sd`.
+unsafe fn request(sd: &StableDiffusion, params: *const drt_generate_params) -> Result<TextToImage, Error> {
+    let mut p = read_params(params, drt_generate_params_default())?;
+    let prompts = strings(p.prompts, p.prompts_len, "prompts")?;
+    let negative_prompts = strings(p.negative_prompts, p.negative_prompts_len, "negative_prompts")?;
+    if p.batch == 1 {
+        p.batch = prompts.len().max(negative_prompts.len()).max(1) as u32;
+    }
+    let size = |v: u32| (v > 0).then_some(v as usize);
+    let (width, height) = (size(p.width), size(p.height));
+    let [c, h, w] = sd.latent_shape(width, height)?;
+    let (params, _) = generate_params(&p, c * h * w)?;
+    if !params.classes.is_empty() || !params.conds.is_empty() || params.init.is_some() {
+        return Err(invalid("a Stable Diffusion export takes prompts: class_label, classes, conditioning and init must be unset"));
+    }
+    Ok(TextToImage { prompts, negative_prompts, width, height, vae_tile: size(p.vae_tile), params })
+}
+
+/// Sets `*width`, `*height` (pixels) and `*batch` (images) of what drt_sd_generate_rgb8 would make
+/// with `params`, so a caller can size its buffer: width × height × 3 bytes per image. Any pointer
+/// may be NULL.
+///
+/// # Safety
+/// `sd` live; `params` NULL or valid; the out pointers NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn drt_sd_image_size(
+    sd: *const drt_sd,
+    params: *const drt_generate_params,
+    width: *mut u32,
+    height: *mut u32,
+    batch: *mut u32,
+) -> drt_status {
+    boundary(|| {
+        let sd = sd.as_ref().ok_or_else(|| invalid("sd is NULL"))?;
+        let req = request(&sd.sd, params)?;
+        let [_, h, w] = sd.sd.latent_shape(req.width, req.height)?;
+        let f = sd.sd.vae_factor();
+        for (ptr, v) in [(width, w * f), (height, h * f), (batch, req.params.batch)] {
+            if !ptr.is_null() {
+                *ptr = v as u32;
+            }
+        }
+        Ok(())
+    })
+}
+
+unsafe fn generate(sd: *const drt_sd, params: *const drt_generate_params, out_len: usize, per_value: usize) -> Result<Images, Error> {
+    let sd = sd.as_ref().ok_or_else(|| invalid("sd is NULL"))?;
+    let req = request(&sd.sd, params)?;
+    let [_, h, w] = sd.sd.latent_shape(req.width, req.height)?;
+    let f = sd.sd.vae_factor();
+    let needed = req.params.batch * h * f * w * f * 3;
+    if out_len < needed {
+        return Err(invalid(&format!(
+            "out holds {out_len} {}; {} images of {}×{} RGB need {needed}",
+            if per_value == 1 { "bytes" } else { "floats" }, req.params.batch, w * f, h * f)));
+    }
+    sd.sd.generate(&req)
+}
+
+/// Generates images from `params` (prompts, negative prompts, size, sampler, steps, guidance,
+/// seed, batch, initial latents as `noise`) into `out`: 8-bit RGB, rows top to bottom, images one
+/// after another (`out_len` bytes; drt_sd_image_size tells how many are needed). On any error
+/// `out` is untouched.
+///
+/// # Safety
+/// `sd` live; `params` NULL or valid; `out` valid for `out_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn drt_sd_generate_rgb8(
+    sd: *const drt_sd,
+    params: *const drt_generate_params,
+    out: *mut u8,
+    out_len: usize,
+) -> drt_status {
+    boundary(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        let images = generate(sd, params, out_len, 1)?;
+        // As diffusers' numpy_to_pil: round(v * 255).
+        let out = std::slice::from_raw_parts_mut(out, images.pixels.len());
+        for (o, v) in out.iter_mut().zip(&images.pixels) {
+            *o = (v * 255.0).round() as u8;
+        }
+        Ok(())
+    })
+}
+
+/// As drt_sd_generate_rgb8, into floats in [0, 1] (diffusers' `output_type="np"`), `out_len` floats.
+///
+/// # Safety
+/// `sd` live; `params` NULL or valid; `out` valid for `out_len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn drt_sd_generate(
+    sd: *const drt_sd,
+    params: *const drt_generate_params,
+    out: *mut f32,
+    out_len: usize,
+) -> drt_status {
+    boundary(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        let images = generate(sd, params, out_len, 4)?;
+        std::ptr::copy_nonoverlapping(images.pixels.as_ptr(), out, images.pixels.len());
+        Ok(())
+    })
+}
