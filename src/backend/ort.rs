@@ -4,8 +4,9 @@
 //! a shared session would need a lock that serialises every denoiser call of every generation; a
 //! session per runner costs its own copy of the optimised graph and activation arena instead. The
 //! prepacked weight buffers (the large part for conv/matmul-heavy UNets) are shared across those
-//! sessions through one `PrepackedWeights` container, and the common case of one generation at a time
-//! reuses the session built at load time, so a single-session process pays for exactly one.
+//! sessions through one `PrepackedWeights` container. A runner hands its session back when dropped
+//! and the next runner takes it, so runners made one after another (one generation at a time, a
+//! VAE decoding tile by tile) share the session built at load time and pay for exactly one.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -94,8 +95,8 @@ pub(crate) struct OrtGraph {
     ep: String,
     threads: usize,
     prepacked: PrepackedWeights,
-    /// The session built while loading, handed to the first runner.
-    first: Mutex<Option<Session>>,
+    /// Sessions no runner holds: the one built while loading, and those dropped runners gave back.
+    idle: Arc<Mutex<Vec<Session>>>,
 }
 
 impl OrtGraph {
@@ -130,7 +131,7 @@ impl OrtGraph {
             ep,
             threads,
             prepacked,
-            first: Mutex::new(Some(session)),
+            idle: Arc::new(Mutex::new(vec![session])),
         })
     }
 }
@@ -243,12 +244,8 @@ impl Graph for OrtGraph {
     }
 
     fn runner(&self) -> Result<Box<dyn Runner>> {
-        let first = self
-            .first
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        let session = match first {
+        let idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let session = match idle {
             Some(session) => session,
             None => build_session(
                 &self.env,
@@ -268,7 +265,8 @@ impl Graph for OrtGraph {
         let n = self.shared.inputs.len();
         Ok(Box::new(OrtRunner {
             shared: self.shared.clone(),
-            session,
+            session: Some(session),
+            idle: Arc::clone(&self.idle),
             bound: (0..selected.len()).map(|_| SmallVec::new()).collect(),
             selected,
             values: Vec::with_capacity(n),
@@ -291,7 +289,9 @@ impl Graph for OrtGraph {
 
 struct OrtRunner {
     shared: Arc<Shared>,
-    session: Session,
+    /// Always `Some` until the runner is dropped and gives it back to `idle`.
+    session: Option<Session>,
+    idle: Arc<Mutex<Vec<Session>>>,
     /// Per output: run options asking ORT for that output only, so nothing else is computed or copied.
     selected: Vec<RunOptions<HasSelectedOutputs>>,
     /// Per output, for the last two output shapes seen (batch B and 2B with guidance): run options
@@ -445,8 +445,8 @@ impl Runner for OrtRunner {
                 .get(output)
                 .ok_or_else(|| Error::Internal(format!("no run options for output {output}")))?,
         };
-        let results = self
-            .session
+        let session = self.session.as_mut().ok_or_else(|| Error::Internal("runner without a session".into()))?;
+        let results = session
             .run_with_options(self.values.as_slice(), options)
             .map_err(model_error)?;
         let value = results.get(info.name.as_str()).ok_or_else(|| {
@@ -482,5 +482,17 @@ impl Runner for OrtRunner {
             }
         }
         Ok(shape)
+    }
+}
+
+impl Drop for OrtRunner {
+    fn drop(&mut self) {
+        // Outputs bound to this session's tensors go first; the session then waits for the next runner.
+        self.bound.clear();
+        self.values.clear();
+        self.spares.clear();
+        if let Some(session) = self.session.take() {
+            self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(session);
+        }
     }
 }
