@@ -272,6 +272,7 @@ typedef struct drt_generate_params {
   uint32_t cond_count;
   /**
    * Optional img2img start, `sample_len` (shared) or `batch * sample_len` floats; NULL = none.
+   * For drt_sd_*: the starting image(s), height × width × 3 floats in [0, 1] each.
    */
   const float *init;
   /**

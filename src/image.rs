@@ -56,6 +56,36 @@ pub fn write_png(path: &Path, pic: &Picture) -> Result<()> {
     w.finish().map_err(|e| io(&e))
 }
 
+/// Reads an 8-bit or 16-bit PNG as RGB values in [0, 1], `height × width × 3` (grey is repeated
+/// over the channels, alpha dropped): `(width, height, values)`.
+pub fn read_png(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
+    let bad = |e: &dyn std::fmt::Display| Error::InvalidArgument(format!("{}: not a readable PNG: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder.read_info().map_err(|e| bad(&e))?;
+    let mut buf = vec![0u8; reader.output_buffer_size().ok_or_else(|| bad(&"image too large"))?];
+    let info = reader.next_frame(&mut buf).map_err(|e| bad(&e))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let channels = info.color_type.samples();
+    let wide = info.bit_depth == png::BitDepth::Sixteen;
+    let sample = |i: usize| -> f32 {
+        if wide {
+            u16::from_be_bytes([buf[2 * i], buf[2 * i + 1]]) as f32 / 65535.0
+        } else {
+            buf[i] as f32 / 255.0
+        }
+    };
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for p in 0..w * h {
+        for c in 0..3 {
+            let ch = if channels < 3 { 0 } else { c };
+            rgb.push(sample(p * channels + ch));
+        }
+    }
+    Ok((w, h, rgb))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,6 +60,8 @@ fn request(name: &str) -> (TextToImage, Vec<f32>) {
         width: Some(case.width),
         height: Some(case.height),
         vae_tile: None,
+        init_image: None,
+        encoder_noise: None,
         params: GenerateParams {
             sampler: Some(sampler.into()),
             spacing: if karras { SigmaSpacing::Karras } else { SigmaSpacing::Default },
@@ -280,4 +282,44 @@ fn c_api_generates_the_clis_image() {
         drt_sd_free(sd);
         assert_eq!(drt_sd_load(dir.as_ptr(), std::ptr::null(), 4, &mut sd), drt_status::DRT_ERR_INVALID_ARGUMENT);
     }
+}
+
+/// img2img through `vae_encoder/`: optimum's ORTStableDiffusionImg2ImgPipeline on the same image,
+/// prompts and random draws (the VAE posterior's sample, the noise added to the encoded image).
+#[test]
+fn img2img_equals_optimums_pipeline() {
+    let reference = fixture().join("reference");
+    let (_, _, image) = diffusion_rt::image::read_png(&reference.join("init.png")).expect("init.png");
+    for backend in backends() {
+        let sd = StableDiffusion::load(&fixture().join("export"), &options(backend), SdOptions::default()).expect("load");
+        for name in ["img2img_ddim", "img2img_euler"] {
+            let (mut req, want) = request(name);
+            let case: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(reference.join(format!("{name}.json"))).expect("json")).expect("json");
+            req.init_image = Some(image.clone());
+            req.encoder_noise = Some(npy::read(&reference.join(format!("{name}_encoder_noise.npy"))).expect("noise").data);
+            req.params.strength = Some(case["strength"].as_f64().expect("strength") as f32);
+            let got = sd.generate(&req).unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}"));
+            let d = rel_l2(&got.pixels, &want);
+            println!("{name} on {backend:?}: rel L2 {d:.2e}, {} steps", got.steps);
+            assert!(d <= 1e-4, "{name} on {backend:?}: relative L2 {d:.2e} to optimum's images");
+        }
+    }
+
+    // The CLI reads the start image from a PNG of the request's size.
+    let tmp = common::TempDir::new("sd-img2img");
+    let raw = tmp.path().join("raw.npy");
+    let cli = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
+            .args(["generate", "--quiet", "--backend", "tract", "--prompt", "a red cat", "--steps", "4", "--model"])
+            .arg(fixture().join("export"))
+            .arg("--init").arg(reference.join("init.png"))
+            .arg("--save-raw").arg(&raw)
+            .args(extra)
+            .output()
+            .expect("drt")
+    };
+    let o = cli(&["--strength", "0.5"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&cli(&["--width", "64", "--height", "64"]).stderr).contains("is 32×32"));
 }

@@ -258,13 +258,22 @@ fn parse_conds(items: &[String]) -> Result<Vec<(String, Vec<f32>)>> {
 impl SamplingArgs {
     /// The generation's parameters; `sample_len` sizes the batch implied by `--noise`.
     fn params(&self, sample_len: usize) -> Result<GenerateParams> {
+        self.params_with(sample_len, true)
+    }
+
+    /// As `params`; without `read_init`, `--init` is left to the caller (a Stable Diffusion
+    /// export's init is an image, not latents).
+    fn params_with(&self, sample_len: usize, read_init: bool) -> Result<GenerateParams> {
         let noise = self.noise.as_deref().map(|p| read_npy("--noise", p)).transpose()?;
         let batch = match (self.batch, &noise) {
             (Some(b), _) => b,
             (None, Some(n)) => n.data.len() / sample_len.max(1),
             (None, None) => self.classes.len().max(1),
         };
-        let init = self.init.as_deref().map(|p| read_npy("--init", p)).transpose()?.map(|arr| arr.data);
+        let init = match read_init {
+            true => self.init.as_deref().map(|p| read_npy("--init", p)).transpose()?.map(|arr| arr.data),
+            false => None,
+        };
         Ok(GenerateParams {
             sampler: self.sampler.clone(),
             spacing: SigmaSpacing::from_name(&self.schedule)?,
@@ -412,7 +421,21 @@ impl PromptArgs {
     /// The text-to-image request these options and the sampling options ask of `sd`.
     fn request(&self, sd: &StableDiffusion, sampling: &SamplingArgs) -> Result<TextToImage> {
         let [c, h, w] = sd.latent_shape(self.width, self.height)?;
-        let mut params = sampling.params(c * h * w)?;
+        let mut params = sampling.params_with(c * h * w, false)?;
+        let init_image = match sampling.init.as_deref() {
+            None => None,
+            Some(p) if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) => {
+                let (iw, ih, rgb) = image::read_png(p)?;
+                let f = sd.vae_factor();
+                if (iw, ih) != (w * f, h * f) {
+                    return Err(Error::InvalidArgument(format!(
+                        "--init {} is {iw}×{ih}; the request makes {}×{} images (give --width and --height)",
+                        p.display(), w * f, h * f)));
+                }
+                Some(rgb)
+            }
+            Some(p) => Some(read_npy("--init", p)?.data),
+        };
         if sampling.batch.is_none() && sampling.noise.is_none() {
             params.batch = self.prompts.len().max(self.negative_prompts.len()).max(1);
         }
@@ -422,6 +445,8 @@ impl PromptArgs {
             width: self.width,
             height: self.height,
             vae_tile: self.vae_tile,
+            init_image,
+            encoder_noise: None,
             params,
         })
     }

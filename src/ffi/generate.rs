@@ -48,6 +48,7 @@ pub struct drt_generate_params {
     /// Number of entries in cond_names and cond_values.
     pub cond_count: u32,
     /// Optional img2img start, `sample_len` (shared) or `batch * sample_len` floats; NULL = none.
+    /// For drt_sd_*: the starting image(s), height × width × 3 floats in [0, 1] each.
     pub init: *const f32,
     /// Number of floats at `init`.
     pub init_len: usize,

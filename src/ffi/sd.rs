@@ -92,11 +92,13 @@ unsafe fn request(sd: &StableDiffusion, params: *const drt_generate_params) -> R
     let size = |v: u32| (v > 0).then_some(v as usize);
     let (width, height) = (size(p.width), size(p.height));
     let [c, h, w] = sd.latent_shape(width, height)?;
-    let (params, _) = generate_params(&p, c * h * w)?;
-    if !params.classes.is_empty() || !params.conds.is_empty() || params.init.is_some() {
-        return Err(invalid("a Stable Diffusion export takes prompts: class_label, classes, conditioning and init must be unset"));
+    let (mut params, _) = generate_params(&p, c * h * w)?;
+    if !params.classes.is_empty() || !params.conds.is_empty() {
+        return Err(invalid("a Stable Diffusion export takes prompts: class_label, classes and conditioning must be unset"));
     }
-    Ok(TextToImage { prompts, negative_prompts, width, height, vae_tile: size(p.vae_tile), params })
+    // img2img: `init` holds the starting image(s), height × width × 3 floats in [0, 1] each.
+    let init_image = params.init.take();
+    Ok(TextToImage { prompts, negative_prompts, width, height, vae_tile: size(p.vae_tile), init_image, encoder_noise: None, params })
 }
 
 /// Sets `*width`, `*height` (pixels) and `*batch` (images) of what drt_sd_generate_rgb8 would make

@@ -16,7 +16,11 @@ use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::model::Model;
 use crate::pipeline::{GenerateParams, Session, MAX_BATCH};
+use crate::rng::PhiloxNoise;
 use crate::schedule::SigmaSpacing;
+
+/// Mixed into the seed for the VAE posterior's noise in img2img.
+const ENCODER_NOISE_STREAM: u64 = 0x5EED_E4C0_DE00_0001;
 
 /// diffusers' default guidance scale for Stable Diffusion pipelines.
 pub const DEFAULT_GUIDANCE: f32 = 7.5;
@@ -54,6 +58,13 @@ pub struct TextToImage {
     pub height: Option<usize>,
     /// Decode in tiles of this many latents per side (see [`super::vae`]); `None` decodes whole.
     pub vae_tile: Option<usize>,
+    /// img2img: starting images, one for all or one per image, `height × width × 3` values in
+    /// [0, 1] each at the request's size (as `--save-raw` writes them), encoded by `vae_encoder/`;
+    /// `params.strength` is the share of the schedule run on them (default 0.8).
+    pub init_image: Option<Vec<f32>>,
+    /// The unit noise that samples the VAE posterior of each encoded image (`batch` latents);
+    /// default: drawn from the seed.
+    pub encoder_noise: Option<Vec<f32>>,
     pub params: GenerateParams,
 }
 
@@ -74,6 +85,7 @@ enum Part {
     TextEncoder,
     Unet,
     VaeDecoder,
+    VaeEncoder,
 }
 
 impl Part {
@@ -82,6 +94,7 @@ impl Part {
             Part::TextEncoder => "text_encoder",
             Part::Unet => "unet",
             Part::VaeDecoder => "vae_decoder",
+            Part::VaeEncoder => "vae_encoder",
         }
     }
 }
@@ -136,16 +149,18 @@ impl StableDiffusion {
             channels: 0,
             default_latent,
         };
-        // Every part loads now, so a broken export fails here rather than mid-generation.
+        // Every part loads now, so a broken export fails here rather than mid-generation (in
+        // low-memory mode each is dropped again before the next loads).
         let unet = sd.graph(Part::Unet, (default_latent, default_latent))?;
-        sd.graph(Part::TextEncoder, (0, 0))?;
-        sd.graph(Part::VaeDecoder, (default_latent, default_latent))?;
         let unet_path = dir.join("unet/model.onnx");
         let sample = unet.inputs().iter().find(|i| i.name == "sample").ok_or_else(|| model_err(&unet_path, "no input `sample`"))?;
         sd.channels = match sample.shape.as_slice() {
             [_, Some(c), _, _] => *c,
             _ => return Err(model_err(&unet_path, format!("`{sample}` is not [batch, channels, height, width]"))),
         };
+        drop(unet);
+        sd.graph(Part::TextEncoder, (0, 0))?;
+        sd.graph(Part::VaeDecoder, (default_latent, default_latent))?;
         if sd.channels == 9 {
             return Err(model_err(&unet_path, "an inpainting UNet (9 input channels) is not supported yet"));
         }
@@ -167,6 +182,7 @@ impl StableDiffusion {
             Part::TextEncoder => vec![("input_ids", 1, tokens)],
             Part::Unet => vec![("sample", 2, h), ("sample", 3, w), ("encoder_hidden_states", 1, tokens)],
             Part::VaeDecoder => vec![("latent_sample", 2, h), ("latent_sample", 3, w)],
+            Part::VaeEncoder => vec![("sample", 2, h * self.vae.factor), ("sample", 3, w * self.vae.factor)],
         };
         let g = backend::load_graph_fixed(&path, &self.opts, &fixed)?;
         if !self.low_memory {
@@ -298,6 +314,68 @@ impl StableDiffusion {
         Ok(pixels)
     }
 
+    /// Encodes `n` images (`H × W × 3` in [0, 1] each) to latents of `shape` as diffusers' img2img
+    /// does: the posterior's mean plus its standard deviation times `noise`, times the scaling factor.
+    pub fn encode_images(&self, images: &[f32], n: usize, shape: [usize; 3], noise: &[f32]) -> Result<Vec<f32>> {
+        let [c, h, w] = shape;
+        let (ph, pw) = (h * self.vae.factor, w * self.vae.factor);
+        let per = ph * pw * 3;
+        if images.len() != per && images.len() != n * per {
+            return Err(Error::InvalidArgument(format!(
+                "the init image has {} values; a {pw}×{ph} RGB image has {per} (one for all, or {n} of them)", images.len())));
+        }
+        if images.iter().any(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument("the init image contains NaN or infinity".into()));
+        }
+        if noise.len() != n * c * h * w {
+            return Err(Error::InvalidArgument(format!("encoder noise has {} values, expected {}", noise.len(), n * c * h * w)));
+        }
+        let path = self.dir.join("vae_encoder/model.onnx");
+        let graph = self.graph(Part::VaeEncoder, (h, w))?;
+        let g = graph.as_ref();
+        let (Some(input), Some(output)) = (
+            g.inputs().iter().position(|i| i.name == "sample"),
+            g.outputs().iter().position(|o| o.name == "latent_parameters"),
+        ) else {
+            return Err(model_err(&path, "expected an input `sample` and an output `latent_parameters`"));
+        };
+        let f16 = g.inputs()[input].dtype == DType::F16;
+        let mut runner = g.runner()?;
+        let mut params = vec![0f32; 2 * c * h * w];
+        let mut latents = Vec::with_capacity(n * c * h * w);
+        let scale = self.vae.scaling_factor as f32;
+        for k in 0..n {
+            let img = if images.len() == per { images } else { &images[k * per..(k + 1) * per] };
+            // NHWC in [0, 1] to NCHW in [-1, 1], as diffusers' VaeImageProcessor.
+            let mut chw = vec![0f32; per];
+            for y in 0..ph {
+                for x in 0..pw {
+                    for ch in 0..3 {
+                        chw[(ch * ph + y) * pw + x] = 2.0 * img[(y * pw + x) * 3 + ch] - 1.0;
+                    }
+                }
+            }
+            let halves: Vec<half::f16>;
+            let data = if f16 {
+                halves = chw.iter().map(|&v| half::f16::from_f32(v)).collect();
+                InputData::F16(&halves)
+            } else {
+                InputData::F32(&chw)
+            };
+            let got = runner.run(&[Input { index: input, shape: &[1, 3, ph, pw], data }], output, &mut params)?;
+            if got != [1, 2 * c, h, w] {
+                return Err(model_err(&path, format!("encoded to {got:?}, expected [1, {}, {h}, {w}]", 2 * c)));
+            }
+            let (mean, logvar) = params.split_at(c * h * w);
+            let eps = &noise[k * c * h * w..(k + 1) * c * h * w];
+            for ((&m, &lv), &e) in mean.iter().zip(logvar).zip(eps) {
+                let std = (0.5 * lv.clamp(-30.0, 20.0)).exp();
+                latents.push((m + std * e) * scale);
+            }
+        }
+        Ok(latents)
+    }
+
     /// Runs a whole text-to-image request.
     pub fn generate(&self, req: &TextToImage) -> Result<Images> {
         let p = &req.params;
@@ -335,10 +413,33 @@ impl StableDiffusion {
         } else {
             None
         };
+        if p.init.is_some() {
+            return Err(Error::InvalidArgument("a Stable Diffusion request starts from an init_image, not from latents in params.init".into()));
+        }
+        let init = match &req.init_image {
+            None if req.encoder_noise.is_some() => {
+                return Err(Error::InvalidArgument("encoder noise without an init image".into()));
+            }
+            None => None,
+            Some(images) => {
+                let n = batch * shape.iter().product::<usize>();
+                let noise = match &req.encoder_noise {
+                    Some(v) => v.clone(),
+                    None => {
+                        // Its own stream, so the initial latents' noise stays that of the seed.
+                        let mut v = vec![0f32; n];
+                        PhiloxNoise::new(p.seed ^ ENCODER_NOISE_STREAM).initial(&mut v);
+                        v
+                    }
+                };
+                Some(self.encode_images(images, batch, shape, &noise)?)
+            }
+        };
         let model = Arc::new(self.unet_model(shape)?);
         let mut session = Session::new(&model)?;
         let params = GenerateParams {
             batch,
+            init,
             guidance: Some(guidance),
             spacing: if p.spacing == SigmaSpacing::Default { self.scheduler.spacing } else { p.spacing },
             context: Some(context),
