@@ -347,6 +347,12 @@ typedef struct drt_generate_params {
    * Zero, as `reserved`.
    */
   uint32_t reserved2;
+  /**
+   * For drt_sd_*, inpainting with `init`: height × width floats (one mask for all images, or
+   * `batch` of them), at least 0.5 = repaint, below = keep; NULL = none.
+   */
+  const float *mask;
+  size_t mask_len;
 } drt_generate_params;
 
 /**

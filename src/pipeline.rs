@@ -49,6 +49,19 @@ pub struct GenerateParams {
     /// schedule to run on it (1 = all of it, i.e. ignore the image).
     pub init: Option<Vec<f32>>,
     pub strength: Option<f32>,
+    /// Inpainting by blending: after every step the sample keeps `known` where `mask` is 0.
+    pub inpaint: Option<Inpaint>,
+}
+
+/// What inpainting keeps: after each step, `x = mask·x + (1 − mask)·known_t`, where `known_t` is
+/// `known` noised to the level the step reached with the generation's initial noise, and `known`
+/// itself after the last step (diffusers' latent blending for ordinary UNets).
+#[derive(Clone, Debug, Default)]
+pub struct Inpaint {
+    /// Clean samples, `batch × sample_len` (or one for all).
+    pub known: Vec<f32>,
+    /// Per value, 1 = generate, 0 = keep; `batch × sample_len` (or one for all).
+    pub mask: Vec<f32>,
 }
 
 /// What a generation produced, with the counts a benchmark needs.
@@ -106,10 +119,24 @@ struct Run {
     noise: StepNoise,
     guidance: Guidance,
     cache: Option<StepCache>,
+    /// Inpainting: known samples, mask (both batch-sized) and the initial unit noise.
+    inpaint: Option<(Vec<f32>, Vec<f32>, Vec<f32>)>,
     done: usize,
 }
 
 impl Run {
+    /// Inpainting's blend after step `done` (counted from 1).
+    fn blend(&mut self) {
+        let Some((known, mask, unit)) = &self.inpaint else { return };
+        let last = self.done == self.total();
+        let l = self.levels[self.done];
+        let (a, s) = (l.alpha as f32, l.sigma as f32);
+        for (((x, &k), &m), &z) in self.x.iter_mut().zip(known).zip(mask).zip(unit) {
+            let kept = if last { k } else { a * k + s * z };
+            *x = m * *x + (1.0 - m) * kept;
+        }
+    }
+
     fn total(&self) -> usize {
         self.levels.len() - 1
     }
@@ -221,7 +248,8 @@ impl Session {
         check_run(&guidance.over(&mut self.net), levels, &x)?;
         let stepper = plan.sampler.stepper(levels, n, &plan.options)?;
         let cache = p.step_cache.map(|opts| StepCache::new(opts, n)).transpose()?;
-        let run = Run { sampler: plan.sampler, levels: levels.to_vec(), x, stepper, noise, guidance, cache, done: 0 };
+        let inpaint = plan.inpaint.map(|(known, mask)| (known, mask, unit));
+        let run = Run { sampler: plan.sampler, levels: levels.to_vec(), x, stepper, noise, guidance, cache, inpaint, done: 0 };
         let total = run.total();
         self.run = Some(run);
         Ok(total)
@@ -253,6 +281,7 @@ impl Session {
         match run.stepper.step(den, &run.levels, run.done, &mut run.x, &mut run.noise) {
             Ok(()) => {
                 run.done += 1;
+                run.blend();
                 Ok(run.done)
             }
             Err(e) => {
@@ -313,6 +342,8 @@ struct Plan {
     cond: Conditioning,
     /// img2img: the start sample (whole batch) and the index of the level to start from.
     init: Option<(Vec<f32>, usize)>,
+    /// Inpainting: known samples and mask, both for the whole batch.
+    inpaint: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Plan {
@@ -391,7 +422,31 @@ impl Plan {
             }
         };
         let rules = guidance_rules(model, p);
-        Ok(Plan { sampler, options, schedule, batch, guidance, rules, cond, init })
+        let inpaint = match &p.inpaint {
+            None => None,
+            Some(ip) => {
+                let whole = |v: &Vec<f32>, what: &str| -> Result<Vec<f32>> {
+                    let full = if v.len() == len {
+                        v.repeat(batch)
+                    } else if v.len() == batch * len {
+                        v.clone()
+                    } else {
+                        return Err(Error::InvalidArgument(format!(
+                            "the inpainting {what} has {} values, expected {len} or batch {batch} × {len}", v.len())));
+                    };
+                    if full.iter().any(|x| !x.is_finite()) {
+                        return Err(Error::InvalidArgument(format!("the inpainting {what} contains NaN or infinity")));
+                    }
+                    Ok(full)
+                };
+                let mask = whole(&ip.mask, "mask")?;
+                if mask.iter().any(|m| !(0.0..=1.0).contains(m)) {
+                    return arg("the inpainting mask must lie in [0, 1]".into());
+                }
+                Some((whole(&ip.known, "known sample")?, mask))
+            }
+        };
+        Ok(Plan { sampler, options, schedule, batch, guidance, rules, cond, init, inpaint })
     }
 }
 

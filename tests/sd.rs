@@ -62,6 +62,7 @@ fn request(name: &str) -> (TextToImage, Vec<f32>) {
         vae_tile: None,
         init_image: None,
         encoder_noise: None,
+        mask_image: None,
         params: GenerateParams {
             sampler: Some(sampler.into()),
             spacing: if karras { SigmaSpacing::Karras } else { SigmaSpacing::Default },
@@ -322,4 +323,33 @@ fn img2img_equals_optimums_pipeline() {
     let o = cli(&["--strength", "0.5"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&cli(&["--width", "64", "--height", "64"]).stderr).contains("is 32×32"));
+}
+
+/// Inpainting by latent blending (a 4-channel UNet): optimum's ORTStableDiffusionInpaintPipeline
+/// on the same image, mask, prompts and random draws; the kept region stays the image's.
+#[test]
+fn inpainting_equals_optimums_pipeline() {
+    let reference = fixture().join("reference");
+    let (_, _, image) = diffusion_rt::image::read_png(&reference.join("init.png")).expect("init.png");
+    let (_, _, mask_rgb) = diffusion_rt::image::read_png(&reference.join("mask.png")).expect("mask.png");
+    let mask: Vec<f32> = mask_rgb.chunks(3).map(|c| c[0]).collect();
+    for backend in backends() {
+        let sd = StableDiffusion::load(&fixture().join("export"), &options(backend), SdOptions::default()).expect("load");
+        for name in ["inpaint_ddim", "inpaint_dpmpp2m"] {
+            let (mut req, want) = request(name);
+            req.init_image = Some(image.clone());
+            req.mask_image = Some(mask.clone());
+            req.encoder_noise = Some(npy::read(&reference.join(format!("{name}_encoder_noise.npy"))).expect("noise").data);
+            let got = sd.generate(&req).unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}"));
+            let d = rel_l2(&got.pixels, &want);
+            println!("{name} on {backend:?}: rel L2 {d:.2e}");
+            assert!(d <= 1e-4, "{name} on {backend:?}: relative L2 {d:.2e} to optimum's images");
+        }
+        let (mut req, _) = request("inpaint_ddim");
+        req.mask_image = Some(mask.clone());
+        assert!(sd.generate(&req).expect_err("mask without image").to_string().contains("init image"));
+        req.init_image = Some(image.clone());
+        req.mask_image = Some(vec![1.0; 5]);
+        assert!(sd.generate(&req).expect_err("short mask").to_string().contains("mask has 5 values"));
+    }
 }

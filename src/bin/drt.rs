@@ -116,6 +116,9 @@ struct PromptArgs {
     /// Image height in pixels.
     #[arg(long)]
     height: Option<usize>,
+    /// Inpainting with --init: a PNG of the same size, white (at least half grey) where to repaint.
+    #[arg(long)]
+    mask: Option<PathBuf>,
     /// Load text encoder, UNet and VAE decoder one at a time, each freed before the next.
     #[arg(long)]
     low_memory: bool,
@@ -447,13 +450,26 @@ impl PromptArgs {
             vae_tile: self.vae_tile,
             init_image,
             encoder_noise: None,
+            mask_image: match &self.mask {
+                None => None,
+                Some(p) => {
+                    let (mw, mh, rgb) = image::read_png(p)?;
+                    let f = sd.vae_factor();
+                    if (mw, mh) != (w * f, h * f) {
+                        return Err(Error::InvalidArgument(format!("--mask {} is {mw}×{mh}; the request makes {}×{} images", p.display(), w * f, h * f)));
+                    }
+                    // PIL's "L" conversion, which diffusers' mask processor applies.
+                    let byte = |v: f32| (v * 255.0).round() as u32;
+                    Some(rgb.chunks(3).map(|c| ((byte(c[0]) * 19595 + byte(c[1]) * 38470 + byte(c[2]) * 7471 + 0x8000) >> 16) as f32 / 255.0).collect())
+                }
+            },
             params,
         })
     }
 
     fn any(&self) -> bool {
         !self.prompts.is_empty() || !self.negative_prompts.is_empty() || self.width.is_some() || self.height.is_some()
-            || self.low_memory || self.vae_tile.is_some()
+            || self.low_memory || self.vae_tile.is_some() || self.mask.is_some()
     }
 }
 

@@ -94,6 +94,10 @@ pub struct drt_generate_params {
     pub vae_tile: u32,
     /// Zero, as `reserved`.
     pub reserved2: u32,
+    /// For drt_sd_*, inpainting with `init`: height × width floats (one mask for all images, or
+    /// `batch` of them), at least 0.5 = repaint, below = keep; NULL = none.
+    pub mask: *const f32,
+    pub mask_len: usize,
 }
 
 /// drt_generate_params.step_cache: no step caching.
@@ -106,7 +110,7 @@ pub const DRT_STEP_CACHE_AB: u32 = 2;
 super::params_layout!(drt_generate_params: struct_size, seed, steps, guidance, sampler, class_label, batch, progress,
     user_data, classes, noise, cond_names, cond_values, cond_count, init, init_len, strength, adaptive_guidance,
     guidance_interval_lo, guidance_interval_hi, sigmas, sigmas_len, step_cache, cache_threshold, cache_max_skips, reserved,
-    prompts, prompts_len, negative_prompts, negative_prompts_len, width, height, vae_tile, reserved2);
+    prompts, prompts_len, negative_prompts, negative_prompts_len, width, height, vae_tile, reserved2, mask, mask_len);
 
 /// Defaults: seed 0, 20 steps, the model's guidance and sampler, no class, batch 1, no callback.
 #[no_mangle]
@@ -146,6 +150,8 @@ pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
         height: 0,
         vae_tile: 0,
         reserved2: 0,
+        mask: std::ptr::null(),
+        mask_len: 0,
     }
 }
 

@@ -98,7 +98,14 @@ unsafe fn request(sd: &StableDiffusion, params: *const drt_generate_params) -> R
     }
     // img2img: `init` holds the starting image(s), height × width × 3 floats in [0, 1] each.
     let init_image = params.init.take();
-    Ok(TextToImage { prompts, negative_prompts, width, height, vae_tile: size(p.vae_tile), init_image, encoder_noise: None, params })
+    let mask_image = match (p.mask.is_null(), p.mask_len) {
+        (true, 0) => None,
+        (true, _) => return Err(invalid("mask is NULL with mask_len > 0")),
+        (false, len) => Some(std::slice::from_raw_parts(p.mask, len).to_vec()),
+    };
+    Ok(TextToImage {
+        prompts, negative_prompts, width, height, vae_tile: size(p.vae_tile), init_image, encoder_noise: None, mask_image, params,
+    })
 }
 
 /// Sets `*width`, `*height` (pixels) and `*batch` (images) of what drt_sd_generate_rgb8 would make

@@ -15,7 +15,7 @@ use crate::backend::{self, BackendOptions, DType, Graph, Input, InputData};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::model::Model;
-use crate::pipeline::{GenerateParams, Session, MAX_BATCH};
+use crate::pipeline::{GenerateParams, Inpaint, Session, MAX_BATCH};
 use crate::rng::PhiloxNoise;
 use crate::schedule::SigmaSpacing;
 
@@ -65,6 +65,11 @@ pub struct TextToImage {
     /// The unit noise that samples the VAE posterior of each encoded image (`batch` latents);
     /// default: drawn from the seed.
     pub encoder_noise: Option<Vec<f32>>,
+    /// Inpainting (with `init_image`): `height × width` values, one mask for all images or one
+    /// each; at least 0.5 = repaint, below = keep, as diffusers binarises it. The UNet's latents
+    /// are blended with the encoded image after every step; `params.strength` defaults to 1
+    /// (start from pure noise).
+    pub mask_image: Option<Vec<f32>>,
     pub params: GenerateParams,
 }
 
@@ -376,6 +381,33 @@ impl StableDiffusion {
         Ok(latents)
     }
 
+    /// The mask of `n` images (`H × W` values each, or one for all) at latent resolution, over
+    /// every channel: binarised at 0.5, then nearest-neighbour downsampled, as diffusers does.
+    fn latent_mask(&self, mask: &[f32], n: usize, [c, h, w]: [usize; 3]) -> Result<Vec<f32>> {
+        let f = self.vae.factor;
+        let (ph, pw) = (h * f, w * f);
+        let per = ph * pw;
+        if mask.len() != per && mask.len() != n * per {
+            return Err(Error::InvalidArgument(format!(
+                "the mask has {} values; a {pw}×{ph} mask has {per} (one for all, or {n} of them)", mask.len())));
+        }
+        if mask.iter().any(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument("the mask contains NaN or infinity".into()));
+        }
+        let mut out = Vec::with_capacity(n * c * h * w);
+        for k in 0..n {
+            let m = if mask.len() == per { mask } else { &mask[k * per..(k + 1) * per] };
+            for _ in 0..c {
+                for y in 0..h {
+                    for x in 0..w {
+                        out.push(if m[y * f * pw + x * f] >= 0.5 { 1.0 } else { 0.0 });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs a whole text-to-image request.
     pub fn generate(&self, req: &TextToImage) -> Result<Images> {
         let p = &req.params;
@@ -413,10 +445,14 @@ impl StableDiffusion {
         } else {
             None
         };
-        if p.init.is_some() {
-            return Err(Error::InvalidArgument("a Stable Diffusion request starts from an init_image, not from latents in params.init".into()));
+        if p.init.is_some() || p.inpaint.is_some() {
+            return Err(Error::InvalidArgument(
+                "a Stable Diffusion request starts from an init_image (and mask_image), not from latents in params".into()));
         }
-        let init = match &req.init_image {
+        if req.mask_image.is_some() && req.init_image.is_none() {
+            return Err(Error::InvalidArgument("a mask image needs an init image to inpaint".into()));
+        }
+        let encoded = match &req.init_image {
             None if req.encoder_noise.is_some() => {
                 return Err(Error::InvalidArgument("encoder noise without an init image".into()));
             }
@@ -435,11 +471,25 @@ impl StableDiffusion {
                 Some(self.encode_images(images, batch, shape, &noise)?)
             }
         };
+        let (init, inpaint, strength) = match (&req.mask_image, encoded) {
+            (None, encoded) => (encoded, None, p.strength),
+            (Some(mask), Some(known)) => {
+                let mask = self.latent_mask(mask, batch, shape)?;
+                let strength = p.strength.unwrap_or(1.0);
+                // diffusers starts from pure noise at strength 1, not from the noised image.
+                let partial = strength < 1.0;
+                let init = partial.then(|| known.clone());
+                (init, Some(Inpaint { known, mask }), partial.then_some(strength))
+            }
+            (Some(_), None) => return Err(Error::Internal("mask without encoded image".into())),
+        };
         let model = Arc::new(self.unet_model(shape)?);
         let mut session = Session::new(&model)?;
         let params = GenerateParams {
             batch,
             init,
+            inpaint,
+            strength,
             guidance: Some(guidance),
             spacing: if p.spacing == SigmaSpacing::Default { self.scheduler.spacing } else { p.spacing },
             context: Some(context),
