@@ -30,6 +30,8 @@ pub struct Conditioning {
     pub context: Vec<f32>,
     /// The unconditional branch's context (e.g. negative-prompt embeddings), as `context`.
     pub uncond_context: Vec<f32>,
+    /// `batch` blocks of the sample input's extra channels; empty when it has none.
+    pub extra: Vec<f32>,
 }
 
 /// Classifier-free guidance state of one generation: the doubled batch's labels and the scratch of
@@ -42,6 +44,7 @@ pub struct Guidance {
     classes2: Vec<i64>,
     conds2: Vec<f32>,
     context2: Vec<f32>,
+    extra2: Vec<f32>,
     cond: Conditioning,
     x2: Vec<f32>,
     out2: Vec<f32>,
@@ -112,8 +115,10 @@ impl Guidance {
         }
         let guided = guidance != 1.0;
         let (mut classes2, mut conds2, mut x2, mut out2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut context2 = Vec::new();
+        let (mut context2, mut extra2) = (Vec::new(), Vec::new());
         if guided {
+            extra2.extend_from_slice(&cond.extra);
+            extra2.extend_from_slice(&cond.extra);
             let d = &model.manifest().denoiser;
             let no_uncond = |what: &str| {
                 Error::InvalidArgument(format!(
@@ -145,7 +150,7 @@ impl Guidance {
             x2.resize(2 * batch * len, 0.0);
             out2.resize(2 * batch * len, 0.0);
         }
-        Ok(Guidance { batch, sample_len: len, guidance, classes2, conds2, context2, cond, x2, out2, rules, converged: false, evaluations: 0 })
+        Ok(Guidance { batch, sample_len: len, guidance, classes2, conds2, context2, extra2, cond, x2, out2, rules, converged: false, evaluations: 0 })
     }
 
     /// The guidance scale (1 = conditional pass only).
@@ -174,13 +179,13 @@ impl Denoiser for Guided<'_> {
         let g = &mut *self.g;
         if g.guidance == 1.0 || g.converged || !g.rules.in_interval(level) {
             g.evaluations += 1;
-            let cond = PerSample { classes: &g.cond.classes, conds: &g.cond.conds, context: &g.cond.context };
+            let cond = PerSample { classes: &g.cond.classes, conds: &g.cond.conds, context: &g.cond.context, extra: &g.cond.extra };
             return self.net.denoise(x, g.batch, level, cond, x0);
         }
         let n = x.len();
         g.x2[..n].copy_from_slice(x);
         g.x2[n..].copy_from_slice(x);
-        let cond = PerSample { classes: &g.classes2, conds: &g.conds2, context: &g.context2 };
+        let cond = PerSample { classes: &g.classes2, conds: &g.conds2, context: &g.context2, extra: &g.extra2 };
         self.net.denoise(&g.x2, 2 * g.batch, level, cond, &mut g.out2)?;
         g.evaluations += 2;
         let (c, u) = g.out2.split_at(n);

@@ -41,6 +41,10 @@ pub struct DenoiserSpec {
     /// A per-sample float tensor `[batch, tokens, width]`, e.g. a UNet's `encoder_hidden_states`.
     #[serde(default)]
     pub context_input: Option<ContextInput>,
+    /// Channels the sample input takes beyond the sample's own, filled per sample by the caller
+    /// and appended after them (an inpainting UNet's mask and masked-image latents: 5).
+    #[serde(default)]
+    pub sample_extra_channels: usize,
     pub output: String,
     pub prediction: Prediction,
 }

@@ -107,6 +107,11 @@ impl Model {
     pub fn sample_len(&self) -> usize {
         self.manifest.sample_len()
     }
+    /// Values of the sample input's extra channels per sample.
+    pub fn extra_len(&self) -> usize {
+        let c = self.manifest.sample_shape.first().copied().unwrap_or(1).max(1);
+        self.manifest.denoiser.sample_extra_channels * (self.sample_len() / c)
+    }
     pub fn cond_names(&self) -> impl Iterator<Item = &str> {
         self.manifest.denoiser.cond_inputs.iter().map(|c| c.name.as_str())
     }
@@ -128,6 +133,7 @@ impl Model {
             class_i32: Vec::new(),
             cond_f16: Vec::new(),
             context_f16: Vec::new(),
+            sample_cat: Vec::new(),
             sample_f16: Vec::new(),
             sample_shape: Vec::new(),
             shapes: Vec::new(),
@@ -160,11 +166,15 @@ fn wire(m: &Manifest, g: &dyn Graph) -> Result<Wiring> {
     let sample = find(ins, &d.sample_input, "denoiser.sample_input", "input")?;
     let output = find(g.outputs(), &d.output, "denoiser.output", "output")?;
     let mut fixed_batch = None;
-    for (key, info) in [("denoiser.sample_input", &ins[sample]), ("denoiser.output", &g.outputs()[output])] {
+    let extra = d.sample_extra_channels;
+    for (key, info, extra) in [("denoiser.sample_input", &ins[sample], extra), ("denoiser.output", &g.outputs()[output], 0)] {
         if !matches!(info.dtype, DType::F32 | DType::F16) {
             return bad(key, format!("`{}` is {}, expected float32 or float16", info.name, info.dtype));
         }
-        let want: Vec<Option<usize>> = m.sample_shape.iter().map(|&s| Some(s)).collect();
+        let mut want: Vec<Option<usize>> = m.sample_shape.iter().map(|&s| Some(s)).collect();
+        if let Some(Some(c)) = want.first_mut() {
+            *c += extra;
+        }
         let shape_ok = info.shape.len() == want.len() + 1
             && info.shape[1..].iter().zip(&want).all(|(g, w)| g.is_none() || g == w);
         if !shape_ok {
@@ -267,6 +277,8 @@ pub struct PerSample<'a> {
     pub conds: &'a [f32],
     /// `n` context tensors one after another; empty when the model has no context input.
     pub context: &'a [f32],
+    /// `n` blocks of the sample input's extra channels; empty when it has none.
+    pub extra: &'a [f32],
 }
 
 /// One session's network evaluator: feeds the graph and converts its output to `x0`.
@@ -283,6 +295,8 @@ pub struct Network {
     cond_f16: Vec<half::f16>,
     context_f16: Vec<half::f16>,
     sample_f16: Vec<half::f16>,
+    /// The sample with its extra channels appended, per sample.
+    sample_cat: Vec<f32>,
     sample_shape: Vec<usize>,
     shapes: Vec<[usize; 2]>,
     /// Time spent inside the backend's run calls since the last [`Network::take_backend_time`].
@@ -308,9 +322,10 @@ impl Network {
         self.class_i32.reserve(n);
         self.cond_f16.reserve(n * conds);
         if m.graph.inputs()[m.wiring.sample].dtype == DType::F16 {
-            self.sample_f16.reserve(n * m.sample_len());
+            self.sample_f16.reserve(n * (m.sample_len() + m.extra_len()));
         }
         self.sample_shape.reserve(m.manifest.sample_shape.len() + 1);
+        self.sample_cat.reserve(n * (m.sample_len() + m.extra_len()));
         self.shapes.reserve(conds);
     }
 
@@ -339,7 +354,7 @@ impl Network {
     /// Evaluates `n` samples `x` (native scaling) at `level` with their conditioning, writing the
     /// predicted clean samples into `x0`.
     pub fn denoise(&mut self, x: &[f32], n: usize, level: &Level, cond: PerSample<'_>, x0: &mut [f32]) -> Result<()> {
-        let PerSample { classes, conds, context } = cond;
+        let PerSample { classes, conds, context, extra } = cond;
         let m = Arc::clone(&self.model);
         let w = &m.wiring;
         let len = m.sample_len();
@@ -356,6 +371,19 @@ impl Network {
             }
         }
         copy_into(&mut self.sample_shape, std::iter::once(n).chain(m.manifest.sample_shape.iter().copied()));
+        let extra_len = m.extra_len();
+        if extra_len > 0 {
+            if extra.len() != n * extra_len {
+                return Err(Error::Internal(format!("denoise: {} extra channel values for {n} samples", extra.len())));
+            }
+            self.sample_shape[1] += m.manifest.denoiser.sample_extra_channels;
+            self.sample_cat.clear();
+            for (xs, es) in x.chunks(len).zip(extra.chunks(extra_len)) {
+                self.sample_cat.extend_from_slice(xs);
+                self.sample_cat.extend_from_slice(es);
+            }
+        }
+        let input = if extra_len > 0 { self.sample_cat.as_slice() } else { x };
         let time_len = if matches!(w.time, Some((_, _, true))) { n } else { 1 };
         if let (Some((_, dtype, _)), Some(v)) = (w.time, self.time_value(level)) {
             match dtype {
@@ -399,10 +427,10 @@ impl Network {
         }
 
         let sample_data = if m.graph.inputs()[w.sample].dtype == DType::F16 {
-            copy_into(&mut self.sample_f16, x.iter().map(|&v| half::f16::from_f32(v)));
+            copy_into(&mut self.sample_f16, input.iter().map(|&v| half::f16::from_f32(v)));
             InputData::F16(&self.sample_f16)
         } else {
-            InputData::F32(x)
+            InputData::F32(input)
         };
         let time_shape = [n];
         let time_rank2 = [n, 1];

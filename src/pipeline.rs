@@ -51,6 +51,9 @@ pub struct GenerateParams {
     pub strength: Option<f32>,
     /// Inpainting by blending: after every step the sample keeps `known` where `mask` is 0.
     pub inpaint: Option<Inpaint>,
+    /// For a model whose sample input takes extra channels (`denoiser.sample_extra_channels`):
+    /// their values, appended to every call's sample, one block for all samples or one per sample.
+    pub sample_extra: Option<Vec<f32>>,
 }
 
 /// What inpainting keeps: after each step, `x = mask·x + (1 − mask)·known_t`, where `known_t` is
@@ -532,5 +535,17 @@ fn conditioning(model: &Model, p: &GenerateParams, batch: usize) -> Result<Condi
     };
     let context = per_sample("context", &p.context)?;
     let uncond_context = per_sample("unconditional context", &p.uncond_context)?;
-    Ok(Conditioning { classes, conds, context, uncond_context })
+    let el = model.extra_len();
+    let extra = match (&p.sample_extra, el) {
+        (None, 0) => Vec::new(),
+        (Some(_), 0) => return arg(format!("model `{}` takes no extra sample channels, but some were given", m.name)),
+        (None, _) => return arg(format!("model `{}` needs its {} extra sample channels", m.name, m.denoiser.sample_extra_channels)),
+        (Some(v), _) if v.len() == el => v.repeat(batch),
+        (Some(v), _) if v.len() == batch * el => v.clone(),
+        (Some(v), _) => return arg(format!("{} extra sample channel values, expected {el} or batch {batch} × {el}", v.len())),
+    };
+    if extra.iter().any(|v| !v.is_finite()) {
+        return arg("the extra sample channels contain NaN or infinity".into());
+    }
+    Ok(Conditioning { classes, conds, context, uncond_context, extra })
 }

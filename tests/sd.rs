@@ -325,8 +325,8 @@ fn img2img_equals_optimums_pipeline() {
     assert!(String::from_utf8_lossy(&cli(&["--width", "64", "--height", "64"]).stderr).contains("is 32×32"));
 }
 
-/// Inpainting by latent blending (a 4-channel UNet): optimum's ORTStableDiffusionInpaintPipeline
-/// on the same image, mask, prompts and random draws; the kept region stays the image's.
+/// Inpainting by latent blending (a 4-channel UNet) and through a 9-channel inpainting UNet:
+/// optimum's ORTStableDiffusionInpaintPipeline on the same image, mask, prompts and random draws.
 #[test]
 fn inpainting_equals_optimums_pipeline() {
     let reference = fixture().join("reference");
@@ -345,6 +345,20 @@ fn inpainting_equals_optimums_pipeline() {
             println!("{name} on {backend:?}: rel L2 {d:.2e}");
             assert!(d <= 1e-4, "{name} on {backend:?}: relative L2 {d:.2e} to optimum's images");
         }
+        let nine = StableDiffusion::load(&fixture().join("export-inpaint"), &options(backend), SdOptions::default()).expect("load");
+        for name in ["inpaint9_ddim", "inpaint9_dpmpp2m"] {
+            let (mut req, want) = request(name);
+            req.init_image = Some(image.clone());
+            req.mask_image = Some(mask.clone());
+            req.encoder_noise = Some(npy::read(&reference.join(format!("{name}_encoder_noise.npy"))).expect("noise").data);
+            let got = nine.generate(&req).unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}"));
+            let d = rel_l2(&got.pixels, &want);
+            println!("{name} on {backend:?}: rel L2 {d:.2e}");
+            assert!(d <= 1e-4, "{name} on {backend:?}: relative L2 {d:.2e} to optimum's images");
+        }
+        let (plain, _) = request("ddim");
+        assert!(nine.generate(&plain).expect_err("no mask").to_string().contains("inpainting UNet"));
+
         let (mut req, _) = request("inpaint_ddim");
         req.mask_image = Some(mask.clone());
         assert!(sd.generate(&req).expect_err("mask without image").to_string().contains("init image"));

@@ -21,6 +21,8 @@ use crate::schedule::SigmaSpacing;
 
 /// Mixed into the seed for the VAE posterior's noise in img2img.
 const ENCODER_NOISE_STREAM: u64 = 0x5EED_E4C0_DE00_0001;
+/// Mixed into the seed for the masked image's posterior noise (inpainting UNets).
+const MASKED_NOISE_STREAM: u64 = 0x5EED_E4C0_DE00_0002;
 
 /// diffusers' default guidance scale for Stable Diffusion pipelines.
 pub const DEFAULT_GUIDANCE: f32 = 7.5;
@@ -39,8 +41,11 @@ pub struct StableDiffusion {
     low_memory: bool,
     scheduler: SchedulerConfig,
     vae: VaeConfig,
-    /// Latent channels the UNet takes and returns.
+    /// Latent channels the UNet returns (and the sampler walks).
     channels: usize,
+    /// Channels the UNet takes beyond those: 0, or an inpainting UNet's mask and masked-image
+    /// latents (`channels + 1`).
+    extra_channels: usize,
     /// Latents per side when no size is asked for.
     default_latent: usize,
 }
@@ -152,6 +157,7 @@ impl StableDiffusion {
             scheduler,
             vae,
             channels: 0,
+            extra_channels: 0,
             default_latent,
         };
         // Every part loads now, so a broken export fails here rather than mid-generation (in
@@ -159,16 +165,20 @@ impl StableDiffusion {
         let unet = sd.graph(Part::Unet, (default_latent, default_latent))?;
         let unet_path = dir.join("unet/model.onnx");
         let sample = unet.inputs().iter().find(|i| i.name == "sample").ok_or_else(|| model_err(&unet_path, "no input `sample`"))?;
-        sd.channels = match sample.shape.as_slice() {
-            [_, Some(c), _, _] => *c,
-            _ => return Err(model_err(&unet_path, format!("`{sample}` is not [batch, channels, height, width]"))),
+        let output = unet.outputs().iter().find(|o| o.name == "out_sample").ok_or_else(|| model_err(&unet_path, "no output `out_sample`"))?;
+        let (c_in, c_out) = match (sample.shape.as_slice(), output.shape.as_slice()) {
+            ([_, Some(i), _, _], [_, Some(o), _, _]) => (*i, *o),
+            _ => return Err(model_err(&unet_path, format!("`{sample}` and `{output}` are not [batch, channels, height, width]"))),
         };
+        if c_in != c_out && c_in != 2 * c_out + 1 {
+            return Err(model_err(&unet_path, format!(
+                "the UNet takes {c_in} channels and returns {c_out}: neither a plain nor an inpainting UNet ({}: latents, mask, masked image)",
+                2 * c_out + 1)));
+        }
+        (sd.channels, sd.extra_channels) = (c_out, c_in - c_out);
         drop(unet);
         sd.graph(Part::TextEncoder, (0, 0))?;
         sd.graph(Part::VaeDecoder, (default_latent, default_latent))?;
-        if sd.channels == 9 {
-            return Err(model_err(&unet_path, "an inpainting UNet (9 input channels) is not supported yet"));
-        }
         Ok(sd)
     }
 
@@ -274,6 +284,8 @@ impl StableDiffusion {
             "defaults": {"sampler": self.scheduler.sampler, "steps": if self.scheduler.sampler == "lcm" { 4 } else { 50 }},
             "output": {"kind": "tensor"},
         });
+        let mut manifest = manifest;
+        manifest["denoiser"]["sample_extra_channels"] = self.extra_channels.into();
         let source = self.dir.join("scheduler/scheduler_config.json");
         let manifest = Manifest::parse(&manifest.to_string()).map_err(|e| model_err(&source, e))?;
         Model::from_manifest(&self.dir, manifest, &self.dir.join("unet/model.onnx"), self.graph(Part::Unet, (shape[1], shape[2]))?)
@@ -408,6 +420,25 @@ impl StableDiffusion {
         Ok(out)
     }
 
+    /// The init images with the pixels to repaint set to grey (0 in the VAE's [-1, 1]), as diffusers
+    /// masks the image an inpainting UNet sees.
+    fn masked_images(&self, images: &[f32], mask: &[f32], n: usize, [_, h, w]: [usize; 3]) -> Result<Vec<f32>> {
+        let per = h * self.vae.factor * w * self.vae.factor;
+        if (images.len() != 3 * per && images.len() != 3 * n * per) || (mask.len() != per && mask.len() != n * per) {
+            return Err(Error::InvalidArgument(format!(
+                "init image ({} values) and mask ({} values) do not match {n} images of {per} pixels", images.len(), mask.len())));
+        }
+        let mut out = Vec::with_capacity(3 * n * per);
+        for k in 0..n {
+            let img = if images.len() == 3 * per { images } else { &images[3 * k * per..3 * (k + 1) * per] };
+            let m = if mask.len() == per { mask } else { &mask[k * per..(k + 1) * per] };
+            for (px, &mv) in img.chunks(3).zip(m) {
+                out.extend(px.iter().map(|&v| if mv >= 0.5 { 0.5 } else { v }));
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs a whole text-to-image request.
     pub fn generate(&self, req: &TextToImage) -> Result<Images> {
         let p = &req.params;
@@ -471,8 +502,38 @@ impl StableDiffusion {
                 Some(self.encode_images(images, batch, shape, &noise)?)
             }
         };
+        if self.extra_channels > 0 && req.mask_image.is_none() {
+            return Err(Error::InvalidArgument(
+                "this export's UNet is an inpainting UNet: give an init image and a mask".into()));
+        }
+        let mut sample_extra = None;
         let (init, inpaint, strength) = match (&req.mask_image, encoded) {
             (None, encoded) => (encoded, None, p.strength),
+            (Some(mask), Some(known)) if self.extra_channels > 0 => {
+                // The UNet sees the mask and the masked image's latents; nothing is blended.
+                let images = req.init_image.as_deref().unwrap_or_default();
+                let noise = match &req.encoder_noise {
+                    Some(v) => v.clone(),
+                    None => {
+                        let mut v = vec![0f32; known.len()];
+                        PhiloxNoise::new(p.seed ^ MASKED_NOISE_STREAM).initial(&mut v);
+                        v
+                    }
+                };
+                let masked = self.masked_images(images, mask, batch, shape)?;
+                let masked_latents = self.encode_images(&masked, batch, shape, &noise)?;
+                let mask_latents = self.latent_mask(mask, batch, [1, shape[1], shape[2]])?;
+                let (m, l) = (shape[1] * shape[2], shape.iter().product::<usize>());
+                let mut extra = Vec::with_capacity(batch * (m + l));
+                for k in 0..batch {
+                    extra.extend_from_slice(&mask_latents[k * m..(k + 1) * m]);
+                    extra.extend_from_slice(&masked_latents[k * l..(k + 1) * l]);
+                }
+                sample_extra = Some(extra);
+                let strength = p.strength.unwrap_or(1.0);
+                let partial = strength < 1.0;
+                (partial.then_some(known), None, partial.then_some(strength))
+            }
             (Some(mask), Some(known)) => {
                 let mask = self.latent_mask(mask, batch, shape)?;
                 let strength = p.strength.unwrap_or(1.0);
@@ -490,6 +551,7 @@ impl StableDiffusion {
             init,
             inpaint,
             strength,
+            sample_extra,
             guidance: Some(guidance),
             spacing: if p.spacing == SigmaSpacing::Default { self.scheduler.spacing } else { p.spacing },
             context: Some(context),
