@@ -135,3 +135,20 @@ fn threads_sharing_a_model_have_no_data_race_on_tract() {
     assert_eq!(o.status.code(), Some(0), "helgrind:\n{err}");
     assert!(err.contains("ERROR SUMMARY: 0 errors") && out.contains("every result equals the sequential one"), "{out}\n{err}");
 }
+
+/// Text to image through the C API (drt_sd_*): a Stable Diffusion export on tract, then a bad
+/// request (a width the VAE cannot make), both without memory errors or leaks.
+#[test]
+fn stable_diffusion_txt2img_is_clean_on_tract() {
+    if !valgrind_available() {
+        return;
+    }
+    let tmp = TempDir::new("vg-txt2img");
+    let exe = build_example("txt2img", tmp.path());
+    let export = repo().join("tests/fixtures/sd-tiny/export");
+    let ppm = tmp.path().join("i.ppm");
+    let out = memcheck(&exe, &[export.to_str().expect("utf8"), "a red cat", ppm.to_str().expect("utf8"), "2", "tract"], &[], 0);
+    assert!(out.contains("32 x 32") && ppm.is_file(), "{out}");
+    let missing = tmp.path().join("no-export");
+    memcheck(&exe, &[missing.to_str().expect("utf8"), "a red cat", ppm.to_str().expect("utf8"), "2", "tract"], &[], 1);
+}
