@@ -11,18 +11,15 @@ use serde_json::json;
 use super::config::{read_json, unet_sample_size, SchedulerConfig, VaeConfig};
 use super::tokenizer::ClipTokenizer;
 use super::vae::VaeDecoder;
+use start::Start;
 use crate::backend::{self, BackendOptions, DType, Graph, Input, InputData};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::model::Model;
-use crate::pipeline::{GenerateParams, Inpaint, Session, MAX_BATCH};
-use crate::rng::PhiloxNoise;
+use crate::pipeline::{GenerateParams, Session, MAX_BATCH};
 use crate::schedule::SigmaSpacing;
 
-/// Mixed into the seed for the VAE posterior's noise in img2img.
-const ENCODER_NOISE_STREAM: u64 = 0x5EED_E4C0_DE00_0001;
-/// Mixed into the seed for the masked image's posterior noise (inpainting UNets).
-const MASKED_NOISE_STREAM: u64 = 0x5EED_E4C0_DE00_0002;
+mod start;
 
 /// diffusers' default guidance scale for Stable Diffusion pipelines.
 pub const DEFAULT_GUIDANCE: f32 = 7.5;
@@ -331,114 +328,6 @@ impl StableDiffusion {
         Ok(pixels)
     }
 
-    /// Encodes `n` images (`H × W × 3` in [0, 1] each) to latents of `shape` as diffusers' img2img
-    /// does: the posterior's mean plus its standard deviation times `noise`, times the scaling factor.
-    pub fn encode_images(&self, images: &[f32], n: usize, shape: [usize; 3], noise: &[f32]) -> Result<Vec<f32>> {
-        let [c, h, w] = shape;
-        let (ph, pw) = (h * self.vae.factor, w * self.vae.factor);
-        let per = ph * pw * 3;
-        if images.len() != per && images.len() != n * per {
-            return Err(Error::InvalidArgument(format!(
-                "the init image has {} values; a {pw}×{ph} RGB image has {per} (one for all, or {n} of them)", images.len())));
-        }
-        if images.iter().any(|v| !v.is_finite()) {
-            return Err(Error::InvalidArgument("the init image contains NaN or infinity".into()));
-        }
-        if noise.len() != n * c * h * w {
-            return Err(Error::InvalidArgument(format!("encoder noise has {} values, expected {}", noise.len(), n * c * h * w)));
-        }
-        let path = self.dir.join("vae_encoder/model.onnx");
-        let graph = self.graph(Part::VaeEncoder, (h, w))?;
-        let g = graph.as_ref();
-        let (Some(input), Some(output)) = (
-            g.inputs().iter().position(|i| i.name == "sample"),
-            g.outputs().iter().position(|o| o.name == "latent_parameters"),
-        ) else {
-            return Err(model_err(&path, "expected an input `sample` and an output `latent_parameters`"));
-        };
-        let f16 = g.inputs()[input].dtype == DType::F16;
-        let mut runner = g.runner()?;
-        let mut params = vec![0f32; 2 * c * h * w];
-        let mut latents = Vec::with_capacity(n * c * h * w);
-        let scale = self.vae.scaling_factor as f32;
-        for k in 0..n {
-            let img = if images.len() == per { images } else { &images[k * per..(k + 1) * per] };
-            // NHWC in [0, 1] to NCHW in [-1, 1], as diffusers' VaeImageProcessor.
-            let mut chw = vec![0f32; per];
-            for y in 0..ph {
-                for x in 0..pw {
-                    for ch in 0..3 {
-                        chw[(ch * ph + y) * pw + x] = 2.0 * img[(y * pw + x) * 3 + ch] - 1.0;
-                    }
-                }
-            }
-            let halves: Vec<half::f16>;
-            let data = if f16 {
-                halves = chw.iter().map(|&v| half::f16::from_f32(v)).collect();
-                InputData::F16(&halves)
-            } else {
-                InputData::F32(&chw)
-            };
-            let got = runner.run(&[Input { index: input, shape: &[1, 3, ph, pw], data }], output, &mut params)?;
-            if got != [1, 2 * c, h, w] {
-                return Err(model_err(&path, format!("encoded to {got:?}, expected [1, {}, {h}, {w}]", 2 * c)));
-            }
-            let (mean, logvar) = params.split_at(c * h * w);
-            let eps = &noise[k * c * h * w..(k + 1) * c * h * w];
-            for ((&m, &lv), &e) in mean.iter().zip(logvar).zip(eps) {
-                let std = (0.5 * lv.clamp(-30.0, 20.0)).exp();
-                latents.push((m + std * e) * scale);
-            }
-        }
-        Ok(latents)
-    }
-
-    /// The mask of `n` images (`H × W` values each, or one for all) at latent resolution, over
-    /// every channel: binarised at 0.5, then nearest-neighbour downsampled, as diffusers does.
-    fn latent_mask(&self, mask: &[f32], n: usize, [c, h, w]: [usize; 3]) -> Result<Vec<f32>> {
-        let f = self.vae.factor;
-        let (ph, pw) = (h * f, w * f);
-        let per = ph * pw;
-        if mask.len() != per && mask.len() != n * per {
-            return Err(Error::InvalidArgument(format!(
-                "the mask has {} values; a {pw}×{ph} mask has {per} (one for all, or {n} of them)", mask.len())));
-        }
-        if mask.iter().any(|v| !v.is_finite()) {
-            return Err(Error::InvalidArgument("the mask contains NaN or infinity".into()));
-        }
-        let mut out = Vec::with_capacity(n * c * h * w);
-        for k in 0..n {
-            let m = if mask.len() == per { mask } else { &mask[k * per..(k + 1) * per] };
-            for _ in 0..c {
-                for y in 0..h {
-                    for x in 0..w {
-                        out.push(if m[y * f * pw + x * f] >= 0.5 { 1.0 } else { 0.0 });
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The init images with the pixels to repaint set to grey (0 in the VAE's [-1, 1]), as diffusers
-    /// masks the image an inpainting UNet sees.
-    fn masked_images(&self, images: &[f32], mask: &[f32], n: usize, [_, h, w]: [usize; 3]) -> Result<Vec<f32>> {
-        let per = h * self.vae.factor * w * self.vae.factor;
-        if (images.len() != 3 * per && images.len() != 3 * n * per) || (mask.len() != per && mask.len() != n * per) {
-            return Err(Error::InvalidArgument(format!(
-                "init image ({} values) and mask ({} values) do not match {n} images of {per} pixels", images.len(), mask.len())));
-        }
-        let mut out = Vec::with_capacity(3 * n * per);
-        for k in 0..n {
-            let img = if images.len() == 3 * per { images } else { &images[3 * k * per..3 * (k + 1) * per] };
-            let m = if mask.len() == per { mask } else { &mask[k * per..(k + 1) * per] };
-            for (px, &mv) in img.chunks(3).zip(m) {
-                out.extend(px.iter().map(|&v| if mv >= 0.5 { 0.5 } else { v }));
-            }
-        }
-        Ok(out)
-    }
-
     /// Runs a whole text-to-image request.
     pub fn generate(&self, req: &TextToImage) -> Result<Images> {
         let p = &req.params;
@@ -476,74 +365,7 @@ impl StableDiffusion {
         } else {
             None
         };
-        if p.init.is_some() || p.inpaint.is_some() {
-            return Err(Error::InvalidArgument(
-                "a Stable Diffusion request starts from an init_image (and mask_image), not from latents in params".into()));
-        }
-        if req.mask_image.is_some() && req.init_image.is_none() {
-            return Err(Error::InvalidArgument("a mask image needs an init image to inpaint".into()));
-        }
-        let encoded = match &req.init_image {
-            None if req.encoder_noise.is_some() => {
-                return Err(Error::InvalidArgument("encoder noise without an init image".into()));
-            }
-            None => None,
-            Some(images) => {
-                let n = batch * shape.iter().product::<usize>();
-                let noise = match &req.encoder_noise {
-                    Some(v) => v.clone(),
-                    None => {
-                        // Its own stream, so the initial latents' noise stays that of the seed.
-                        let mut v = vec![0f32; n];
-                        PhiloxNoise::new(p.seed ^ ENCODER_NOISE_STREAM).initial(&mut v);
-                        v
-                    }
-                };
-                Some(self.encode_images(images, batch, shape, &noise)?)
-            }
-        };
-        if self.extra_channels > 0 && req.mask_image.is_none() {
-            return Err(Error::InvalidArgument(
-                "this export's UNet is an inpainting UNet: give an init image and a mask".into()));
-        }
-        let mut sample_extra = None;
-        let (init, inpaint, strength) = match (&req.mask_image, encoded) {
-            (None, encoded) => (encoded, None, p.strength),
-            (Some(mask), Some(known)) if self.extra_channels > 0 => {
-                // The UNet sees the mask and the masked image's latents; nothing is blended.
-                let images = req.init_image.as_deref().unwrap_or_default();
-                let noise = match &req.encoder_noise {
-                    Some(v) => v.clone(),
-                    None => {
-                        let mut v = vec![0f32; known.len()];
-                        PhiloxNoise::new(p.seed ^ MASKED_NOISE_STREAM).initial(&mut v);
-                        v
-                    }
-                };
-                let masked = self.masked_images(images, mask, batch, shape)?;
-                let masked_latents = self.encode_images(&masked, batch, shape, &noise)?;
-                let mask_latents = self.latent_mask(mask, batch, [1, shape[1], shape[2]])?;
-                let (m, l) = (shape[1] * shape[2], shape.iter().product::<usize>());
-                let mut extra = Vec::with_capacity(batch * (m + l));
-                for k in 0..batch {
-                    extra.extend_from_slice(&mask_latents[k * m..(k + 1) * m]);
-                    extra.extend_from_slice(&masked_latents[k * l..(k + 1) * l]);
-                }
-                sample_extra = Some(extra);
-                let strength = p.strength.unwrap_or(1.0);
-                let partial = strength < 1.0;
-                (partial.then_some(known), None, partial.then_some(strength))
-            }
-            (Some(mask), Some(known)) => {
-                let mask = self.latent_mask(mask, batch, shape)?;
-                let strength = p.strength.unwrap_or(1.0);
-                // diffusers starts from pure noise at strength 1, not from the noised image.
-                let partial = strength < 1.0;
-                let init = partial.then(|| known.clone());
-                (init, Some(Inpaint { known, mask }), partial.then_some(strength))
-            }
-            (Some(_), None) => return Err(Error::Internal("mask without encoded image".into())),
-        };
+        let Start { init, inpaint, strength, sample_extra } = self.start(req, batch, shape)?;
         let model = Arc::new(self.unet_model(shape)?);
         let mut session = Session::new(&model)?;
         let params = GenerateParams {
