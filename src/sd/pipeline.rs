@@ -32,7 +32,8 @@ pub struct StableDiffusion {
     dir: PathBuf,
     tokenizer: ClipTokenizer,
     /// Loaded graphs by part and latent size: tract needs the spatial dimensions fixed before it
-    /// can analyse a graph (ONNX Runtime ignores the sizes). Empty in low-memory mode.
+    /// can analyse a graph; ONNX Runtime ignores the sizes, so its graphs serve every size.
+    /// Empty in low-memory mode.
     graphs: Mutex<HashMap<GraphKey, Arc<dyn Graph>>>,
     opts: BackendOptions,
     low_memory: bool,
@@ -181,9 +182,14 @@ impl StableDiffusion {
 
     /// A part's graph for latents of `h × w`, loaded on first use (on every use in low-memory mode).
     fn graph(&self, part: Part, (h, w): (usize, usize)) -> Result<Arc<dyn Graph>> {
-        let key = if part == Part::TextEncoder { (part, 0, 0) } else { (part, h, w) };
-        if let Some(g) = self.graphs.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(Arc::clone(g));
+        // A graph that serves every size (ONNX Runtime's) is kept as (part, 0, 0).
+        let any = (part, 0, 0);
+        let key = if part == Part::TextEncoder { any } else { (part, h, w) };
+        {
+            let graphs = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(g) = graphs.get(&key).or_else(|| graphs.get(&any)) {
+                return Ok(Arc::clone(g));
+            }
         }
         let path = self.dir.join(part.dir()).join("model.onnx");
         if !path.is_file() {
@@ -198,6 +204,7 @@ impl StableDiffusion {
         };
         let g = backend::load_graph_fixed(&path, &self.opts, &fixed)?;
         if !self.low_memory {
+            let key = if g.backend_name() == "ort" { any } else { key };
             self.graphs.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Arc::clone(&g));
         }
         Ok(g)
