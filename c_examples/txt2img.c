@@ -5,10 +5,20 @@
  *
  * The image equals `drt generate --model EXPORT_DIR --prompt PROMPT --steps STEPS --seed 0`
  * (25 steps by default) at the export's default size, sampler and guidance. */
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "diffusion_rt.h"
+
+/* Called after every sampling step; returning false would cancel the generation. */
+static bool progress(uint32_t step, uint32_t total, void *user_data) {
+    (void)user_data;
+    fprintf(stderr, "\rstep %u/%u", (unsigned)step, (unsigned)total);
+    if (step == total) fputc('\n', stderr);
+    return true;
+}
 
 static int fail(const char *what, drt_status s) {
     fprintf(stderr, "%s failed: %s: %s\n", what, drt_status_string(s), drt_last_error());
@@ -36,6 +46,7 @@ int main(int argc, char **argv) {
     gp.negative_prompts = negatives;
     gp.negative_prompts_len = 1;
     gp.steps = argc > 4 ? (uint32_t)strtoul(argv[4], NULL, 10) : 25;
+    gp.progress = progress;
 
     uint32_t width = 0, height = 0, batch = 0;
     s = drt_sd_image_size(sd, &gp, &width, &height, &batch);

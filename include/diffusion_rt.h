@@ -242,7 +242,8 @@ typedef struct drt_generate_params {
    */
   uint32_t batch;
   /**
-   * Optional progress callback, called on the generating thread after each step of drt_generate.
+   * Optional progress callback, called on the generating thread after each step of drt_generate
+   * (and of drt_sd_generate*); returning false cancels the generation.
    */
   drt_progress_fn progress;
   /**
@@ -647,7 +648,8 @@ enum drt_status drt_sd_image_size(const struct drt_sd *sd,
 /**
  * Generates images from `params` (prompts, negative prompts, size, sampler, steps, guidance,
  * seed, batch, initial latents as `noise`) into `out`: 8-bit RGB, rows top to bottom, images one
- * after another (`out_len` bytes; drt_sd_image_size tells how many are needed). On any error
+ * after another (`out_len` bytes; drt_sd_image_size tells how many are needed). `progress` is
+ * called after every sampling step; returning false cancels (DRT_ERR_CANCELLED). On any error
  * `out` is untouched.
  *
  * # Safety

@@ -280,6 +280,21 @@ fn c_api_generates_the_clis_image() {
         gp.prompts_len = 2;
         assert_eq!(drt_sd_generate_rgb8(sd, &gp, out.as_mut_ptr(), out.len()), drt_status::DRT_ERR_INVALID_ARGUMENT);
         assert!(std::ffi::CStr::from_ptr(drt_last_error()).to_string_lossy().contains("prompts is NULL"));
+        // Progress after every step; false cancels, and the buffer is left as it was.
+        unsafe extern "C" fn count(step: u32, total: u32, user_data: *mut std::ffi::c_void) -> bool {
+            let seen = &mut *(user_data as *mut Vec<(u32, u32)>);
+            seen.push((step, total));
+            step < 2
+        }
+        let mut seen: Vec<(u32, u32)> = Vec::new();
+        let mut gp = drt_generate_params_default();
+        gp.steps = 4;
+        gp.progress = Some(count);
+        gp.user_data = &mut seen as *mut Vec<(u32, u32)> as *mut std::ffi::c_void;
+        let mut out = vec![7u8; 32 * 32 * 3];
+        assert_eq!(drt_sd_generate_rgb8(sd, &gp, out.as_mut_ptr(), out.len()), drt_status::DRT_ERR_CANCELLED);
+        assert_eq!(seen, [(1, 4), (2, 4)]);
+        assert!(out.iter().all(|&b| b == 7), "a cancelled generation writes nothing");
         drt_sd_free(sd);
         assert_eq!(drt_sd_load(dir.as_ptr(), std::ptr::null(), 4, &mut sd), drt_status::DRT_ERR_INVALID_ARGUMENT);
     }

@@ -347,25 +347,10 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     if let Some(dir) = &a.dump_inputs {
         session.set_dump(Some(InputDump::new(dir)?));
     }
-    let bar = (!a.quiet && std::io::stderr().is_terminal()).then(|| {
-        let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed_precise} ETA {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
+    let bar = progress_bar(a.quiet);
     let start = std::time::Instant::now();
-    let gen = session.generate(&params, &mut |done, total| {
-        if let Some(b) = &bar {
-            b.set_length(total as u64);
-            b.set_position(done as u64);
-        }
-        true
-    })?;
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    let gen = session.generate(&params, &mut |done, total| bar.show(done, total))?;
+    bar.finish();
     let mut shape = vec![batch];
     shape.extend_from_slice(&m.sample_shape);
     if let Some(p) = &a.save_raw {
@@ -395,7 +380,9 @@ fn text_to_image(a: &GenerateArgs) -> Result<()> {
     let start = std::time::Instant::now();
     let t = &a.text;
     let sd = StableDiffusion::load(&a.model.model, &a.model.options()?, SdOptions { low_memory: t.prompt.low_memory })?;
-    let images = sd.generate(&t.prompt.request(&sd, &a.sampling)?)?;
+    let bar = progress_bar(a.quiet);
+    let images = sd.generate_with(&t.prompt.request(&sd, &a.sampling)?, &mut |done, total| bar.show(done, total))?;
+    bar.finish();
     let (n, ih, iw) = (images.batch, images.height, images.width);
     if let Some(p) = &a.save_raw {
         npy::write(p, &[n, ih, iw, 3], &images.pixels)?;
@@ -470,6 +457,37 @@ impl PromptArgs {
     fn any(&self) -> bool {
         !self.prompts.is_empty() || !self.negative_prompts.is_empty() || self.width.is_some() || self.height.is_some()
             || self.low_memory || self.vae_tile.is_some() || self.mask.is_some()
+    }
+}
+
+/// A step counter on a terminal's stderr; nothing otherwise.
+struct Bar(Option<indicatif::ProgressBar>);
+
+fn progress_bar(quiet: bool) -> Bar {
+    Bar((!quiet && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed_precise} ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    }))
+}
+
+impl Bar {
+    /// Shows `done` of `total` steps; always lets the generation go on.
+    fn show(&self, done: usize, total: usize) -> bool {
+        if let Some(b) = &self.0 {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        }
+        true
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
     }
 }
 

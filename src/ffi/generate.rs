@@ -32,7 +32,8 @@ pub struct drt_generate_params {
     pub class_label: i32,
     /// Number of samples; the output holds batch * drt_model_sample_len() floats.
     pub batch: u32,
-    /// Optional progress callback, called on the generating thread after each step of drt_generate.
+    /// Optional progress callback, called on the generating thread after each step of drt_generate
+    /// (and of drt_sd_generate*); returning false cancels the generation.
     pub progress: drt_progress_fn,
     /// Passed back untouched to `progress`.
     pub user_data: *mut c_void,

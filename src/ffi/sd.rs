@@ -2,10 +2,10 @@
 //! with the same drt_generate_params (prompts, negative prompts, size and VAE tiling among them)
 //! into a caller's RGB8 or float buffer.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
-use super::generate::{drt_generate_params, drt_generate_params_default, generate_params};
+use super::generate::{drt_generate_params, drt_generate_params_default, drt_progress_fn, generate_params};
 use super::model::{backend_options, drt_model_params};
 use super::{boundary, drt_status, invalid, opt_str, read_params};
 use crate::error::Error;
@@ -81,8 +81,15 @@ unsafe fn strings(p: *const *const c_char, len: usize, what: &str) -> Result<Vec
         .collect()
 }
 
+/// A caller's request and its progress callback.
+struct Request {
+    request: TextToImage,
+    progress: drt_progress_fn,
+    user_data: *mut c_void,
+}
+
 /// The request a caller's params make of `sd`.
-unsafe fn request(sd: &StableDiffusion, params: *const drt_generate_params) -> Result<TextToImage, Error> {
+unsafe fn request(sd: &StableDiffusion, params: *const drt_generate_params) -> Result<Request, Error> {
     let mut p = read_params(params, drt_generate_params_default())?;
     let prompts = strings(p.prompts, p.prompts_len, "prompts")?;
     let negative_prompts = strings(p.negative_prompts, p.negative_prompts_len, "negative_prompts")?;
@@ -103,9 +110,10 @@ unsafe fn request(sd: &StableDiffusion, params: *const drt_generate_params) -> R
         (true, _) => return Err(invalid("mask is NULL with mask_len > 0")),
         (false, len) => Some(std::slice::from_raw_parts(p.mask, len).to_vec()),
     };
-    Ok(TextToImage {
+    let request = TextToImage {
         prompts, negative_prompts, width, height, vae_tile: size(p.vae_tile), init_image, encoder_noise: None, mask_image, params,
-    })
+    };
+    Ok(Request { request, progress: p.progress, user_data: p.user_data })
 }
 
 /// Sets `*width`, `*height` (pixels) and `*batch` (images) of what drt_sd_generate_rgb8 would make
@@ -124,7 +132,7 @@ pub unsafe extern "C" fn drt_sd_image_size(
 ) -> drt_status {
     boundary(|| {
         let sd = sd.as_ref().ok_or_else(|| invalid("sd is NULL"))?;
-        let req = request(&sd.sd, params)?;
+        let req = request(&sd.sd, params)?.request;
         let [_, h, w] = sd.sd.latent_shape(req.width, req.height)?;
         let f = sd.sd.vae_factor();
         for (ptr, v) in [(width, w * f), (height, h * f), (batch, req.params.batch)] {
@@ -139,20 +147,26 @@ pub unsafe extern "C" fn drt_sd_image_size(
 unsafe fn generate(sd: *const drt_sd, params: *const drt_generate_params, out_len: usize, per_value: usize) -> Result<Images, Error> {
     let sd = sd.as_ref().ok_or_else(|| invalid("sd is NULL"))?;
     let req = request(&sd.sd, params)?;
-    let [_, h, w] = sd.sd.latent_shape(req.width, req.height)?;
+    let [_, h, w] = sd.sd.latent_shape(req.request.width, req.request.height)?;
     let f = sd.sd.vae_factor();
-    let needed = req.params.batch * h * f * w * f * 3;
+    let n = req.request.params.batch;
+    let needed = n * h * f * w * f * 3;
     if out_len < needed {
         return Err(invalid(&format!(
-            "out holds {out_len} {}; {} images of {}×{} RGB need {needed}",
-            if per_value == 1 { "bytes" } else { "floats" }, req.params.batch, w * f, h * f)));
+            "out holds {out_len} {}; {n} images of {}×{} RGB need {needed}",
+            if per_value == 1 { "bytes" } else { "floats" }, w * f, h * f)));
     }
-    sd.sd.generate(&req)
+    let (cb, ud) = (req.progress, req.user_data);
+    sd.sd.generate_with(&req.request, &mut |done, total| match cb {
+        Some(f) => f(done as u32, total as u32, ud),
+        None => true,
+    })
 }
 
 /// Generates images from `params` (prompts, negative prompts, size, sampler, steps, guidance,
 /// seed, batch, initial latents as `noise`) into `out`: 8-bit RGB, rows top to bottom, images one
-/// after another (`out_len` bytes; drt_sd_image_size tells how many are needed). On any error
+/// after another (`out_len` bytes; drt_sd_image_size tells how many are needed). `progress` is
+/// called after every sampling step; returning false cancels (DRT_ERR_CANCELLED). On any error
 /// `out` is untouched.
 ///
 /// # Safety

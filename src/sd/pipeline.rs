@@ -337,6 +337,12 @@ impl StableDiffusion {
 
     /// Runs a whole text-to-image request.
     pub fn generate(&self, req: &TextToImage) -> Result<Images> {
+        self.generate_with(req, &mut |_, _| true)
+    }
+
+    /// As [`StableDiffusion::generate`], calling `progress(steps done, steps in all)` after every
+    /// sampling step; returning false cancels the generation (`Error::Cancelled`).
+    pub fn generate_with(&self, req: &TextToImage, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<Images> {
         let p = &req.params;
         if !p.classes.is_empty() || !p.conds.is_empty() || p.context.is_some() || p.uncond_context.is_some() {
             return Err(Error::InvalidArgument("a Stable Diffusion request takes prompts, not classes, conditioning or context".into()));
@@ -387,7 +393,7 @@ impl StableDiffusion {
             uncond_context,
             ..p.clone()
         };
-        let gen = session.generate(&params, &mut |_, _| true)?;
+        let gen = session.generate(&params, progress)?;
         // The UNet is freed before the decoder loads (what low-memory mode is for).
         drop(session);
         drop(model);
