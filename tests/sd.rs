@@ -198,6 +198,14 @@ fn cli_writes_images_raw_pixels_and_latents() {
     }
 
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
+        .args(["inspect", "--backend", "tract", "--model"])
+        .arg(fixture().join("export"))
+        .output()
+        .expect("drt");
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && shown.contains("sampler     ddim") && shown.contains("sample: float32[?, 4, 16, 16]"), "{shown}");
+
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
         .args(["generate", "--backend", "tract", "--quiet", "--prompt", "a cat", "--save-raw", "/dev/null", "--model"])
         .arg(common::model_dir("digits"))
         .output()

@@ -528,6 +528,10 @@ fn bench(a: &BenchArgs) -> Result<()> {
 }
 
 fn inspect(a: &ModelArgs) -> Result<()> {
+    if StableDiffusion::is_export(&a.model) {
+        print!("{}", StableDiffusion::load(&a.model, &a.options()?, SdOptions::default())?.describe()?);
+        return Ok(());
+    }
     let model = a.load()?;
     let m = model.manifest();
     let g = model.graph();

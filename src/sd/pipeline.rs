@@ -219,6 +219,31 @@ impl StableDiffusion {
         self.vae.factor
     }
 
+    /// A description of the export for `drt inspect`: its parts and their graphs' inputs and outputs.
+    pub fn describe(&self) -> Result<String> {
+        use std::fmt::Write as _;
+        let f = self.vae.factor;
+        let mut d = String::new();
+        let _ = writeln!(d, "export      {}", self.dir.display());
+        let _ = writeln!(d, "sampler     {} ({:?} sigmas), prediction {}", self.scheduler.sampler, self.scheduler.spacing, self.scheduler.prediction);
+        let _ = writeln!(d, "schedule    {}", self.scheduler.noise_schedule);
+        let _ = writeln!(d, "latents     {} channels{}, default {}×{} px, VAE factor {f}, scaling {}", self.channels,
+            if self.extra_channels > 0 { format!(" (+{} inpainting inputs)", self.extra_channels) } else { String::new() },
+            self.default_latent * f, self.default_latent * f, self.vae.scaling_factor);
+        let _ = writeln!(d, "tokens      {} per prompt", self.tokenizer.max_length());
+        for part in [Part::TextEncoder, Part::Unet, Part::VaeDecoder] {
+            let g = self.graph(part, (self.default_latent, self.default_latent))?;
+            let _ = writeln!(d, "{:<11} {} [{}]", part.dir(), g.backend_name(), g.execution_provider());
+            for i in g.inputs() {
+                let _ = writeln!(d, "  input     {i}");
+            }
+            for o in g.outputs() {
+                let _ = writeln!(d, "  output    {o}");
+            }
+        }
+        Ok(d)
+    }
+
     /// The sampler the export's scheduler config corresponds to.
     pub fn default_sampler(&self) -> &'static str {
         self.scheduler.sampler
