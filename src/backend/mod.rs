@@ -16,6 +16,8 @@ mod ort;
 pub mod ort_lib;
 #[cfg(feature = "tract")]
 mod tract;
+#[cfg(feature = "tract")]
+mod tract_gemm;
 
 /// Element type of a graph input or output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -57,7 +57,17 @@ impl TractGraph {
                 Error::Model(format!("{}: {msg}", path.display()))
             }
         };
-        let mut model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+        let onnx = tract_onnx::onnx();
+        let mut proto = onnx.proto_model_for_path(path).map_err(err)?;
+        let rewritten = super::tract_gemm::rewrite_float16_gemms(&mut proto);
+        if rewritten > 0 {
+            log::debug!("{}: {rewritten} float16 Gemm nodes run as MatMul + Add", path.display());
+        }
+        let parsed = onnx.parse(&proto, path.parent().and_then(|d| d.to_str())).map_err(err)?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(Error::Model(format!("{}: unresolved inputs {:?}", path.display(), parsed.unresolved_inputs)));
+        }
+        let mut model = parsed.model;
         for &(name, axis, size) in fixed {
             let i = model.inputs.iter().position(|o| model.node(o.node).name == name).ok_or_else(|| {
                 Error::Model(format!("{}: no input `{name}`", path.display()))
