@@ -170,10 +170,11 @@ fn run_study() -> Res<Study> {
         }
         study.curves.push(CurveResult { name: c.name.into(), panel: c.panel, points });
     }
-    let base = &curves()[3];
-    let with_interval = Curve { rules: GuidanceRules { interval: Some(INTERVAL), ..Default::default() }, ..curves().remove(3) };
+    let all = curves();
+    let curve = |name: &str| all.iter().find(|c| c.name == name).ok_or_else(|| format!("no curve {name}"));
+    let (base, with_interval) = (curve("DPM++ 2M")?, curve("+ guidance interval [0, 5]")?);
     for &g in &SWEEP {
-        for (interval, c) in [(false, base), (true, &with_interval)] {
+        for (interval, c) in [(false, base), (true, with_interval)] {
             if interval && g <= 1.0 {
                 continue;
             }

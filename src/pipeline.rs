@@ -405,16 +405,7 @@ impl Plan {
                 if !(strength > 0.0 && strength <= 1.0) {
                     return arg(format!("strength must be in (0, 1], got {strength}"));
                 }
-                let full = if init.len() == len {
-                    init.repeat(batch)
-                } else if init.len() == batch * len {
-                    init.clone()
-                } else {
-                    return arg(format!("init has {} values, expected {len} or batch {batch} × {len}", init.len()));
-                };
-                if full.iter().any(|x| !x.is_finite()) {
-                    return arg("init contains NaN or infinity".into());
-                }
+                let full = whole_batch(init, len, batch, "init")?;
                 // diffusers: init_timestep = min(int(steps * strength), steps); start at steps - init_timestep.
                 let total = schedule.steps();
                 let run = ((total as f64 * strength as f64) as usize).min(total);
@@ -428,29 +419,30 @@ impl Plan {
         let inpaint = match &p.inpaint {
             None => None,
             Some(ip) => {
-                let whole = |v: &Vec<f32>, what: &str| -> Result<Vec<f32>> {
-                    let full = if v.len() == len {
-                        v.repeat(batch)
-                    } else if v.len() == batch * len {
-                        v.clone()
-                    } else {
-                        return Err(Error::InvalidArgument(format!(
-                            "the inpainting {what} has {} values, expected {len} or batch {batch} × {len}", v.len())));
-                    };
-                    if full.iter().any(|x| !x.is_finite()) {
-                        return Err(Error::InvalidArgument(format!("the inpainting {what} contains NaN or infinity")));
-                    }
-                    Ok(full)
-                };
-                let mask = whole(&ip.mask, "mask")?;
+                let mask = whole_batch(&ip.mask, len, batch, "the inpainting mask")?;
                 if mask.iter().any(|m| !(0.0..=1.0).contains(m)) {
                     return arg("the inpainting mask must lie in [0, 1]".into());
                 }
-                Some((whole(&ip.known, "known sample")?, mask))
+                Some((whole_batch(&ip.known, len, batch, "the inpainting known sample")?, mask))
             }
         };
         Ok(Plan { sampler, options, schedule, batch, guidance, rules, cond, init, inpaint })
     }
+}
+
+/// `v` for every sample of a batch: `per` values shared by all, or `batch × per` values, finite.
+fn whole_batch(v: &[f32], per: usize, batch: usize, what: &str) -> Result<Vec<f32>> {
+    let full = if v.len() == per {
+        v.repeat(batch)
+    } else if v.len() == batch * per {
+        v.to_vec()
+    } else {
+        return Err(Error::InvalidArgument(format!("{what} has {} values, expected {per} or batch {batch} × {per}", v.len())));
+    };
+    if full.iter().any(|x| !x.is_finite()) {
+        return Err(Error::InvalidArgument(format!("{what} contains NaN or infinity")));
+    }
+    Ok(full)
 }
 
 /// The guidance rules a generation runs with: the request's, and the model's default interval when
@@ -540,12 +532,7 @@ fn conditioning(model: &Model, p: &GenerateParams, batch: usize) -> Result<Condi
         (None, 0) => Vec::new(),
         (Some(_), 0) => return arg(format!("model `{}` takes no extra sample channels, but some were given", m.name)),
         (None, _) => return arg(format!("model `{}` needs its {} extra sample channels", m.name, m.denoiser.sample_extra_channels)),
-        (Some(v), _) if v.len() == el => v.repeat(batch),
-        (Some(v), _) if v.len() == batch * el => v.clone(),
-        (Some(v), _) => return arg(format!("{} extra sample channel values, expected {el} or batch {batch} × {el}", v.len())),
+        (Some(v), _) => whole_batch(v, el, batch, "sample_extra")?,
     };
-    if extra.iter().any(|v| !v.is_finite()) {
-        return arg("the extra sample channels contain NaN or infinity".into());
-    }
     Ok(Conditioning { classes, conds, context, uncond_context, extra })
 }

@@ -11,7 +11,7 @@ use common::{backends, options, rel_l2};
 use diffusion_rt::backend::BackendKind;
 use diffusion_rt::npy;
 use diffusion_rt::schedule::SigmaSpacing;
-use diffusion_rt::sd::{SdOptions, StableDiffusion, TextToImage};
+use diffusion_rt::sd::{Images, SdOptions, StableDiffusion, TextToImage};
 use diffusion_rt::{Error, GenerateParams};
 use serde::Deserialize;
 
@@ -29,12 +29,14 @@ struct Case {
     negative_prompts: Option<Vec<String>>,
     height: usize,
     width: usize,
+    /// img2img's share of the schedule.
+    strength: Option<f32>,
 }
 
 const CASES: [&str; 6] = ["ddim", "euler", "dpmpp2m", "dpmpp2m_karras", "lcm_1step", "lcm_4step"];
 const FP16_CASES: [&str; 4] = ["ddim", "euler", "dpmpp2m", "lcm_1step"];
 
-/// The request optimum's pipeline ran for `name`, and its images.
+/// The request optimum's pipeline ran for `name` (with the random draws it recorded), and its images.
 fn request(name: &str) -> (TextToImage, Vec<f32>) {
     let dir = fixture().join("reference");
     let case: Case = serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).expect("case")).expect("json");
@@ -53,6 +55,7 @@ fn request(name: &str) -> (TextToImage, Vec<f32>) {
         draws.push(Vec::new()); // the last step draws nothing
         draws
     });
+    let encoder_noise = npy::read(&dir.join(format!("{name}_encoder_noise.npy"))).ok().map(|a| a.data);
     let images = npy::read(&dir.join(format!("{name}_images.npy"))).expect("images");
     let req = TextToImage {
         prompts: case.prompts.clone(),
@@ -61,7 +64,7 @@ fn request(name: &str) -> (TextToImage, Vec<f32>) {
         height: Some(case.height),
         vae_tile: None,
         init_image: None,
-        encoder_noise: None,
+        encoder_noise,
         mask_image: None,
         params: GenerateParams {
             sampler: Some(sampler.into()),
@@ -71,54 +74,63 @@ fn request(name: &str) -> (TextToImage, Vec<f32>) {
             batch: case.prompts.len(),
             noise: Some(latents.data),
             step_noise,
+            strength: case.strength,
             ..GenerateParams::default()
         },
     };
     (req, images.data)
 }
 
+/// The export in `dir` on `backend`.
+fn load(dir: &str, backend: BackendKind) -> StableDiffusion {
+    StableDiffusion::load(&fixture().join(dir), &options(backend), SdOptions::default()).expect("load")
+}
+
+/// Runs `req` on `sd` and holds its images within relative L2 `bound` of optimum's `want`.
+fn assert_like_optimum(sd: &StableDiffusion, req: &TextToImage, want: &[f32], what: &str, bound: f64) -> Images {
+    let got = sd.generate(req).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(got.pixels.len(), want.len(), "{what}");
+    let d = rel_l2(&got.pixels, want);
+    println!("{what}: rel L2 {d:.2e}, {} steps, {} passes", got.steps, got.nfe);
+    assert!(d <= bound, "{what}: relative L2 {d:.2e} to optimum's images");
+    got
+}
+
 #[test]
 fn images_equal_optimums_pipeline() {
     for backend in backends() {
-        let sd = StableDiffusion::load(&fixture().join("export"), &options(backend), SdOptions::default()).expect("load");
+        let sd = load("export", backend);
         for name in CASES {
             let (req, want) = request(name);
-            let got = sd.generate(&req).unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}"));
-            assert_eq!(got.pixels.len(), want.len(), "{name}");
-            let d = rel_l2(&got.pixels, &want);
-            println!("{name} on {backend:?}: rel L2 {d:.2e}, {} passes", got.nfe);
-            assert!(d <= 1e-4, "{name} on {backend:?}: relative L2 {d:.2e} to optimum's images");
+            let got = assert_like_optimum(&sd, &req, &want, &format!("{name} on {backend:?}"), 1e-4);
             let guided = req.params.guidance.unwrap() > 1.0;
             assert_eq!(got.nfe, req.params.steps.unwrap() as usize * if guided { 2 } else { 1 }, "{name}");
         }
     }
 }
 
-/// The comparison above would pass for a pipeline that ignored its prompts if the images did not
-/// depend on them: they do, and on the negative prompt too.
 /// optimum's `--dtype fp16` export: float16 inputs and outputs on every graph.
 #[test]
 fn float16_export_equals_optimums_pipeline() {
     for backend in backends() {
-    let sd = StableDiffusion::load(&fixture().join("export-fp16"), &options(backend), SdOptions::default()).expect("load");
-    for name in FP16_CASES {
-        let (req, want) = request(&format!("fp16_{name}"));
-        let got = sd.generate(&req).unwrap_or_else(|e| panic!("fp16 {name} on {backend:?}: {e}"));
-        let d = rel_l2(&got.pixels, &want);
-        println!("fp16 {name} on {backend:?}: rel L2 {d:.2e}");
-        // diffusers runs parts of each scheduler step in float16 arithmetic (a 0-dim float32
-        // coefficient times a float16 output stays float16; Euler and DPM-Solver cast the latents
-        // back to float16), which drt keeps in float32: the two differ by float16 rounding, about
-        // what separates optimum's own float16 and float32 images (3.1-3.6e-4 here).
-        let bound = if backend == BackendKind::Tract { 5e-3 } else { 5e-4 };
-        assert!(d <= bound, "fp16 {name} on {backend:?}: relative L2 {d:.2e} to optimum's images");
-    }
+        let sd = load("export-fp16", backend);
+        for name in FP16_CASES {
+            let (req, want) = request(&format!("fp16_{name}"));
+            // diffusers runs parts of each scheduler step in float16 arithmetic (a 0-dim float32
+            // coefficient times a float16 output stays float16; Euler and DPM-Solver cast the latents
+            // back to float16), which drt keeps in float32: the two differ by float16 rounding, about
+            // what separates optimum's own float16 and float32 images (3.1-3.6e-4 here).
+            let bound = if backend == BackendKind::Tract { 5e-3 } else { 5e-4 };
+            assert_like_optimum(&sd, &req, &want, &format!("fp16 {name} on {backend:?}"), bound);
+        }
     }
 }
 
+/// The comparison above would pass for a pipeline that ignored its prompts if the images did not
+/// depend on them: they do, and on the negative prompt too.
 #[test]
 fn prompts_and_negative_prompts_change_the_image() {
-    let sd = StableDiffusion::load(&fixture().join("export"), &options(backends()[0]), SdOptions::default()).expect("load");
+    let sd = load("export", backends()[0]);
     let (mut base, _) = request("ddim");
     // Both images start from the first image's latents.
     let noise = base.params.noise.take().expect("latents");
@@ -142,7 +154,7 @@ fn prompts_and_negative_prompts_change_the_image() {
 
 #[test]
 fn bad_requests_and_exports_are_clear_errors() {
-    let sd = StableDiffusion::load(&fixture().join("export"), &options(backends()[0]), SdOptions::default()).expect("load");
+    let sd = load("export", backends()[0]);
     let (base, _) = request("euler");
     let cases: Vec<(TextToImage, &str)> = vec![
         (TextToImage { width: Some(33), ..base.clone() }, "width 33"),
@@ -220,7 +232,7 @@ fn cli_writes_images_raw_pixels_and_latents() {
 fn low_memory_and_tiled_decoding() {
     for backend in backends() {
         let (req, _) = request("ddim");
-        let sd = StableDiffusion::load(&fixture().join("export"), &options(backend), SdOptions::default()).expect("load");
+        let sd = load("export", backend);
         let whole = sd.generate(&req).expect("generate");
         let low = StableDiffusion::load(&fixture().join("export"), &options(backend), SdOptions { low_memory: true }).expect("load");
         let lean = low.generate(&req).expect("low memory");
@@ -314,18 +326,12 @@ fn img2img_equals_optimums_pipeline() {
     let reference = fixture().join("reference");
     let (_, _, image) = diffusion_rt::image::read_png(&reference.join("init.png")).expect("init.png");
     for backend in backends() {
-        let sd = StableDiffusion::load(&fixture().join("export"), &options(backend), SdOptions::default()).expect("load");
+        let sd = load("export", backend);
         for name in ["img2img_ddim", "img2img_euler"] {
             let (mut req, want) = request(name);
-            let case: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(reference.join(format!("{name}.json"))).expect("json")).expect("json");
+            assert!(req.params.strength.is_some() && req.encoder_noise.is_some(), "{name}: strength and posterior draws recorded");
             req.init_image = Some(image.clone());
-            req.encoder_noise = Some(npy::read(&reference.join(format!("{name}_encoder_noise.npy"))).expect("noise").data);
-            req.params.strength = Some(case["strength"].as_f64().expect("strength") as f32);
-            let got = sd.generate(&req).unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}"));
-            let d = rel_l2(&got.pixels, &want);
-            println!("{name} on {backend:?}: rel L2 {d:.2e}, {} steps", got.steps);
-            assert!(d <= 1e-4, "{name} on {backend:?}: relative L2 {d:.2e} to optimum's images");
+            assert_like_optimum(&sd, &req, &want, &format!("{name} on {backend:?}"), 1e-4);
         }
     }
 
@@ -356,27 +362,15 @@ fn inpainting_equals_optimums_pipeline() {
     let (_, _, mask_rgb) = diffusion_rt::image::read_png(&reference.join("mask.png")).expect("mask.png");
     let mask: Vec<f32> = mask_rgb.chunks(3).map(|c| c[0]).collect();
     for backend in backends() {
-        let sd = StableDiffusion::load(&fixture().join("export"), &options(backend), SdOptions::default()).expect("load");
-        for name in ["inpaint_ddim", "inpaint_dpmpp2m"] {
-            let (mut req, want) = request(name);
-            req.init_image = Some(image.clone());
-            req.mask_image = Some(mask.clone());
-            req.encoder_noise = Some(npy::read(&reference.join(format!("{name}_encoder_noise.npy"))).expect("noise").data);
-            let got = sd.generate(&req).unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}"));
-            let d = rel_l2(&got.pixels, &want);
-            println!("{name} on {backend:?}: rel L2 {d:.2e}");
-            assert!(d <= 1e-4, "{name} on {backend:?}: relative L2 {d:.2e} to optimum's images");
-        }
-        let nine = StableDiffusion::load(&fixture().join("export-inpaint"), &options(backend), SdOptions::default()).expect("load");
-        for name in ["inpaint9_ddim", "inpaint9_dpmpp2m"] {
-            let (mut req, want) = request(name);
-            req.init_image = Some(image.clone());
-            req.mask_image = Some(mask.clone());
-            req.encoder_noise = Some(npy::read(&reference.join(format!("{name}_encoder_noise.npy"))).expect("noise").data);
-            let got = nine.generate(&req).unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}"));
-            let d = rel_l2(&got.pixels, &want);
-            println!("{name} on {backend:?}: rel L2 {d:.2e}");
-            assert!(d <= 1e-4, "{name} on {backend:?}: relative L2 {d:.2e} to optimum's images");
+        let (sd, nine) = (load("export", backend), load("export-inpaint", backend));
+        for (export, names) in [(&sd, ["inpaint_ddim", "inpaint_dpmpp2m"]), (&nine, ["inpaint9_ddim", "inpaint9_dpmpp2m"])] {
+            for name in names {
+                let (mut req, want) = request(name);
+                assert!(req.encoder_noise.is_some(), "{name}: posterior draws recorded");
+                req.init_image = Some(image.clone());
+                req.mask_image = Some(mask.clone());
+                assert_like_optimum(export, &req, &want, &format!("{name} on {backend:?}"), 1e-4);
+            }
         }
         let (plain, _) = request("ddim");
         assert!(nine.generate(&plain).expect_err("no mask").to_string().contains("inpainting UNet"));

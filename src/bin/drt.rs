@@ -329,13 +329,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     if StableDiffusion::is_export(&a.model.model) {
         return text_to_image(a);
     }
-    let t = &a.text;
-    if t.prompt.any() || t.save_latents.is_some() {
-        return Err(Error::InvalidArgument(format!(
-            "--prompt, --negative-prompt, --width, --height, --save-latents, --low-memory and --vae-tile are for Stable \
-             Diffusion exports; {} is a model.json directory",
-            a.model.model.display())));
-    }
+    a.text.prompt.refuse_unless_export(&a.model.model, a.text.save_latents.is_some())?;
     let model = a.model.load()?;
     let m = model.manifest();
     let params = a.sampling.params(model.sample_len())?;
@@ -392,8 +386,8 @@ fn text_to_image(a: &GenerateArgs) -> Result<()> {
         npy::write(p, &[n, lc, lh, lw], &images.latents)?;
     }
     if let Some(p) = &a.out {
-        for (i, px) in images.pixels.chunks(ih * iw * 3).enumerate() {
-            let pic = image::Picture { width: iw, height: ih, channels: 3, pixels: px.iter().map(|v| (v * 255.0).round() as u8).collect() };
+        for (i, px) in images.rgb8().chunks(ih * iw * 3).enumerate() {
+            let pic = image::Picture { width: iw, height: ih, channels: 3, pixels: px.to_vec() };
             let path = if n == 1 { p.clone() } else { numbered(p, i) };
             image::write_png(&path, &pic)?;
         }
@@ -412,18 +406,20 @@ impl PromptArgs {
     fn request(&self, sd: &StableDiffusion, sampling: &SamplingArgs) -> Result<TextToImage> {
         let [c, h, w] = sd.latent_shape(self.width, self.height)?;
         let mut params = sampling.params_with(c * h * w, false)?;
+        let f = sd.vae_factor();
+        // A PNG of the request's size, as RGB in [0, 1].
+        let png = |flag: &str, p: &std::path::Path| -> Result<Vec<f32>> {
+            let (iw, ih, rgb) = image::read_png(p)?;
+            if (iw, ih) != (w * f, h * f) {
+                return Err(Error::InvalidArgument(format!(
+                    "{flag} {} is {iw}×{ih}; the request makes {}×{} images (give --width and --height)",
+                    p.display(), w * f, h * f)));
+            }
+            Ok(rgb)
+        };
         let init_image = match sampling.init.as_deref() {
             None => None,
-            Some(p) if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) => {
-                let (iw, ih, rgb) = image::read_png(p)?;
-                let f = sd.vae_factor();
-                if (iw, ih) != (w * f, h * f) {
-                    return Err(Error::InvalidArgument(format!(
-                        "--init {} is {iw}×{ih}; the request makes {}×{} images (give --width and --height)",
-                        p.display(), w * f, h * f)));
-                }
-                Some(rgb)
-            }
+            Some(p) if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) => Some(png("--init", p)?),
             Some(p) => Some(read_npy("--init", p)?.data),
         };
         if sampling.batch.is_none() && sampling.noise.is_none() {
@@ -440,11 +436,7 @@ impl PromptArgs {
             mask_image: match &self.mask {
                 None => None,
                 Some(p) => {
-                    let (mw, mh, rgb) = image::read_png(p)?;
-                    let f = sd.vae_factor();
-                    if (mw, mh) != (w * f, h * f) {
-                        return Err(Error::InvalidArgument(format!("--mask {} is {mw}×{mh}; the request makes {}×{} images", p.display(), w * f, h * f)));
-                    }
+                    let rgb = png("--mask", p)?;
                     // PIL's "L" conversion, which diffusers' mask processor applies.
                     let byte = |v: f32| (v * 255.0).round() as u32;
                     Some(rgb.chunks(3).map(|c| ((byte(c[0]) * 19595 + byte(c[1]) * 38470 + byte(c[2]) * 7471 + 0x8000) >> 16) as f32 / 255.0).collect())
@@ -454,9 +446,16 @@ impl PromptArgs {
         })
     }
 
-    fn any(&self) -> bool {
-        !self.prompts.is_empty() || !self.negative_prompts.is_empty() || self.width.is_some() || self.height.is_some()
-            || self.low_memory || self.vae_tile.is_some() || self.mask.is_some()
+    /// Refuses these options (and `--save-latents`, when `save_latents`) on a model.json directory.
+    fn refuse_unless_export(&self, dir: &std::path::Path, save_latents: bool) -> Result<()> {
+        let given = !self.prompts.is_empty() || !self.negative_prompts.is_empty() || self.width.is_some()
+            || self.height.is_some() || self.low_memory || self.vae_tile.is_some() || self.mask.is_some() || save_latents;
+        if !given {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument(format!(
+            "--prompt, --negative-prompt, --width, --height, --mask, --save-latents, --low-memory and --vae-tile are for \
+             Stable Diffusion exports; {} is a model.json directory", dir.display())))
     }
 }
 
@@ -506,25 +505,22 @@ fn bench(a: &BenchArgs) -> Result<()> {
         let opts = SdOptions { low_memory: a.prompt.low_memory };
         let make = |sd: &StableDiffusion| a.prompt.request(sd, &a.sampling);
         let report = diffusion_rt::sd::bench::run(&a.model.model, &a.model.options()?, opts, make, a.runs, a.warmup)?;
-        print!("{}", report.table());
-        if let Some(path) = &a.json {
-            std::fs::write(path, report.to_json() + "\n").map_err(|e| Error::io(path, e))?;
-        }
-        return Ok(());
+        return print_report(&report.table(), report.to_json(), a.json.as_deref());
     }
-    if a.prompt.any() {
-        return Err(Error::InvalidArgument(format!(
-            "--prompt, --negative-prompt, --width, --height, --low-memory and --vae-tile are for Stable Diffusion exports; \
-             {} is a model.json directory", a.model.model.display())));
-    }
+    a.prompt.refuse_unless_export(&a.model.model, false)?;
     let opts = BenchOptions { runs: a.runs, warmup: a.warmup, classifier: a.classifier.clone(), memory_limit: a.limits.bytes() };
     let params = |m: &Model| a.sampling.params(m.sample_len());
     let report = diffusion_rt::bench::run_with(&a.model.model, &a.model.options()?, params, &opts)?;
-    print!("{}", report.table());
-    if let Some(path) = &a.json {
-        std::fs::write(path, report.to_json() + "\n").map_err(|e| Error::io(path, e))?;
+    print_report(&report.table(), report.to_json(), a.json.as_deref())
+}
+
+/// Prints a benchmark's table and writes its JSON to `json`, if given.
+fn print_report(table: &str, report: String, json: Option<&std::path::Path>) -> Result<()> {
+    print!("{table}");
+    match json {
+        Some(path) => std::fs::write(path, report + "\n").map_err(|e| Error::io(path, e)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn inspect(a: &ModelArgs) -> Result<()> {

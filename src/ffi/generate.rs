@@ -233,8 +233,17 @@ unsafe fn lock<'a>(s: *const drt_session) -> Result<std::sync::MutexGuard<'a, Se
     (*s).session.lock().map_err(|_| Error::Internal("session poisoned by an earlier panic".into()))
 }
 
+/// A caller's progress callback as generations call it; without one, they go on.
+pub(super) fn progress(cb: drt_progress_fn, user_data: *mut c_void) -> impl FnMut(usize, usize) -> bool {
+    move |done, total| match cb {
+        // SAFETY: the caller's contract for `progress` and `user_data` (drt_generate_params).
+        Some(f) => unsafe { f(done as u32, total as u32, user_data) },
+        None => true,
+    }
+}
+
 /// Copies `src` into the caller's buffer, or refuses a short one without writing anything.
-unsafe fn write_out(src: &[f32], out: *mut f32, out_len: usize) -> Result<(), Error> {
+pub(super) unsafe fn write_out(src: &[f32], out: *mut f32, out_len: usize) -> Result<(), Error> {
     if out.is_null() {
         return Err(invalid("out is NULL"));
     }
@@ -269,11 +278,7 @@ pub unsafe extern "C" fn drt_generate(
         if out_len < needed {
             return Err(invalid(&format!("out holds {out_len} floats; batch {} needs {needed}", p.batch)));
         }
-        let (cb, ud) = (p.progress, p.user_data);
-        let gen = session.generate(&gp, &mut |done, total| match cb {
-            Some(f) => f(done as u32, total as u32, ud),
-            None => true,
-        })?;
+        let gen = session.generate(&gp, &mut progress(p.progress, p.user_data))?;
         write_out(&gen.samples, out, out_len)
     })
 }

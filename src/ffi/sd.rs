@@ -5,7 +5,7 @@
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
-use super::generate::{drt_generate_params, drt_generate_params_default, drt_progress_fn, generate_params};
+use super::generate::{drt_generate_params, drt_generate_params_default, drt_progress_fn, generate_params, progress, write_out};
 use super::model::{backend_options, drt_model_params};
 use super::{boundary, drt_status, invalid, opt_str, read_params};
 use crate::error::Error;
@@ -81,11 +81,20 @@ unsafe fn strings(p: *const *const c_char, len: usize, what: &str) -> Result<Vec
         .collect()
 }
 
-/// A caller's request and its progress callback.
+/// A caller's request, the size of the images it makes, and its progress callback.
 struct Request {
     request: TextToImage,
+    /// Pixels per image side: (width, height).
+    size: (usize, usize),
     progress: drt_progress_fn,
     user_data: *mut c_void,
+}
+
+impl Request {
+    /// Values the output holds: RGB for every pixel of every image.
+    fn out_len(&self) -> usize {
+        self.request.params.batch * self.size.0 * self.size.1 * 3
+    }
 }
 
 /// The request a caller's params make of `sd`.
@@ -113,7 +122,8 @@ unsafe fn request(sd: &StableDiffusion, params: *const drt_generate_params) -> R
     let request = TextToImage {
         prompts, negative_prompts, width, height, vae_tile: size(p.vae_tile), init_image, encoder_noise: None, mask_image, params,
     };
-    Ok(Request { request, progress: p.progress, user_data: p.user_data })
+    let f = sd.vae_factor();
+    Ok(Request { request, size: (w * f, h * f), progress: p.progress, user_data: p.user_data })
 }
 
 /// Sets `*width`, `*height` (pixels) and `*batch` (images) of what drt_sd_generate_rgb8 would make
@@ -132,10 +142,8 @@ pub unsafe extern "C" fn drt_sd_image_size(
 ) -> drt_status {
     boundary(|| {
         let sd = sd.as_ref().ok_or_else(|| invalid("sd is NULL"))?;
-        let req = request(&sd.sd, params)?.request;
-        let [_, h, w] = sd.sd.latent_shape(req.width, req.height)?;
-        let f = sd.sd.vae_factor();
-        for (ptr, v) in [(width, w * f), (height, h * f), (batch, req.params.batch)] {
+        let req = request(&sd.sd, params)?;
+        for (ptr, v) in [(width, req.size.0), (height, req.size.1), (batch, req.request.params.batch)] {
             if !ptr.is_null() {
                 *ptr = v as u32;
             }
@@ -144,23 +152,16 @@ pub unsafe extern "C" fn drt_sd_image_size(
     })
 }
 
-unsafe fn generate(sd: *const drt_sd, params: *const drt_generate_params, out_len: usize, per_value: usize) -> Result<Images, Error> {
+/// Runs the request `params` make, once `out_len` values of `unit` are known to hold its images.
+unsafe fn generate(sd: *const drt_sd, params: *const drt_generate_params, out_len: usize, unit: &str) -> Result<Images, Error> {
     let sd = sd.as_ref().ok_or_else(|| invalid("sd is NULL"))?;
     let req = request(&sd.sd, params)?;
-    let [_, h, w] = sd.sd.latent_shape(req.request.width, req.request.height)?;
-    let f = sd.sd.vae_factor();
-    let n = req.request.params.batch;
-    let needed = n * h * f * w * f * 3;
+    let needed = req.out_len();
     if out_len < needed {
-        return Err(invalid(&format!(
-            "out holds {out_len} {}; {n} images of {}×{} RGB need {needed}",
-            if per_value == 1 { "bytes" } else { "floats" }, w * f, h * f)));
+        let ((w, h), n) = (req.size, req.request.params.batch);
+        return Err(invalid(&format!("out holds {out_len} {unit}; {n} images of {w}×{h} RGB need {needed}")));
     }
-    let (cb, ud) = (req.progress, req.user_data);
-    sd.sd.generate_with(&req.request, &mut |done, total| match cb {
-        Some(f) => f(done as u32, total as u32, ud),
-        None => true,
-    })
+    sd.sd.generate_with(&req.request, &mut progress(req.progress, req.user_data))
 }
 
 /// Generates images from `params` (prompts, negative prompts, size, sampler, steps, guidance,
@@ -182,12 +183,8 @@ pub unsafe extern "C" fn drt_sd_generate_rgb8(
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
-        let images = generate(sd, params, out_len, 1)?;
-        // As diffusers' numpy_to_pil: round(v * 255).
-        let out = std::slice::from_raw_parts_mut(out, images.pixels.len());
-        for (o, v) in out.iter_mut().zip(&images.pixels) {
-            *o = (v * 255.0).round() as u8;
-        }
+        let rgb = generate(sd, params, out_len, "bytes")?.rgb8();
+        std::ptr::copy_nonoverlapping(rgb.as_ptr(), out, rgb.len());
         Ok(())
     })
 }
@@ -207,8 +204,6 @@ pub unsafe extern "C" fn drt_sd_generate(
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
-        let images = generate(sd, params, out_len, 4)?;
-        std::ptr::copy_nonoverlapping(images.pixels.as_ptr(), out, images.pixels.len());
-        Ok(())
+        write_out(&generate(sd, params, out_len, "floats")?.pixels, out, out_len)
     })
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::model_err;
 use crate::error::{Error, Result};
 use crate::schedule::SigmaSpacing;
 
@@ -20,10 +21,6 @@ pub struct SchedulerConfig {
     /// The sampler the scheduler class corresponds to.
     pub sampler: &'static str,
     pub spacing: SigmaSpacing,
-}
-
-fn model_err(path: &Path, msg: impl std::fmt::Display) -> Error {
-    Error::Model(format!("{}: {msg}", path.display()))
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<Value> {

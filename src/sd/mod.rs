@@ -9,3 +9,8 @@ pub mod vae;
 
 pub use pipeline::{Images, SdOptions, StableDiffusion, TextToImage};
 pub use tokenizer::ClipTokenizer;
+
+/// A model error naming the export's file at fault.
+fn model_err(path: &std::path::Path, msg: impl std::fmt::Display) -> crate::error::Error {
+    crate::error::Error::Model(format!("{}: {msg}", path.display()))
+}

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
+use super::model_err;
 use super::config::{read_json, unet_sample_size, SchedulerConfig, VaeConfig};
 use super::tokenizer::ClipTokenizer;
-use super::vae::VaeDecoder;
+use super::vae::{self, VaeDecoder};
 use start::Start;
 use crate::backend::{self, BackendOptions, DType, Graph, Input, InputData};
 use crate::error::{Error, Result};
@@ -125,8 +126,11 @@ pub struct Images {
     pub guidance: f32,
 }
 
-fn model_err(path: &Path, msg: impl std::fmt::Display) -> Error {
-    Error::Model(format!("{}: {msg}", path.display()))
+impl Images {
+    /// The pixels as 8-bit RGB, rounded as diffusers' `numpy_to_pil` rounds them.
+    pub fn rgb8(&self) -> Vec<u8> {
+        self.pixels.iter().map(|v| (v * 255.0).round() as u8).collect()
+    }
 }
 
 impl StableDiffusion {
@@ -244,11 +248,6 @@ impl StableDiffusion {
         Ok(d)
     }
 
-    /// The sampler the export's scheduler config corresponds to.
-    pub fn default_sampler(&self) -> &'static str {
-        self.scheduler.sampler
-    }
-
     /// `[channels, height, width]` of the latents for an image of `width × height` pixels.
     pub fn latent_shape(&self, width: Option<usize>, height: Option<usize>) -> Result<[usize; 3]> {
         let f = self.vae.factor;
@@ -263,8 +262,10 @@ impl StableDiffusion {
         Ok([self.channels, side(height, "height")?, side(width, "width")?])
     }
 
-    /// Prompt embeddings, `[n, tokens, width]` one after another.
-    pub fn encode_prompts(&self, prompts: &[&str]) -> Result<Vec<f32>> {
+    /// Embeddings of each list of prompts, `[n, tokens, width]` one after another, one text
+    /// encoder call per list (as diffusers encodes prompts and negative prompts apart), the
+    /// encoder loaded once for all of them.
+    pub fn encode_prompts(&self, lists: &[&[String]]) -> Result<Vec<Vec<f32>>> {
         let path = self.dir.join("text_encoder/model.onnx");
         let text_encoder = self.graph(Part::TextEncoder, (0, 0))?;
         let g = text_encoder.as_ref();
@@ -276,22 +277,26 @@ impl StableDiffusion {
             [_, _, Some(w)] => *w,
             _ => return Err(model_err(&path, "`last_hidden_state` must be [batch, tokens, fixed width]")),
         };
+        if !matches!(input.dtype, DType::I64 | DType::I32) {
+            return Err(model_err(&path, format!("`input_ids` is {}, expected int64 or int32", input.dtype)));
+        }
         let len = self.tokenizer.max_length();
-        let ids: Vec<i64> = prompts.iter().flat_map(|p| self.tokenizer.encode(p)).collect();
-        let ids32: Vec<i32>;
-        let shape = [prompts.len(), len];
-        let data = match input.dtype {
-            DType::I64 => InputData::I64(&ids),
-            DType::I32 => {
+        let mut runner = g.runner()?;
+        let mut embeddings = Vec::with_capacity(lists.len());
+        for prompts in lists {
+            let ids: Vec<i64> = prompts.iter().flat_map(|p| self.tokenizer.encode(p)).collect();
+            let ids32: Vec<i32>;
+            let data = if input.dtype == DType::I64 {
+                InputData::I64(&ids)
+            } else {
                 ids32 = ids.iter().map(|&i| i as i32).collect();
                 InputData::I32(&ids32)
-            }
-            other => return Err(model_err(&path, format!("`input_ids` is {other}, expected int64 or int32"))),
-        };
-        let mut out = vec![0f32; prompts.len() * len * width];
-        let mut runner = g.runner()?;
-        runner.run(&[Input { index: 0, shape: &shape, data }], output, &mut out)?;
-        Ok(out)
+            };
+            let mut out = vec![0f32; prompts.len() * len * width];
+            runner.run(&[Input { index: 0, shape: &[prompts.len(), len], data }], output, &mut out)?;
+            embeddings.push(out);
+        }
+        Ok(embeddings)
     }
 
     /// The UNet as a model for latents of `shape`.
@@ -305,6 +310,7 @@ impl StableDiffusion {
                 "sample_input": "sample",
                 "time_input": {"name": "timestep", "kind": "index"},
                 "context_input": {"name": "encoder_hidden_states"},
+                "sample_extra_channels": self.extra_channels,
                 "output": "out_sample",
                 "prediction": self.scheduler.prediction,
             },
@@ -313,8 +319,6 @@ impl StableDiffusion {
             "defaults": {"sampler": self.scheduler.sampler, "steps": if self.scheduler.sampler == "lcm" { 4 } else { 50 }},
             "output": {"kind": "tensor"},
         });
-        let mut manifest = manifest;
-        manifest["denoiser"]["sample_extra_channels"] = self.extra_channels.into();
         let source = self.dir.join("scheduler/scheduler_config.json");
         let manifest = Manifest::parse(&manifest.to_string()).map_err(|e| model_err(&source, e))?;
         Model::from_manifest(&self.dir, manifest, &self.dir.join("unet/model.onnx"), self.graph(Part::Unet, (shape[1], shape[2]))?)
@@ -330,13 +334,9 @@ impl StableDiffusion {
         if tile == Some(0) {
             return Err(Error::InvalidArgument("the VAE tile must be at least 1 latent".into()));
         }
-        let size = match tile {
-            Some(t) if t < shape[1].max(shape[2]) => (t.min(shape[1]), t.min(shape[2])),
-            _ => (shape[1], shape[2]),
-        };
-        let graph = self.graph(Part::VaeDecoder, size)?;
+        let graph = self.graph(Part::VaeDecoder, vae::call_size(shape, tile))?;
         let path = self.dir.join("vae_decoder/model.onnx");
-        let vae = VaeDecoder { graph: graph.as_ref(), path: &path, scaling_factor: self.vae.scaling_factor, factor: self.vae.factor };
+        let mut vae = VaeDecoder::new(graph.as_ref(), &path, self.vae.scaling_factor, self.vae.factor)?;
         let half_out = vae.half_output();
         let (h, w) = (shape[1] * self.vae.factor, shape[2] * self.vae.factor);
         let mut pixels = Vec::with_capacity(n * h * w * 3);
@@ -395,14 +395,10 @@ impl StableDiffusion {
             guidance = 1.0;
         }
         let shape = self.latent_shape(req.width, req.height)?;
-        let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-        let context = self.encode_prompts(&refs)?;
-        let uncond_context = if guidance > 1.0 {
-            let refs: Vec<&str> = negatives.iter().map(String::as_str).collect();
-            Some(self.encode_prompts(&refs)?)
-        } else {
-            None
-        };
+        let lists: &[&[String]] = if guidance > 1.0 { &[&prompts, &negatives] } else { &[&prompts] };
+        let mut embeddings = self.encode_prompts(lists)?.into_iter();
+        let context = embeddings.next();
+        let uncond_context = embeddings.next();
         let Start { init, inpaint, strength, sample_extra } = self.start(req, batch, shape)?;
         let model = Arc::new(self.unet_model(shape)?);
         let mut session = Session::new(&model)?;
@@ -414,7 +410,7 @@ impl StableDiffusion {
             sample_extra,
             guidance: Some(guidance),
             spacing: if p.spacing == SigmaSpacing::Default { self.scheduler.spacing } else { p.spacing },
-            context: Some(context),
+            context,
             uncond_context,
             ..p.clone()
         };

@@ -9,11 +9,17 @@
 
 use std::path::Path;
 
-use crate::backend::{DType, Graph, Input, InputData};
+use super::model_err;
+use crate::backend::{DType, Graph, Input, InputData, Runner};
 use crate::error::{Error, Result};
 
-fn model_err(path: &Path, msg: impl std::fmt::Display) -> Error {
-    Error::Model(format!("{}: {msg}", path.display()))
+/// Latents per side of each decoder call for latents `[C, h, w]`: the tile, or the whole image
+/// when there is no tile or it covers the image. The decoder graph must take this size.
+pub fn call_size([_, h, w]: [usize; 3], tile: Option<usize>) -> (usize, usize) {
+    match tile {
+        Some(t) if t < h.max(w) => (t.min(h), t.min(w)),
+        _ => (h, w),
+    }
 }
 
 /// Where tiles of `tile` start along a side of `len`, overlapping by at least `overlap`.
@@ -40,36 +46,61 @@ fn weight(i: usize, size: usize, before: usize, after: usize) -> f32 {
     w
 }
 
-/// A decoder graph and what it needs to turn latents into an image.
+/// A decoder graph, checked once, with the runner all its calls share.
 pub struct VaeDecoder<'a> {
-    pub graph: &'a dyn Graph,
-    pub path: &'a Path,
-    pub scaling_factor: f64,
+    path: &'a Path,
+    scaling_factor: f64,
     /// Pixels per latent along each side.
-    pub factor: usize,
+    factor: usize,
+    input: usize,
+    half_input: bool,
+    half_output: bool,
+    output_info: String,
+    runner: Box<dyn Runner>,
 }
 
-impl VaeDecoder<'_> {
+impl<'a> VaeDecoder<'a> {
+    pub fn new(graph: &dyn Graph, path: &'a Path, scaling_factor: f64, factor: usize) -> Result<VaeDecoder<'a>> {
+        let input = graph.inputs().iter().position(|i| i.name == "latent_sample");
+        let (Some(input), [out]) = (input, graph.outputs()) else {
+            return Err(model_err(path, "expected an input `latent_sample` and one output"));
+        };
+        Ok(VaeDecoder {
+            path,
+            scaling_factor,
+            factor,
+            input,
+            half_input: graph.inputs()[input].dtype == DType::F16,
+            half_output: out.dtype == DType::F16,
+            output_info: out.to_string(),
+            runner: graph.runner()?,
+        })
+    }
+
+    /// Whether the decoder returns float16, whose image diffusers post-processes in float16.
+    pub fn half_output(&self) -> bool {
+        self.half_output
+    }
+
     /// Decodes one image's latents `[C, h, w]` (unscaled, as sampled) to `3 × h·f × w·f` values
     /// in the decoder's [-1, 1] range; `tile` (latents per side) decodes in tiles.
-    pub fn decode(&self, latents: &[f32], shape: [usize; 3], tile: Option<usize>) -> Result<Vec<f32>> {
+    pub fn decode(&mut self, latents: &[f32], shape: [usize; 3], tile: Option<usize>) -> Result<Vec<f32>> {
         let [c, h, w] = shape;
         if latents.len() != c * h * w {
             return Err(Error::Internal(format!("decode: {} latent values for {shape:?}", latents.len())));
         }
         let scale = self.scaling_factor as f32;
         let scaled: Vec<f32> = latents.iter().map(|&v| v / scale).collect();
-        let tile = match tile {
-            Some(t) if t < h.max(w) => t,
-            _ => return self.run(&scaled, shape),
-        };
-        let overlap = tile / 4;
-        let (ys, xs) = (tile_starts(h, tile, overlap), tile_starts(w, tile, overlap));
+        let (th, tw) = call_size(shape, tile);
+        if (th, tw) == (h, w) {
+            return self.run(&scaled, shape);
+        }
+        let overlap = th.max(tw) / 4;
+        let (ys, xs) = (tile_starts(h, th, overlap), tile_starts(w, tw, overlap));
         let f = self.factor;
         let (ph, pw) = (h * f, w * f);
         let mut acc = vec![0f32; 3 * ph * pw];
         let mut total = vec![0f32; ph * pw];
-        let (th, tw) = (tile.min(h), tile.min(w));
         let mut part = vec![0f32; c * th * tw];
         for (iy, &y0) in ys.iter().enumerate() {
             for (ix, &x0) in xs.iter().enumerate() {
@@ -114,34 +145,25 @@ impl VaeDecoder<'_> {
     }
 
     /// One decoder call on scaled latents `[C, h, w]`.
-    fn run(&self, scaled: &[f32], [c, h, w]: [usize; 3]) -> Result<Vec<f32>> {
-        let g = self.graph;
-        let input = g.inputs().iter().position(|i| i.name == "latent_sample");
-        let (Some(input), [out_info]) = (input, g.outputs()) else {
-            return Err(model_err(self.path, "expected an input `latent_sample` and one output"));
-        };
+    fn run(&mut self, scaled: &[f32], [c, h, w]: [usize; 3]) -> Result<Vec<f32>> {
         let (ph, pw) = (h * self.factor, w * self.factor);
         let halves: Vec<half::f16>;
-        let data = if g.inputs()[input].dtype == DType::F16 {
+        let data = if self.half_input {
             halves = scaled.iter().map(|&v| half::f16::from_f32(v)).collect();
             InputData::F16(&halves)
         } else {
             InputData::F32(scaled)
         };
         let mut rgb = vec![0f32; 3 * ph * pw];
-        let got = g.runner()?.run(&[Input { index: input, shape: &[1, c, h, w], data }], 0, &mut rgb).map_err(|e| match e {
-            Error::InvalidArgument(m) => model_err(self.path, format!("`{out_info}`: {m}")),
+        let input = Input { index: self.input, shape: &[1, c, h, w], data };
+        let got = self.runner.run(&[input], 0, &mut rgb).map_err(|e| match e {
+            Error::InvalidArgument(m) => model_err(self.path, format!("`{}`: {m}", self.output_info)),
             e => e,
         })?;
         if got != [1, 3, ph, pw] {
             return Err(model_err(self.path, format!("decoded to {got:?}, expected [1, 3, {ph}, {pw}]")));
         }
         Ok(rgb)
-    }
-
-    /// Whether the decoder returns float16, whose image diffusers post-processes in float16.
-    pub fn half_output(&self) -> bool {
-        self.graph.outputs().first().is_some_and(|o| o.dtype == DType::F16)
     }
 }
 

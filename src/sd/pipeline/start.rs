@@ -1,7 +1,8 @@
 //! Where a Stable Diffusion generation starts: plain noise, an encoded init image (img2img), or an
 //! image and a mask (inpainting, by latent blending or through an inpainting UNet's extra channels).
 
-use super::{model_err, Part, StableDiffusion, TextToImage};
+use super::{Part, StableDiffusion, TextToImage};
+use crate::sd::model_err;
 use crate::backend::{DType, Input, InputData};
 use crate::error::{Error, Result};
 use crate::pipeline::Inpaint;
