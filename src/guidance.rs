@@ -200,6 +200,33 @@ impl Denoiser for Guided<'_> {
         }
         Ok(())
     }
+
+    /// torch's float16 guidance, `u + g (c - u)` with each operation rounded to float16 (the scale
+    /// kept in float32, as torch keeps a Python scalar). Adaptive guidance is not offered here.
+    fn predict_half(&mut self, x: &[f32], level: &Level, step: usize, out: &mut [f32]) -> Result<()> {
+        let g = &mut *self.g;
+        if !self.net.model().half_output() || g.rules.adaptive.is_some() {
+            return Err(Error::Internal(format!("step {step}: float16 prediction of a float32 network or with adaptive guidance")));
+        }
+        if g.guidance == 1.0 || !g.rules.in_interval(level) {
+            g.evaluations += 1;
+            let cond = PerSample { classes: &g.cond.classes, conds: &g.cond.conds, context: &g.cond.context, extra: &g.cond.extra };
+            return self.net.predict(x, g.batch, level, cond, out);
+        }
+        let n = x.len();
+        g.x2[..n].copy_from_slice(x);
+        g.x2[n..].copy_from_slice(x);
+        let cond = PerSample { classes: &g.classes2, conds: &g.conds2, context: &g.context2, extra: &g.extra2 };
+        self.net.predict(&g.x2, 2 * g.batch, level, cond, &mut g.out2)?;
+        g.evaluations += 2;
+        let (c, u) = g.out2.split_at(n);
+        let half = |v: f32| half::f16::from_f32(v).to_f32();
+        let w = g.guidance;
+        for ((o, &c), &u) in out.iter_mut().zip(c).zip(u) {
+            *o = half(u + half(w * half(c - u)));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -95,6 +95,11 @@ impl Model {
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
+
+    /// Whether the network's output is float16 (its values, widened to f32, are exact halves).
+    pub fn half_output(&self) -> bool {
+        self.graph.outputs()[self.wiring.output].dtype == DType::F16
+    }
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -354,12 +359,19 @@ impl Network {
     /// Evaluates `n` samples `x` (native scaling) at `level` with their conditioning, writing the
     /// predicted clean samples into `x0`.
     pub fn denoise(&mut self, x: &[f32], n: usize, level: &Level, cond: PerSample<'_>, x0: &mut [f32]) -> Result<()> {
+        self.predict(x, n, level, cond, x0)?;
+        to_x0(self.model.manifest.denoiser.prediction, level, x, x0)
+        // Non-finite predictions are caught by the sampler, after guidance, with the step number.
+    }
+
+    /// As [`Network::denoise`], but writes the network's own output (epsilon, v, ...) into `out`.
+    pub fn predict(&mut self, x: &[f32], n: usize, level: &Level, cond: PerSample<'_>, out: &mut [f32]) -> Result<()> {
         let PerSample { classes, conds, context, extra } = cond;
         let m = Arc::clone(&self.model);
         let w = &m.wiring;
         let len = m.sample_len();
-        if x.len() != n * len || x0.len() != n * len {
-            return Err(Error::Internal(format!("denoise: buffers of {} and {} values for {n} samples of {len}", x.len(), x0.len())));
+        if x.len() != n * len || out.len() != n * len {
+            return Err(Error::Internal(format!("denoise: buffers of {} and {} values for {n} samples of {len}", x.len(), out.len())));
         }
         if conds.len() != n * w.conds.len() {
             return Err(Error::Internal(format!("denoise: {} conditioning values for {n} samples", conds.len())));
@@ -476,10 +488,9 @@ impl Network {
             dump.record(&inputs, m.graph.inputs())?;
         }
         let started = Instant::now();
-        self.runner.run(&inputs, w.output, x0)?;
+        self.runner.run(&inputs, w.output, out)?;
         self.backend_time += started.elapsed();
-        to_x0(m.manifest.denoiser.prediction, level, x, x0)
-        // Non-finite predictions are caught by the sampler, after guidance, with the step number.
+        Ok(())
     }
 }
 

@@ -372,7 +372,8 @@ impl Plan {
             return arg(format!("eta must be in [0, 1], got {}", p.eta));
         }
         let mut options = SamplerOptions { eta: p.eta, ..SamplerOptions::default() };
-        if !matches!(model.noise_schedule(), crate::schedule::NoiseSchedule::Discrete(_)) {
+        let discrete = matches!(model.noise_schedule(), crate::schedule::NoiseSchedule::Discrete(_));
+        if !discrete {
             options.lcm_boundary = None;
         }
         let sigmas = p.sigmas.as_ref().or(m.defaults.sigmas.as_ref());
@@ -416,6 +417,10 @@ impl Plan {
             }
         };
         let rules = guidance_rules(model, p);
+        // A float16 network is run as diffusers runs it, where that arithmetic is defined: not
+        // under the step cache or adaptive guidance, which diffusers does not have.
+        options.half = model.half_output() && discrete && m.denoiser.prediction == crate::manifest::Prediction::Epsilon
+            && p.step_cache.is_none() && rules.adaptive.is_none();
         let inpaint = match &p.inpaint {
             None => None,
             Some(ip) => {

@@ -109,18 +109,25 @@ fn images_equal_optimums_pipeline() {
     }
 }
 
-/// optimum's `--dtype fp16` export: float16 inputs and outputs on every graph.
+/// optimum's `--dtype fp16` export: float16 inputs and outputs on every graph. drt does diffusers'
+/// float16 step arithmetic on it (`sampler/half.rs`), so on ONNX Runtime DDIM, Euler and LCM give
+/// optimum's images to the bit. Bit for bit is what the bound asks here: optimum's own float16
+/// pipeline moves by 0.9-2.1e-4 when its input latents move by one float32 ulp (2e-7 for the float32
+/// export), because every float16 rounding inside the UNet can flip. DPM-Solver++ 2M stays 2e-4
+/// away: diffusers takes its step coefficients from torch's float32 `pow`, which is not correctly
+/// rounded, and those last bits are the ulp above. tract's float16 operators round differently
+/// from ONNX Runtime's, which the same flips turn into 1e-3.
 #[test]
 fn float16_export_equals_optimums_pipeline() {
     for backend in backends() {
         let sd = load("export-fp16", backend);
         for name in FP16_CASES {
             let (req, want) = request(&format!("fp16_{name}"));
-            // diffusers runs parts of each scheduler step in float16 arithmetic (a 0-dim float32
-            // coefficient times a float16 output stays float16; Euler and DPM-Solver cast the latents
-            // back to float16), which drt keeps in float32: the two differ by float16 rounding, about
-            // what separates optimum's own float16 and float32 images (3.1-3.6e-4 here).
-            let bound = if backend == BackendKind::Tract { 5e-3 } else { 5e-4 };
+            let bound = match (backend, name) {
+                (BackendKind::Tract, _) => 5e-3,
+                (_, "dpmpp2m") => 5e-4,
+                _ => 1e-4,
+            };
             assert_like_optimum(&sd, &req, &want, &format!("fp16 {name} on {backend:?}"), bound);
         }
     }

@@ -11,6 +11,7 @@ use crate::error::Result;
 mod common;
 mod dpmpp;
 mod euler;
+mod half;
 mod heun;
 mod lcm;
 mod registry;
@@ -56,6 +57,11 @@ pub trait Denoiser {
     /// Writes the predicted clean sample for the native sample `x` at `level` into `x0`.
     /// `step` is the index of the sampler step (for error messages and caches).
     fn denoise(&mut self, x: &[f32], level: &Level, step: usize, x0: &mut [f32]) -> Result<()>;
+    /// Writes the guided network output itself (epsilon for the models [`half`] steps serve) in
+    /// float16 arithmetic; only denoisers over a float16 network give it.
+    fn predict_half(&mut self, _x: &[f32], _level: &Level, step: usize, _out: &mut [f32]) -> Result<()> {
+        Err(crate::error::Error::Internal(format!("step {step}: this denoiser has no float16 output")))
+    }
 }
 
 /// A sampler as a resumable state machine, so a caller can drive the loop one step at a time.

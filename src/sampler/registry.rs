@@ -27,6 +27,9 @@ pub struct SamplerOptions {
     pub eta: f64,
     /// LCM's boundary condition; `None` for models whose `Level.timestep` is not a discrete index.
     pub lcm_boundary: Option<ConsistencyBoundary>,
+    /// Do diffusers' float16 arithmetic on the network output (see `half`): for epsilon-prediction
+    /// networks with a float16 output, whose denoiser gives `Denoiser::predict_half`.
+    pub half: bool,
 }
 
 impl Default for SamplerOptions {
@@ -34,6 +37,7 @@ impl Default for SamplerOptions {
         SamplerOptions {
             eta: 0.0,
             lcm_boundary: Some(ConsistencyBoundary::default()),
+            half: false,
         }
     }
 }
@@ -132,8 +136,8 @@ impl SamplerKind {
         n: usize,
         opts: &SamplerOptions,
     ) -> Result<Box<dyn Stepper>> {
-        use super::{dpmpp, euler, heun, lcm};
-        Ok(match self {
+        use super::{dpmpp, euler, half, heun, lcm};
+        let plain: Box<dyn Stepper> = match self {
             SamplerKind::Ddim => Box::new(euler::FirstOrder::new(n, opts.eta)?),
             SamplerKind::Euler | SamplerKind::FlowEuler => {
                 Box::new(euler::FirstOrder::new(n, 0.0)?)
@@ -145,7 +149,8 @@ impl SamplerKind {
             SamplerKind::DpmPp2m => Box::new(dpmpp::DpmPp2m::new(n, false)),
             SamplerKind::DpmPp2mSde => Box::new(dpmpp::DpmPp2m::new(n, true)),
             SamplerKind::Lcm => Box::new(lcm::Lcm::new(n, opts.lcm_boundary)),
-        })
+        };
+        Ok(if opts.half { half::stepper(self, plain, n, opts.eta) } else { plain })
     }
 
     /// Runs the sampler from the initial native sample in `x` over `levels`, leaving the final sample
