@@ -220,13 +220,17 @@ impl Denoiser for Guided<'_> {
         self.net.predict(&g.x2, 2 * g.batch, level, cond, &mut g.out2)?;
         g.evaluations += 2;
         let (c, u) = g.out2.split_at(n);
-        let half = |v: f32| half::f16::from_f32(v).to_f32();
-        let w = g.guidance;
         for ((o, &c), &u) in out.iter_mut().zip(c).zip(u) {
-            *o = half(u + half(w * half(c - u)));
+            *o = guide_half(u, c, g.guidance);
         }
         Ok(())
     }
+}
+
+/// `u + w (c - u)` for float16 `u` and `c`, as torch computes it.
+fn guide_half(u: f32, c: f32, w: f32) -> f32 {
+    let half = |v: f32| half::f16::from_f32(v).to_f32();
+    half(u + half(w * half(c - u)))
 }
 
 #[cfg(test)]
@@ -247,6 +251,15 @@ mod tests {
         let c = [-1.0f32, 0.0, 6.0, 8.0];
         assert!((min_cosine(&a, &c, 2) + 1.0).abs() < 1e-12);
         assert_eq!(min_cosine(&[0.0; 2], &a[..2], 2), 1.0, "nothing to compare counts as agreement");
+    }
+
+    #[test]
+    #[allow(clippy::excessive_precision)] // exact float16 values, as torch prints them
+    fn float16_guidance_rounds_as_torch() {
+        // torch 2.x: u + 7.5 * (c - u) on these float16 tensors (one rounding at the end would
+        // give 16.328125 and -6.9453125).
+        assert_eq!(guide_half(-0.537109375, 1.7119140625, 7.5), 16.34375);
+        assert_eq!(guide_half(-0.482177734375, -1.34375, 7.5), -6.94140625);
     }
 
     #[test]

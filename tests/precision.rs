@@ -42,9 +42,9 @@ fn int8_and_fp16_keep_the_class_on_onnx_runtime() {
     assert!(rel_l2(&fp16, &f32_samples) < 0.05, "fp16 follows the f32 trajectory");
 }
 
-/// int8 and float16 on tract too (its float16 Gemm is rewritten as MatMul + Add on load). tract
-/// has no fast float16 kernels, so the float16 check is one sample per digit at 8 steps: the same
-/// trajectory as float32 and as ONNX Runtime's float16, within float16 rounding.
+/// int8 and float16 on tract too (its float16 Gemm is rewritten as MatMul + Add on load, and off
+/// aarch64 the graph runs in float32): one sample per digit at 8 steps, the same trajectory as
+/// float32 and as ONNX Runtime's float16 within float16 rounding (0.9e-3 and 1.5e-3 here).
 #[test]
 fn int8_and_fp16_run_on_tract() {
     let tract = BackendKind::Tract;
@@ -58,11 +58,11 @@ fn int8_and_fp16_run_on_tract() {
     let (f32_samples, fp16) = (short("digits", tract), short("digits-fp16", tract));
     let d = rel_l2(&fp16, &f32_samples);
     println!("tract: rel. L2 fp16 to f32 {d:.4}");
-    assert!(d < 0.05, "fp16 follows the f32 trajectory: {d}");
+    assert!(d < 5e-3, "fp16 follows the f32 trajectory: {d}");
     if ort_available() {
         let d = rel_l2(&fp16, &short("digits-fp16", BackendKind::Ort));
         println!("tract fp16 vs ONNX Runtime fp16: rel. L2 {d:.4}");
-        assert!(d < 0.02, "the two backends run the same float16 graph: {d}");
+        assert!(d < 5e-3, "the two backends run the same float16 graph: {d}");
     }
 }
 

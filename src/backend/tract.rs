@@ -10,6 +10,8 @@ use std::sync::Arc;
 use half::slice::HalfFloatSliceExt;
 use smallvec::SmallVec;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
+use tract_onnx::tract_core::transform::ModelTransform;
 
 use super::{
     call_batch, check_inputs, check_out_len, check_output, is_batched, DType, Graph, Input, InputData, IoInfo,
@@ -23,7 +25,15 @@ struct Shared {
     outputs: Vec<IoInfo>,
     /// Run one batch item at a time (see [`needs_item_by_item`]).
     item_by_item: bool,
+    /// A float16 graph runs in float32 ([`WIDEN_FLOAT16`]): its float16 inputs are widened on the way
+    /// in and its outputs rounded to float16 on the way out.
+    widened: bool,
 }
+
+/// Whether float16 graphs run in float32. tract has float16 kernels only on aarch64; elsewhere its
+/// float16 operators are slow generic code that also rounds differently from ONNX Runtime, which
+/// (on x86 CPUs) itself runs most float16 operators in float32 between casts.
+const WIDEN_FLOAT16: bool = !cfg!(target_arch = "aarch64");
 
 impl Shared {
     fn model_error(&self, e: TractError) -> Error {
@@ -94,9 +104,16 @@ impl TractGraph {
                     .to_string()
             })
             .collect::<Vec<_>>();
-        let model = model.into_optimized().map_err(err)?;
+        let model = model.into_typed().map_err(err)?.into_decluttered().map_err(err)?;
+        // The graph's own types, which callers see and feed, even where it runs widened.
         let inputs = io_infos(input_names, |i| model.input_fact(i)).map_err(err)?;
         let outputs = io_infos(output_names, |i| model.output_fact(i)).map_err(err)?;
+        let widened = WIDEN_FLOAT16 && [&inputs, &outputs].iter().any(|io| io.iter().any(|i| i.dtype == DType::F16));
+        let mut model = model;
+        if widened {
+            FloatPrecisionTranslator::new(DatumType::F16, DatumType::F32).transform(&mut model).map_err(err)?;
+        }
+        let model = model.into_optimized().map_err(err)?;
         let plan = TypedSimplePlan::new(model).map_err(err)?;
         log::debug!(
             "tract loaded {}: inputs {inputs:?}, outputs {outputs:?}",
@@ -109,6 +126,7 @@ impl TractGraph {
                 inputs,
                 outputs,
                 item_by_item,
+                widened,
             }),
             plan,
         })
@@ -258,7 +276,7 @@ impl TractRunner {
             let input = inputs.iter().find(|i| i.index == index).ok_or_else(|| {
                 Error::Internal(format!("input {index} vanished after validation"))
             })?;
-            fill(slot, input).map_err(|e| self.shared.model_error(e))?;
+            fill(slot, input, self.shared.widened).map_err(|e| self.shared.model_error(e))?;
             if let Some(tensor) = slot {
                 values.push(TValue::from_const(tensor.clone()));
             }
@@ -287,10 +305,16 @@ impl TractRunner {
             .try_as_plain_ram()
             .map_err(|e| self.shared.model_error(e))?;
         match value.datum_type() {
-            DatumType::F32 => out.copy_from_slice(
-                view.as_slice::<f32>()
-                    .map_err(|e| self.shared.model_error(e))?,
-            ),
+            DatumType::F32 => {
+                let v = view.as_slice::<f32>().map_err(|e| self.shared.model_error(e))?;
+                if info.dtype == DType::F16 {
+                    for (o, &v) in out.iter_mut().zip(v) {
+                        *o = f16::from_f32(v).to_f32();
+                    }
+                } else {
+                    out.copy_from_slice(v);
+                }
+            }
             DatumType::F16 => view
                 .as_slice::<f16>()
                 .map_err(|e| self.shared.model_error(e))?
@@ -308,13 +332,18 @@ impl TractRunner {
 }
 
 /// Puts `input` into `slot`, reusing the tensor there when tract no longer holds it and the shape and
-/// type match.
-fn fill(slot: &mut Option<Arc<Tensor>>, input: &Input<'_>) -> TractResult<()> {
+/// type match; float16 data goes in as float32 when the graph runs `widened`.
+fn fill(slot: &mut Option<Arc<Tensor>>, input: &Input<'_>, widened: bool) -> TractResult<()> {
+    let dtype = match input.data {
+        InputData::F16(_) if widened => DType::F32,
+        d => d.dtype(),
+    };
     if let Some(tensor) = slot.as_mut().and_then(Arc::get_mut) {
-        if tensor.shape() == input.shape && dtype_of(tensor.datum_type()) == input.data.dtype() {
+        if tensor.shape() == input.shape && dtype_of(tensor.datum_type()) == dtype {
             let mut view = tensor.try_as_plain_ram_mut()?;
             match input.data {
                 InputData::F32(d) => view.as_slice_mut::<f32>()?.copy_from_slice(d),
+                InputData::F16(d) if widened => d.convert_to_f32_slice(view.as_slice_mut::<f32>()?),
                 InputData::F16(d) => view.as_slice_mut::<f16>()?.copy_from_slice(d),
                 InputData::I64(d) => view.as_slice_mut::<i64>()?.copy_from_slice(d),
                 InputData::I32(d) => view.as_slice_mut::<i32>()?.copy_from_slice(d),
@@ -324,6 +353,7 @@ fn fill(slot: &mut Option<Arc<Tensor>>, input: &Input<'_>) -> TractResult<()> {
     }
     let tensor = match input.data {
         InputData::F32(d) => Tensor::from_shape(input.shape, d)?,
+        InputData::F16(d) if widened => Tensor::from_shape(input.shape, &d.to_f32_vec())?,
         InputData::F16(d) => Tensor::from_shape(input.shape, d)?,
         InputData::I64(d) => Tensor::from_shape(input.shape, d)?,
         InputData::I32(d) => Tensor::from_shape(input.shape, d)?,

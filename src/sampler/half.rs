@@ -131,3 +131,21 @@ impl Stepper for Half {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::excessive_precision)] // exact float16 values, as torch prints them
+    fn products_round_as_torch_rounds_them() {
+        // torch 2.x: torch.tensor(0.7071234567) * torch.tensor([..], dtype=torch.float16).
+        let e = [1.234375f32, -3.140625, 0.09991455078125, 1000.5];
+        let want = [0.87255859375f32, -2.220703125, 0.07061767578125, 707.5];
+        for (e, want) in e.into_iter().zip(want) {
+            assert_eq!(times(0.7071234567, e), want, "{e}");
+        }
+        // Rounding the product alone (the coefficient kept in float32) gives another value here.
+        assert_ne!(round(0.7071234567f32 * 1.234375), 0.87255859375);
+    }
+}
