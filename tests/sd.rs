@@ -357,6 +357,20 @@ fn img2img_equals_optimums_pipeline() {
     let o = cli(&["--strength", "0.5"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&cli(&["--width", "64", "--height", "64"]).stderr).contains("is 32×32"));
+
+    // Without --width/--height the start image gives the size, here not the UNet's own (32×32).
+    let odd = tmp.path().join("48x40.png");
+    let pixels = (0..48 * 40 * 3).map(|i| (i * 7 % 251) as u8).collect();
+    diffusion_rt::image::write_png(&odd, &diffusion_rt::image::Picture { width: 48, height: 40, channels: 3, pixels }).expect("png");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
+        .args(["generate", "--quiet", "--backend", "tract", "--prompt", "a red cat", "--steps", "4", "--model"])
+        .arg(fixture().join("export"))
+        .arg("--init").arg(&odd)
+        .arg("--save-raw").arg(&raw)
+        .output()
+        .expect("drt");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(npy::read(&raw).expect("raw").shape, [1, 40, 48, 3]);
 }
 
 /// Inpainting by latent blending (a 4-channel UNet) and through a 9-channel inpainting UNet:

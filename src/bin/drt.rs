@@ -110,7 +110,7 @@ struct PromptArgs {
     /// Negative prompt (the unconditional branch of guidance): once for all images or once per image.
     #[arg(long = "negative-prompt")]
     negative_prompts: Vec<String>,
-    /// Image width in pixels (default: the UNet's training size).
+    /// Image width in pixels (default: the --init or --mask PNG's, else the UNet's training size).
     #[arg(long)]
     width: Option<usize>,
     /// Image height in pixels.
@@ -213,7 +213,8 @@ struct SamplingArgs {
     /// Number of samples (default: the number of classes given, else 1).
     #[arg(long)]
     batch: Option<usize>,
-    /// img2img: the starting sample(s), float .npy [batch or 1, *sample_shape].
+    /// img2img: the starting sample(s), float .npy [batch or 1, *sample_shape]; on a Stable
+    /// Diffusion export, an RGB PNG (which also gives the image size).
     #[arg(long)]
     init: Option<PathBuf>,
     /// img2img: fraction of the schedule run on the starting sample.
@@ -404,23 +405,43 @@ fn text_to_image(a: &GenerateArgs) -> Result<()> {
 impl PromptArgs {
     /// The text-to-image request these options and the sampling options ask of `sd`.
     fn request(&self, sd: &StableDiffusion, sampling: &SamplingArgs) -> Result<TextToImage> {
-        let [c, h, w] = sd.latent_shape(self.width, self.height)?;
+        let is_png = |p: &std::path::Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+        let init_png = match sampling.init.as_deref() {
+            Some(p) if is_png(p) => Some(image::read_png(p)?),
+            _ => None,
+        };
+        let mask_png = self.mask.as_deref().map(image::read_png).transpose()?;
+        // As diffusers does, a starting image without --width/--height gives the size.
+        let (width, height) = match (init_png.as_ref().or(mask_png.as_ref()), self.width, self.height) {
+            (Some(&(iw, ih, _)), None, None) => (Some(iw), Some(ih)),
+            _ => (self.width, self.height),
+        };
+        let [c, h, w] = sd.latent_shape(width, height)?;
         let mut params = sampling.params_with(c * h * w, false)?;
         let f = sd.vae_factor();
         // A PNG of the request's size, as RGB in [0, 1].
-        let png = |flag: &str, p: &std::path::Path| -> Result<Vec<f32>> {
-            let (iw, ih, rgb) = image::read_png(p)?;
+        let sized = |flag: &str, p: &std::path::Path, png: (usize, usize, Vec<f32>)| -> Result<Vec<f32>> {
+            let (iw, ih, rgb) = png;
             if (iw, ih) != (w * f, h * f) {
                 return Err(Error::InvalidArgument(format!(
-                    "{flag} {} is {iw}×{ih}; the request makes {}×{} images (give --width and --height)",
+                    "{flag} {} is {iw}×{ih}; the request makes {}×{} images (images are not resampled)",
                     p.display(), w * f, h * f)));
             }
             Ok(rgb)
         };
-        let init_image = match sampling.init.as_deref() {
-            None => None,
-            Some(p) if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) => Some(png("--init", p)?),
-            Some(p) => Some(read_npy("--init", p)?.data),
+        let init_image = match (sampling.init.as_deref(), init_png) {
+            (None, _) => None,
+            (Some(p), Some(png)) => Some(sized("--init", p, png)?),
+            (Some(p), None) => Some(read_npy("--init", p)?.data),
+        };
+        let mask_image = match (self.mask.as_deref(), mask_png) {
+            (Some(p), Some(png)) => {
+                let rgb = sized("--mask", p, png)?;
+                // PIL's "L" conversion, which diffusers' mask processor applies.
+                let byte = |v: f32| (v * 255.0).round() as u32;
+                Some(rgb.chunks(3).map(|c| ((byte(c[0]) * 19595 + byte(c[1]) * 38470 + byte(c[2]) * 7471 + 0x8000) >> 16) as f32 / 255.0).collect())
+            }
+            _ => None,
         };
         if sampling.batch.is_none() && sampling.noise.is_none() {
             params.batch = self.prompts.len().max(self.negative_prompts.len()).max(1);
@@ -428,20 +449,12 @@ impl PromptArgs {
         Ok(TextToImage {
             prompts: self.prompts.clone(),
             negative_prompts: self.negative_prompts.clone(),
-            width: self.width,
-            height: self.height,
+            width,
+            height,
             vae_tile: self.vae_tile,
             init_image,
             encoder_noise: None,
-            mask_image: match &self.mask {
-                None => None,
-                Some(p) => {
-                    let rgb = png("--mask", p)?;
-                    // PIL's "L" conversion, which diffusers' mask processor applies.
-                    let byte = |v: f32| (v * 255.0).round() as u32;
-                    Some(rgb.chunks(3).map(|c| ((byte(c[0]) * 19595 + byte(c[1]) * 38470 + byte(c[2]) * 7471 + 0x8000) >> 16) as f32 / 255.0).collect())
-                }
-            },
+            mask_image,
             params,
         })
     }
