@@ -1,0 +1,104 @@
+"""Side-by-side comparison of diffusion-rt with optimum's ORTStableDiffusionPipeline on one Stable
+Diffusion ONNX export, alternating the two as fresh processes in one run so both see the same
+machine state, and printing medians and ratios:
+
+  .venv-sd/bin/python benches/peer/sd_compare.py --model EXPORT_DIR --width 256 --height 256 \
+      --steps 4 --guidance 7.5 --threads 2 --rounds 3
+
+Both run ONNX Runtime on the CPU with the same threads, prompt, size, steps, guidance and the
+export's own scheduler. Each process loads the pipeline (timed), generates once to warm up, then
+`--runs` times (median); its peak RSS is read at exit. Needs a release build of drt and the packages
+of tests/fixtures/sd-requirements.txt.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def peer(a) -> dict:
+    """One peer process: optimum's pipeline, timed as `drt bench` times drt."""
+    import onnxruntime as ort
+    from optimum.onnxruntime import ORTStableDiffusionPipeline
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = a.threads
+    so.inter_op_num_threads = 1
+    t0 = time.perf_counter()
+    pipe = ORTStableDiffusionPipeline.from_pretrained(a.model, session_options=so)
+    pipe.set_progress_bar_config(disable=True)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    times = []
+    for _ in range(1 + a.runs):
+        t0 = time.perf_counter()
+        pipe(prompt=[a.prompt], num_inference_steps=a.steps, guidance_scale=a.guidance, height=a.height,
+             width=a.width, output_type="np")
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"load_ms": load_ms, "total_ms_p50": statistics.median(times[1:]),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True, help="an optimum Stable Diffusion export")
+    p.add_argument("--prompt", default="a photo of a cat")
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3, help="measured generations per process")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--drt", default=str(REPO / "target" / "release" / "drt"))
+    p.add_argument("--json", help="write the medians and ratios here")
+    p.add_argument("--peer-once", help=argparse.SUPPRESS)  # internal: run the peer, write JSON here
+    a = p.parse_args()
+    if a.peer_once:
+        Path(a.peer_once).write_text(json.dumps(peer(a)))
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="drt-sd-compare-"))
+    common = ["--model", a.model, "--prompt", a.prompt, "--width", str(a.width), "--height", str(a.height),
+              "--steps", str(a.steps), "--guidance", str(a.guidance), "--threads", str(a.threads),
+              "--runs", str(a.runs)]
+    cmds = {
+        "ours": ([a.drt, "bench", "--backend", "ort", "--warmup", "1", "--json", str(tmp / "ours.json"), *common],
+                 tmp / "ours.json"),
+        "peer": ([sys.executable, __file__, "--peer-once", str(tmp / "peer.json"), *common], tmp / "peer.json"),
+    }
+    keys = ("load_ms", "total_ms_p50", "peak_rss_mb")
+    rows = {k: {"ours": [], "peer": []} for k in keys}
+    for r in range(a.rounds):
+        for who in (["ours", "peer"] if r % 2 == 0 else ["peer", "ours"]):
+            cmd, out = cmds[who]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**os.environ, "TQDM_DISABLE": "1"})
+            rep = json.loads(out.read_text())
+            for k in keys:
+                rows[k][who].append(rep[k])
+        print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
+
+    summary = {"settings": vars(a), "metrics": {}}
+    print(f"\n{Path(a.model).name}: {a.width}x{a.height}, {a.steps} steps, guidance {a.guidance}, "
+          f"{a.threads} thread(s), ONNX Runtime CPU; medians of {a.rounds} rounds\n")
+    print("| metric | diffusion-rt | optimum | optimum / drt |")
+    print("|---|---|---|---|")
+    for k, v in rows.items():
+        ours, theirs = statistics.median(v["ours"]), statistics.median(v["peer"])
+        ratio = theirs / ours if ours else float("nan")
+        summary["metrics"][k] = {"ours": ours, "peer": theirs, "peer_over_ours": ratio, "all": v}
+        print(f"| {k} | {ours:.5g} | {theirs:.5g} | {ratio:.2f}× |")
+    if a.json:
+        Path(a.json).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
