@@ -176,18 +176,11 @@ impl Denoiser for Guided<'_> {
     }
 
     fn denoise(&mut self, x: &[f32], level: &Level, _step: usize, x0: &mut [f32]) -> Result<()> {
-        let g = &mut *self.g;
-        if g.guidance == 1.0 || g.converged || !g.rules.in_interval(level) {
-            g.evaluations += 1;
-            let cond = PerSample { classes: &g.cond.classes, conds: &g.cond.conds, context: &g.cond.context, extra: &g.cond.extra };
-            return self.net.denoise(x, g.batch, level, cond, x0);
+        if !self.run(x, level, Output::CleanSample, x0)? {
+            return Ok(());
         }
+        let g = &mut *self.g;
         let n = x.len();
-        g.x2[..n].copy_from_slice(x);
-        g.x2[n..].copy_from_slice(x);
-        let cond = PerSample { classes: &g.classes2, conds: &g.conds2, context: &g.context2, extra: &g.extra2 };
-        self.net.denoise(&g.x2, 2 * g.batch, level, cond, &mut g.out2)?;
-        g.evaluations += 2;
         let (c, u) = g.out2.split_at(n);
         let w = g.guidance;
         for ((o, &c), &u) in x0.iter_mut().zip(c).zip(u) {
@@ -204,26 +197,49 @@ impl Denoiser for Guided<'_> {
     /// torch's float16 guidance, `u + g (c - u)` with each operation rounded to float16 (the scale
     /// kept in float32, as torch keeps a Python scalar). Adaptive guidance is not offered here.
     fn predict_half(&mut self, x: &[f32], level: &Level, step: usize, out: &mut [f32]) -> Result<()> {
-        let g = &mut *self.g;
-        if !self.net.model().half_output() || g.rules.adaptive.is_some() {
+        if !self.net.model().half_output() || self.g.rules.adaptive.is_some() {
             return Err(Error::Internal(format!("step {step}: float16 prediction of a float32 network or with adaptive guidance")));
         }
-        if g.guidance == 1.0 || !g.rules.in_interval(level) {
+        if self.run(x, level, Output::Network, out)? {
+            let g = &*self.g;
+            let (c, u) = g.out2.split_at(x.len());
+            for ((o, &c), &u) in out.iter_mut().zip(c).zip(u) {
+                *o = guide_half(u, c, g.guidance);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a network call writes.
+#[derive(Clone, Copy)]
+enum Output {
+    CleanSample,
+    Network,
+}
+
+impl Guided<'_> {
+    /// The conditional pass alone into `out` where guidance is off at `level` (returns false), else
+    /// both halves in one call into the doubled batch's `out2` (returns true).
+    fn run(&mut self, x: &[f32], level: &Level, what: Output, out: &mut [f32]) -> Result<bool> {
+        let g = &mut *self.g;
+        let call = |net: &mut Network, x: &[f32], n: usize, cond: PerSample<'_>, out: &mut [f32]| match what {
+            Output::CleanSample => net.denoise(x, n, level, cond, out),
+            Output::Network => net.predict(x, n, level, cond, out),
+        };
+        if g.guidance == 1.0 || g.converged || !g.rules.in_interval(level) {
             g.evaluations += 1;
             let cond = PerSample { classes: &g.cond.classes, conds: &g.cond.conds, context: &g.cond.context, extra: &g.cond.extra };
-            return self.net.predict(x, g.batch, level, cond, out);
+            call(self.net, x, g.batch, cond, out)?;
+            return Ok(false);
         }
         let n = x.len();
         g.x2[..n].copy_from_slice(x);
         g.x2[n..].copy_from_slice(x);
         let cond = PerSample { classes: &g.classes2, conds: &g.conds2, context: &g.context2, extra: &g.extra2 };
-        self.net.predict(&g.x2, 2 * g.batch, level, cond, &mut g.out2)?;
+        call(self.net, &g.x2, 2 * g.batch, cond, &mut g.out2)?;
         g.evaluations += 2;
-        let (c, u) = g.out2.split_at(n);
-        for ((o, &c), &u) in out.iter_mut().zip(c).zip(u) {
-            *o = guide_half(u, c, g.guidance);
-        }
-        Ok(())
+        Ok(true)
     }
 }
 

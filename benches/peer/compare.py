@@ -84,19 +84,24 @@ def main():
             rows["peak_rss_mb"][who].append(rss)
         print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
 
-    summary = {"settings": vars(a), "metrics": {}}
-    print(f"\n{a.sampler}, {a.steps} steps, guidance {a.guidance}, batch {a.batch}, {a.threads} thread(s); "
-          f"drt on {a.backend}; medians of {a.rounds} rounds\n")
-    print("| metric | diffusion-rt | Python peer | peer / drt |")
+    report(rows, f"{a.sampler}, {a.steps} steps, guidance {a.guidance}, batch {a.batch}, {a.threads} thread(s); "
+                 f"drt on {a.backend}; medians of {a.rounds} rounds", "Python peer", vars(a), a.json)
+
+
+def report(rows, heading, peer_name, settings, json_path=None):
+    """Prints the medians of `rows` ({metric: {"ours": [...], "peer": [...]}}) and their ratios as a
+    Markdown table, and writes them with every measurement to `json_path` if given."""
+    summary = {"settings": settings, "metrics": {}}
+    print(f"\n{heading}\n")
+    print(f"| metric | diffusion-rt | {peer_name} | peer / drt |")
     print("|---|---|---|---|")
     for k, v in rows.items():
         ours, peer = statistics.median(v["ours"]), statistics.median(v["peer"])
         ratio = peer / ours if ours else float("nan")
         summary["metrics"][k] = {"ours": ours, "peer": peer, "peer_over_ours": ratio, "all": v}
-        print(f"| {k} | {ours:.4g} | {peer:.4g} | {ratio:.2f}× |")
-    if a.json:
-        Path(a.json).write_text(json.dumps(summary, indent=2) + "\n")
-
+        print(f"| {k} | {ours:.5g} | {peer:.5g} | {ratio:.2f}× |")
+    if json_path:
+        Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from compare import report
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -86,19 +88,8 @@ def main():
                 rows[k][who].append(rep[k])
         print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
 
-    summary = {"settings": vars(a), "metrics": {}}
-    print(f"\n{Path(a.model).name}: {a.width}x{a.height}, {a.steps} steps, guidance {a.guidance}, "
-          f"{a.threads} thread(s), ONNX Runtime CPU; medians of {a.rounds} rounds\n")
-    print("| metric | diffusion-rt | optimum | optimum / drt |")
-    print("|---|---|---|---|")
-    for k, v in rows.items():
-        ours, theirs = statistics.median(v["ours"]), statistics.median(v["peer"])
-        ratio = theirs / ours if ours else float("nan")
-        summary["metrics"][k] = {"ours": ours, "peer": theirs, "peer_over_ours": ratio, "all": v}
-        print(f"| {k} | {ours:.5g} | {theirs:.5g} | {ratio:.2f}× |")
-    if a.json:
-        Path(a.json).write_text(json.dumps(summary, indent=2) + "\n")
-
+    report(rows, f"{Path(a.model).name}: {a.width}x{a.height}, {a.steps} steps, guidance {a.guidance}, "
+                 f"{a.threads} thread(s), ONNX Runtime CPU; medians of {a.rounds} rounds", "optimum", vars(a), a.json)
 
 if __name__ == "__main__":
     main()
