@@ -100,6 +100,7 @@ impl Model {
     pub fn half_output(&self) -> bool {
         self.graph.outputs()[self.wiring.output].dtype == DType::F16
     }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
