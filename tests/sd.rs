@@ -112,10 +112,10 @@ fn images_equal_optimums_pipeline() {
 /// optimum's `--dtype fp16` export: float16 inputs and outputs on every graph. drt does diffusers'
 /// float16 step arithmetic on it (`sampler/half.rs`), so on ONNX Runtime DDIM, Euler and LCM give
 /// optimum's images to the bit. Bit for bit is what the bound asks here: optimum's own float16
-/// pipeline moves by 0.9-2.1e-4 when its input latents move by one float32 ulp (2e-7 for the float32
-/// export), because every float16 rounding inside the UNet can flip. DPM-Solver++ 2M stays 2e-4
-/// away: diffusers takes its step coefficients from torch's float32 `pow`, which is not correctly
-/// rounded, and those last bits are the ulp above. tract runs the graph in float32, where ONNX
+/// pipeline moves by 0.9-2.1e-4 when its input latents move by one float32 ulp (2e-7 for the
+/// float32 export; benches/peer/sd_sensitivity.py), because every float16 rounding inside the UNet
+/// can flip. DPM-Solver++ 2M stays 2e-4 away: diffusers takes its step coefficients from torch's
+/// float32 `pow`, which is not correctly rounded, and those last bits are the ulp above. tract runs the graph in float32, where ONNX
 /// Runtime rounds to float16 between some operators: 2-4e-4.
 #[test]
 fn float16_export_equals_optimums_pipeline() {
