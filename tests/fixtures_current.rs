@@ -53,3 +53,8 @@ fn stable_diffusion_fixture_is_what_its_script_makes() {
 fn clip_tokenizer_fixture_is_what_its_script_makes() {
     check("clip-tokenizer");
 }
+
+#[test]
+fn pillow_resize_fixture_is_what_its_script_makes() {
+    check("pil-resize");
+}

@@ -354,14 +354,19 @@ fn img2img_equals_optimums_pipeline() {
             .output()
             .expect("drt")
     };
-    let o = cli(&["--strength", "0.5"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&cli(&["--width", "64", "--height", "64"]).stderr).contains("is 32×32"));
+    let shape = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        npy::read(&raw).expect("raw").shape
+    };
+    assert_eq!(shape(cli(&["--strength", "0.5"])), [1, 32, 32, 3]);
+    // A size of its own: the start image is resized to it (tests/resize.rs: as Pillow resizes).
+    assert_eq!(shape(cli(&["--width", "64", "--height", "48"])), [1, 48, 64, 3]);
 
-    // Without --width/--height the start image gives the size, here not the UNet's own (32×32).
-    let odd = tmp.path().join("48x40.png");
-    let pixels = (0..48 * 40 * 3).map(|i| (i * 7 % 251) as u8).collect();
-    diffusion_rt::image::write_png(&odd, &diffusion_rt::image::Picture { width: 48, height: 40, channels: 3, pixels }).expect("png");
+    // Without --width/--height the start image gives the size, rounded down to the VAE's factor
+    // as diffusers' img2img does, here not the UNet's own (32×32).
+    let odd = tmp.path().join("49x41.png");
+    let pixels = (0..49 * 41 * 3).map(|i| (i * 7 % 251) as u8).collect();
+    diffusion_rt::image::write_png(&odd, &diffusion_rt::image::Picture { width: 49, height: 41, channels: 3, pixels }).expect("png");
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
         .args(["generate", "--quiet", "--backend", "tract", "--prompt", "a red cat", "--steps", "4", "--model"])
         .arg(fixture().join("export"))
@@ -369,8 +374,7 @@ fn img2img_equals_optimums_pipeline() {
         .arg("--save-raw").arg(&raw)
         .output()
         .expect("drt");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(npy::read(&raw).expect("raw").shape, [1, 40, 48, 3]);
+    assert_eq!(shape(o), [1, 40, 48, 3]);
 }
 
 /// Inpainting by latent blending (a 4-channel UNet) and through a 9-channel inpainting UNet:
@@ -401,5 +405,23 @@ fn inpainting_equals_optimums_pipeline() {
         req.init_image = Some(image.clone());
         req.mask_image = Some(vec![1.0; 5]);
         assert!(sd.generate(&req).expect_err("short mask").to_string().contains("mask has 5 values"));
+    }
+
+    // The CLI: the UNet's size unless told, as diffusers' inpainting pipeline; image and mask are
+    // resized to a size of its own.
+    let tmp = common::TempDir::new("sd-inpaint");
+    let raw = tmp.path().join("raw.npy");
+    for (extra, want) in [(&[][..], [1, 32, 32, 3]), (&["--width", "48", "--height", "40"][..], [1, 40, 48, 3])] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
+            .args(["generate", "--quiet", "--backend", "tract", "--prompt", "a red cat", "--steps", "3", "--model"])
+            .arg(fixture().join("export"))
+            .arg("--init").arg(reference.join("init.png"))
+            .arg("--mask").arg(reference.join("mask.png"))
+            .arg("--save-raw").arg(&raw)
+            .args(extra)
+            .output()
+            .expect("drt");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(npy::read(&raw).expect("raw").shape, want);
     }
 }

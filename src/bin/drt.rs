@@ -110,7 +110,7 @@ struct PromptArgs {
     /// Negative prompt (the unconditional branch of guidance): once for all images or once per image.
     #[arg(long = "negative-prompt")]
     negative_prompts: Vec<String>,
-    /// Image width in pixels (default: the --init or --mask PNG's, else the UNet's training size).
+    /// Image width in pixels (default: an --init PNG's without --mask, else the UNet's training size).
     #[arg(long)]
     width: Option<usize>,
     /// Image height in pixels.
@@ -402,6 +402,17 @@ fn text_to_image(a: &GenerateArgs) -> Result<()> {
     Ok(())
 }
 
+/// `values` in [0, 1] of an 8-bit `iw × ih` image with `channels`, resized to `w × h` as diffusers'
+/// image processor resizes (Pillow's Lanczos filter), or as they are at that size already.
+fn resized(values: &[f32], iw: usize, ih: usize, channels: usize, w: usize, h: usize) -> Result<Vec<f32>> {
+    if (iw, ih) == (w, h) {
+        return Ok(values.to_vec());
+    }
+    let bytes: Vec<u8> = values.iter().map(|&v| (v * 255.0).round() as u8).collect();
+    let out = diffusion_rt::sd::resize::lanczos_resize(&bytes, iw, ih, channels, w, h)?;
+    Ok(out.into_iter().map(|b| b as f32 / 255.0).collect())
+}
+
 impl PromptArgs {
     /// The text-to-image request these options and the sampling options ask of `sd`.
     fn request(&self, sd: &StableDiffusion, sampling: &SamplingArgs) -> Result<TextToImage> {
@@ -411,37 +422,31 @@ impl PromptArgs {
             _ => None,
         };
         let mask_png = self.mask.as_deref().map(image::read_png).transpose()?;
-        // As diffusers does, a starting image without --width/--height gives the size.
-        let (width, height) = match (init_png.as_ref().or(mask_png.as_ref()), self.width, self.height) {
-            (Some(&(iw, ih, _)), None, None) => (Some(iw), Some(ih)),
+        let f = sd.vae_factor();
+        // diffusers' sizes: inpainting makes the UNet's size unless told; img2img the start image's,
+        // rounded down to the VAE's factor. Images of another size are resized as diffusers does.
+        let (width, height) = match (&init_png, &mask_png, self.width, self.height) {
+            (Some((iw, ih, _)), None, None, None) => (Some(iw - iw % f), Some(ih - ih % f)),
             _ => (self.width, self.height),
         };
         let [c, h, w] = sd.latent_shape(width, height)?;
         let mut params = sampling.params_with(c * h * w, false)?;
-        let f = sd.vae_factor();
-        // A PNG of the request's size, as RGB in [0, 1].
-        let sized = |flag: &str, p: &std::path::Path, png: (usize, usize, Vec<f32>)| -> Result<Vec<f32>> {
-            let (iw, ih, rgb) = png;
-            if (iw, ih) != (w * f, h * f) {
-                return Err(Error::InvalidArgument(format!(
-                    "{flag} {} is {iw}×{ih}; the request makes {}×{} images (images are not resampled)",
-                    p.display(), w * f, h * f)));
-            }
-            Ok(rgb)
-        };
+        let (w, h) = (w * f, h * f);
         let init_image = match (sampling.init.as_deref(), init_png) {
             (None, _) => None,
-            (Some(p), Some(png)) => Some(sized("--init", p, png)?),
+            (Some(_), Some((iw, ih, rgb))) => Some(resized(&rgb, iw, ih, 3, w, h)?),
             (Some(p), None) => Some(read_npy("--init", p)?.data),
         };
-        let mask_image = match (self.mask.as_deref(), mask_png) {
-            (Some(p), Some(png)) => {
-                let rgb = sized("--mask", p, png)?;
-                // PIL's "L" conversion, which diffusers' mask processor applies.
+        let mask_image = match mask_png {
+            Some((iw, ih, rgb)) => {
+                // PIL's "L" conversion, which diffusers' mask processor applies before resizing.
                 let byte = |v: f32| (v * 255.0).round() as u32;
-                Some(rgb.chunks(3).map(|c| ((byte(c[0]) * 19595 + byte(c[1]) * 38470 + byte(c[2]) * 7471 + 0x8000) >> 16) as f32 / 255.0).collect())
+                let grey: Vec<f32> = rgb.chunks(3)
+                    .map(|c| ((byte(c[0]) * 19595 + byte(c[1]) * 38470 + byte(c[2]) * 7471 + 0x8000) >> 16) as f32 / 255.0)
+                    .collect();
+                Some(resized(&grey, iw, ih, 1, w, h)?)
             }
-            _ => None,
+            None => None,
         };
         if sampling.batch.is_none() && sampling.noise.is_none() {
             params.batch = self.prompts.len().max(self.negative_prompts.len()).max(1);

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod config;
 pub mod pipeline;
+pub mod resize;
 pub mod tokenizer;
 pub mod vae;
 
