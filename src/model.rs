@@ -331,7 +331,9 @@ impl Network {
             self.sample_f16.reserve(n * (m.sample_len() + m.extra_len()));
         }
         self.sample_shape.reserve(m.manifest.sample_shape.len() + 1);
-        self.sample_cat.reserve(n * (m.sample_len() + m.extra_len()));
+        if m.extra_len() > 0 {
+            self.sample_cat.reserve(n * (m.sample_len() + m.extra_len()));
+        }
         self.shapes.reserve(conds);
     }
 

@@ -104,12 +104,11 @@ impl TractGraph {
                     .to_string()
             })
             .collect::<Vec<_>>();
-        let model = model.into_typed().map_err(err)?.into_decluttered().map_err(err)?;
+        let mut model = model.into_typed().map_err(err)?.into_decluttered().map_err(err)?;
         // The graph's own types, which callers see and feed, even where it runs widened.
         let inputs = io_infos(input_names, |i| model.input_fact(i)).map_err(err)?;
         let outputs = io_infos(output_names, |i| model.output_fact(i)).map_err(err)?;
         let widened = WIDEN_FLOAT16 && [&inputs, &outputs].iter().any(|io| io.iter().any(|i| i.dtype == DType::F16));
-        let mut model = model;
         if widened {
             FloatPrecisionTranslator::new(DatumType::F16, DatumType::F32).transform(&mut model).map_err(err)?;
         }

@@ -116,7 +116,8 @@ struct PromptArgs {
     /// Image height in pixels.
     #[arg(long)]
     height: Option<usize>,
-    /// Inpainting with --init: a PNG of the same size, white (at least half grey) where to repaint.
+    /// Inpainting with --init: a PNG, white (at least half grey) where to repaint; resized to the
+    /// image size as diffusers resizes it.
     #[arg(long)]
     mask: Option<PathBuf>,
     /// Load text encoder, UNet and VAE decoder one at a time, each freed before the next.
@@ -404,9 +405,9 @@ fn text_to_image(a: &GenerateArgs) -> Result<()> {
 
 /// `values` in [0, 1] of an 8-bit `iw × ih` image with `channels`, resized to `w × h` as diffusers'
 /// image processor resizes (Pillow's Lanczos filter), or as they are at that size already.
-fn resized(values: &[f32], iw: usize, ih: usize, channels: usize, w: usize, h: usize) -> Result<Vec<f32>> {
+fn resized(values: Vec<f32>, iw: usize, ih: usize, channels: usize, w: usize, h: usize) -> Result<Vec<f32>> {
     if (iw, ih) == (w, h) {
-        return Ok(values.to_vec());
+        return Ok(values);
     }
     let bytes: Vec<u8> = values.iter().map(|&v| (v * 255.0).round() as u8).collect();
     let out = diffusion_rt::sd::resize::lanczos_resize(&bytes, iw, ih, channels, w, h)?;
@@ -434,17 +435,17 @@ impl PromptArgs {
         let (w, h) = (w * f, h * f);
         let init_image = match (sampling.init.as_deref(), init_png) {
             (None, _) => None,
-            (Some(_), Some((iw, ih, rgb))) => Some(resized(&rgb, iw, ih, 3, w, h)?),
+            (Some(_), Some((iw, ih, rgb))) => Some(resized(rgb, iw, ih, 3, w, h)?),
             (Some(p), None) => Some(read_npy("--init", p)?.data),
         };
         let mask_image = match mask_png {
             Some((iw, ih, rgb)) => {
                 // PIL's "L" conversion, which diffusers' mask processor applies before resizing.
                 let byte = |v: f32| (v * 255.0).round() as u32;
-                let grey: Vec<f32> = rgb.chunks(3)
+                let grey = rgb.chunks(3)
                     .map(|c| ((byte(c[0]) * 19595 + byte(c[1]) * 38470 + byte(c[2]) * 7471 + 0x8000) >> 16) as f32 / 255.0)
                     .collect();
-                Some(resized(&grey, iw, ih, 1, w, h)?)
+                Some(resized(grey, iw, ih, 1, w, h)?)
             }
             None => None,
         };

@@ -49,25 +49,24 @@ fn predict(den: &mut dyn Denoiser, x: &[f32], level: &Level, step: usize, eps: &
 pub(super) fn stepper(kind: SamplerKind, plain: Box<dyn Stepper>, n: usize, eta: f64) -> Box<dyn Stepper> {
     let how = match kind {
         SamplerKind::DpmPp2m | SamplerKind::Lcm => How::Clean(plain),
-        SamplerKind::Ddim if eta == 0.0 => How::Ddim,
-        SamplerKind::Euler => How::Euler { ve: vec![0.0; n], input: vec![0.0; n] },
+        SamplerKind::Ddim if eta == 0.0 => How::Ddim { x0: vec![0.0; n] },
+        SamplerKind::Euler => How::Euler { ve: vec![0.0; n], input: vec![0.0; n], x0: vec![0.0; n] },
         _ => return plain,
     };
-    Box::new(Half { how, eps: vec![0.0; n], x0: vec![0.0; n] })
+    Box::new(Half { how, eps: vec![0.0; n] })
 }
 
 enum How {
-    /// A clean-sample stepper fed diffusers' float16 estimate.
+    /// A clean-sample stepper fed diffusers' float16 estimate (it keeps its own `x0`).
     Clean(Box<dyn Stepper>),
-    Ddim,
+    Ddim { x0: Vec<f32> },
     /// The float16 sample in variance-exploding coordinates and the network input made from it.
-    Euler { ve: Vec<f32>, input: Vec<f32> },
+    Euler { ve: Vec<f32>, input: Vec<f32>, x0: Vec<f32> },
 }
 
 struct Half {
     how: How,
     eps: Vec<f32>,
-    x0: Vec<f32>,
 }
 
 /// The denoiser a [`How::Clean`] stepper calls.
@@ -93,16 +92,16 @@ impl Stepper for Half {
         let (cur, next) = (&levels[i], &levels[i + 1]);
         match &mut self.how {
             How::Clean(inner) => inner.step(&mut Estimate { den, eps: &mut self.eps }, levels, i, x, noise),
-            How::Ddim => {
+            How::Ddim { x0 } => {
                 predict(den, x, cur, i, &mut self.eps)?;
-                clean(cur, x, &self.eps, &mut self.x0);
+                clean(cur, x, &self.eps, x0);
                 let a1 = next.alpha as f32;
-                for ((x, &x0), &e) in x.iter_mut().zip(&self.x0).zip(&self.eps) {
+                for ((x, &x0), &e) in x.iter_mut().zip(x0.iter()).zip(&self.eps) {
                     *x = a1 * x0 + times(next.sigma, e);
                 }
                 Ok(())
             }
-            How::Euler { ve, input } => {
+            How::Euler { ve, input, x0 } => {
                 let (s, s1) = (cur.ve_sigma(), next.ve_sigma());
                 let (a, a1) = (cur.alpha as f32, next.alpha as f32);
                 // The first step starts from float32 latents, later ones from the float16 sample the
@@ -114,7 +113,7 @@ impl Stepper for Half {
                 }
                 predict(den, input, cur, i, &mut self.eps)?;
                 let (s32, dt) = (s as f32, (s1 - s) as f32);
-                for (((x, x0), &v), &e) in x.iter_mut().zip(self.x0.iter_mut()).zip(ve.iter()).zip(&self.eps) {
+                for (((x, x0), &v), &e) in x.iter_mut().zip(x0.iter_mut()).zip(ve.iter()).zip(&self.eps) {
                     *x0 = v - times(s, e);
                     let derivative = (v - *x0) / s32;
                     *x = round(v + derivative * dt) * a1;
@@ -127,7 +126,7 @@ impl Stepper for Half {
     fn denoised(&self) -> &[f32] {
         match &self.how {
             How::Clean(inner) => inner.denoised(),
-            _ => &self.x0,
+            How::Ddim { x0 } | How::Euler { x0, .. } => x0,
         }
     }
 }
