@@ -59,10 +59,20 @@ struct Curve {
 
 fn curves() -> Vec<Curve> {
     let plain = |name, sampler, spacing| Curve {
-        name, sampler, spacing, rules: GuidanceRules::default(), cache: None, panel: 0,
+        name,
+        sampler,
+        spacing,
+        rules: GuidanceRules::default(),
+        cache: None,
+        panel: 0,
     };
     let dpm = |name, rules, cache| Curve {
-        name, sampler: "dpmpp-2m", spacing: SigmaSpacing::Default, rules, cache, panel: 1,
+        name,
+        sampler: "dpmpp-2m",
+        spacing: SigmaSpacing::Default,
+        rules,
+        cache,
+        panel: 1,
     };
     let interval = GuidanceRules { interval: Some(INTERVAL), ..Default::default() };
     vec![
@@ -159,8 +169,13 @@ fn run_study() -> Res<Study> {
         let mut points = Vec::new();
         for &steps in &STEPS {
             let p = measure(&c, steps, GUIDANCE)?;
-            eprintln!("{:<32} {steps:>3} steps  {:>3} NFE  {:>6.1} %  FD {:.1}",
-                c.name, p.nfe, p.class_accuracy * 100.0, p.frechet_distance);
+            eprintln!(
+                "{:<32} {steps:>3} steps  {:>3} NFE  {:>6.1} %  FD {:.1}",
+                c.name,
+                p.nfe,
+                p.class_accuracy * 100.0,
+                p.frechet_distance
+            );
             if p.nfe > NFE_RANGE.1 {
                 break;
             }
@@ -194,9 +209,13 @@ const BUDGETS: [usize; 7] = [4, 6, 8, 10, 16, 24, 50];
 fn tables(s: &Study) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "{BEGIN}");
-    let _ = writeln!(t, "Fréchet distance (lower is better) and class accuracy of {} samples at guidance {}, spending \
+    let _ = writeln!(
+        t,
+        "Fréchet distance (lower is better) and class accuracy of {} samples at guidance {}, spending \
         at most the column's network evaluations per sample: each cell is the measured point with the \
-        most NFE within the budget, its NFE in brackets where it differs.\n", s.samples_per_point, s.guidance);
+        most NFE within the budget, its NFE in brackets where it differs.\n",
+        s.samples_per_point, s.guidance
+    );
     let head: String = BUDGETS.iter().map(|b| format!(" ≤ {b} |")).collect();
     let _ = writeln!(t, "| sampler / option |{head}");
     let _ = writeln!(t, "|---|{}", "---|".repeat(BUDGETS.len()));
@@ -214,14 +233,30 @@ fn tables(s: &Study) -> String {
         let name = if c.panel == 1 { format!("DPM++ 2M {}", c.name) } else { c.name.clone() };
         let _ = writeln!(t, "| {name} |{cells}");
     }
-    let _ = writeln!(t, "\nGuidance scale, DPM++ 2M at {SWEEP_STEPS} steps, guided throughout or only for σ in \
-        [{}, {}]:\n", INTERVAL.0, INTERVAL.1);
+    let _ = writeln!(
+        t,
+        "\nGuidance scale, DPM++ 2M at {SWEEP_STEPS} steps, guided throughout or only for σ in \
+        [{}, {}]:\n",
+        INTERVAL.0, INTERVAL.1
+    );
     let _ = writeln!(t, "| guidance | guided | NFE | class accuracy | Fréchet distance |");
     let _ = writeln!(t, "|---|---|---|---|---|");
     for r in &s.guidance_sweep {
-        let guided = if r.guidance <= 1.0 { "never" } else if r.interval { "σ in interval" } else { "always" };
-        let _ = writeln!(t, "| {} | {guided} | {} | {:.1} % | {:.1} |",
-            r.guidance, r.point.nfe, r.point.class_accuracy * 100.0, r.point.frechet_distance);
+        let guided = if r.guidance <= 1.0 {
+            "never"
+        } else if r.interval {
+            "σ in interval"
+        } else {
+            "always"
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {guided} | {} | {:.1} % | {:.1} |",
+            r.guidance,
+            r.point.nfe,
+            r.point.class_accuracy * 100.0,
+            r.point.frechet_distance
+        );
     }
     let _ = write!(t, "{END}");
     t
@@ -260,23 +295,26 @@ fn draw(s: &Study, rgb: &mut [u8]) -> Result<(), Box<dyn std::error::Error>> {
     let root = BitMapBackend::with_buffer(rgb, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(
-        &format!("models/digits, guidance {}: Fréchet distance against network evaluations ({} samples a point)",
-            s.guidance, s.samples_per_point),
+        &format!(
+            "models/digits, guidance {}: Fréchet distance against network evaluations ({} samples a point)",
+            s.guidance, s.samples_per_point
+        ),
         ("sans-serif", 22),
     )?;
     let panels = root.split_evenly((1, 2));
     let titles = ["Samplers", "DPM++ 2M with acceleration options"];
     let colors = [
-        RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189), RGBColor(140, 86, 75),
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
     ];
     for (panel, area) in panels.iter().enumerate() {
         // Panel 1 repeats plain DPM++ 2M as its reference line.
-        let shown: Vec<&CurveResult> = s
-            .curves
-            .iter()
-            .filter(|c| c.panel == panel || (panel == 1 && c.name == "DPM++ 2M"))
-            .collect();
+        let shown: Vec<&CurveResult> =
+            s.curves.iter().filter(|c| c.panel == panel || (panel == 1 && c.name == "DPM++ 2M")).collect();
         let all = shown.iter().flat_map(|c| &c.points).map(|p| p.frechet_distance);
         let (lo, hi) = all.fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
         let y = (lo * 0.8)..(hi * 1.25);
@@ -285,10 +323,7 @@ fn draw(s: &Study, rgb: &mut [u8]) -> Result<(), Box<dyn std::error::Error>> {
             .margin(12)
             .x_label_area_size(45)
             .y_label_area_size(60)
-            .build_cartesian_2d(
-                ((NFE_RANGE.0 as f64 * 0.9)..(NFE_RANGE.1 as f64 * 1.1)).log_scale(),
-                y.log_scale(),
-            )?;
+            .build_cartesian_2d(((NFE_RANGE.0 as f64 * 0.9)..(NFE_RANGE.1 as f64 * 1.1)).log_scale(), y.log_scale())?;
         chart
             .configure_mesh()
             .x_desc("network evaluations per sample (NFE)")

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::backend::{BackendOptions, DType};
-use crate::error::{Error, Result};
 use crate::cache::CacheMode;
+use crate::error::{Error, Result};
 use crate::guidance::GuidanceRules;
 use crate::model::Model;
 use crate::pipeline::{GenerateParams, Session};
@@ -135,7 +135,9 @@ pub fn run_with(
 ) -> Result<BenchReport> {
     if opts.runs == 0 || opts.runs.saturating_add(opts.warmup) > MAX_RUNS {
         return Err(Error::InvalidArgument(format!(
-            "runs must be at least 1 and runs + warmup at most {MAX_RUNS}, got {} + {}", opts.runs, opts.warmup)));
+            "runs must be at least 1 and runs + warmup at most {MAX_RUNS}, got {} + {}",
+            opts.runs, opts.warmup
+        )));
     }
     if let Some(c) = &opts.classifier {
         // Judged after the runs (so its memory stays out of the peak RSS); found before them.
@@ -310,17 +312,30 @@ impl BenchReport {
             ("device", format!("{} ({} cores, {})", self.device.cpu, self.device.cores, self.device.os)),
             ("model", format!("{} [{}]", self.model, self.precision)),
             ("backend", format!("{} on {} ({} threads)", self.backend, self.execution_provider, self.threads)),
-            ("sampling", format!("{} × {} steps, guidance {}, batch {}, {} network passes per sample",
-                self.sampler, self.steps, self.guidance, self.batch, self.nfe)),
+            (
+                "sampling",
+                format!(
+                    "{} × {} steps, guidance {}, batch {}, {} network passes per sample",
+                    self.sampler, self.steps, self.guidance, self.batch, self.nfe
+                ),
+            ),
             ("runs", format!("{} measured after {} warm-up", self.runs, self.warmup)),
-            ("acceleration", match (self.adaptive_guidance, self.guidance_interval, &self.step_cache) {
-                (None, None, None) => "-".to_string(),
-                (a, i, c) => format!("adaptive guidance {}, guidance interval {}, step cache {}; rel. L2 to the run without: {}",
-                    a.map_or("off".into(), |g| g.to_string()),
-                    i.map_or("off".into(), |[lo, hi]| format!("[{lo}, {hi}]")),
-                    c.as_ref().map_or("off".into(), |c| format!("{} (threshold {}, max skips {})", c.mode, c.threshold, c.max_skips)),
-                    opt(self.rel_l2_to_baseline, 4)),
-            }),
+            (
+                "acceleration",
+                match (self.adaptive_guidance, self.guidance_interval, &self.step_cache) {
+                    (None, None, None) => "-".to_string(),
+                    (a, i, c) => format!(
+                        "adaptive guidance {}, guidance interval {}, step cache {}; rel. L2 to the run without: {}",
+                        a.map_or("off".into(), |g| g.to_string()),
+                        i.map_or("off".into(), |[lo, hi]| format!("[{lo}, {hi}]")),
+                        c.as_ref().map_or("off".into(), |c| format!(
+                            "{} (threshold {}, max skips {})",
+                            c.mode, c.threshold, c.max_skips
+                        )),
+                        opt(self.rel_l2_to_baseline, 4)
+                    ),
+                },
+            ),
             ("load", format!("{:.1} ms", self.load_ms)),
             ("first step", format!("{:.2} ms", self.first_step_ms)),
             ("step p50 / p90", format!("{:.2} / {:.2} ms", self.step_ms_p50, self.step_ms_p90)),

@@ -52,7 +52,10 @@ impl CacheOptions {
 
     fn check(&self) -> Result<()> {
         if !(self.threshold.is_finite() && self.threshold >= 0.0) {
-            return Err(Error::InvalidArgument(format!("step cache threshold must be a finite number >= 0, got {}", self.threshold)));
+            return Err(Error::InvalidArgument(format!(
+                "step cache threshold must be a finite number >= 0, got {}",
+                self.threshold
+            )));
         }
         if self.max_skips == 0 {
             return Err(Error::InvalidArgument("step cache max skips must be at least 1".into()));
@@ -238,7 +241,12 @@ mod tests {
     #[test]
     fn a_curving_trajectory_runs_every_call() {
         // Δ³x of t³ is 6 throughout while Δx grows: |Δ³x| / |Δx| falls from 6/19 to 6/127.
-        let cubic: Vec<[f32; 2]> = (0..8).map(|i| { let t = i as f32; [t * t * t, -t * t * t] }).collect();
+        let cubic: Vec<[f32; 2]> = (0..8)
+            .map(|i| {
+                let t = i as f32;
+                [t * t * t, -t * t * t]
+            })
+            .collect();
         let (calls, _) = run(CacheOptions { mode: CacheMode::Skip, threshold: 0.04, max_skips: 2 }, &cubic);
         assert_eq!(calls, 8);
         // The threshold decides: loose enough, the same trajectory is skipped.
@@ -248,9 +256,11 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused() {
-        for o in [CacheOptions { threshold: -1.0, ..CacheOptions::new(CacheMode::Skip) },
-                  CacheOptions { threshold: f32::NAN, ..CacheOptions::new(CacheMode::Skip) },
-                  CacheOptions { max_skips: 0, ..CacheOptions::new(CacheMode::Skip) }] {
+        for o in [
+            CacheOptions { threshold: -1.0, ..CacheOptions::new(CacheMode::Skip) },
+            CacheOptions { threshold: f32::NAN, ..CacheOptions::new(CacheMode::Skip) },
+            CacheOptions { max_skips: 0, ..CacheOptions::new(CacheMode::Skip) },
+        ] {
             assert!(StepCache::new(o, 4).is_err(), "{o:?}");
         }
         assert!(CacheMode::from_name("sometimes").is_err());

@@ -31,7 +31,8 @@ impl InputDump {
     pub fn record(&mut self, inputs: &[Input<'_>], infos: &[IoInfo]) -> Result<()> {
         for input in inputs {
             let name = infos.get(input.index).map_or("input", |i| i.name.as_str());
-            let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+            let safe: String =
+                name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
             let path = self.dir.join(format!("{:05}_{safe}.npy", self.calls));
             write(&path, input).map_err(|e| Error::io(&path, e))?;
         }

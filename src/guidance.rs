@@ -74,7 +74,8 @@ impl GuidanceRules {
         if let Some((lo, hi)) = self.interval {
             if !(lo >= 0.0 && hi > lo) {
                 return Err(Error::InvalidArgument(format!(
-                    "guidance interval must be LO,HI with 0 <= LO < HI (in sigma), got {lo},{hi}")));
+                    "guidance interval must be LO,HI with 0 <= LO < HI (in sigma), got {lo},{hi}"
+                )));
             }
         }
         Ok(())
@@ -123,10 +124,14 @@ impl Guidance {
             let no_uncond = |what: &str| {
                 Error::InvalidArgument(format!(
                     "guidance {guidance} needs an unconditional prediction, but model `{}` has {what}; use guidance 1",
-                    model.manifest().name))
+                    model.manifest().name
+                ))
             };
             if d.class_input.is_some() {
-                let null = model.manifest().null_class().ok_or_else(|| no_uncond("no null class (denoiser.class_input.null_class)"))?;
+                let null = model
+                    .manifest()
+                    .null_class()
+                    .ok_or_else(|| no_uncond("no null class (denoiser.class_input.null_class)"))?;
                 classes2.extend_from_slice(&cond.classes);
                 classes2.resize(2 * batch, null);
             } else if d.context_input.is_none() {
@@ -136,7 +141,9 @@ impl Guidance {
                 if cond.uncond_context.len() != cond.context.len() {
                     return Err(Error::InvalidArgument(format!(
                         "guidance needs an unconditional context as large as the context ({} values), got {}",
-                        cond.context.len(), cond.uncond_context.len())));
+                        cond.context.len(),
+                        cond.uncond_context.len()
+                    )));
                 }
                 context2.extend_from_slice(&cond.context);
                 context2.extend_from_slice(&cond.uncond_context);
@@ -150,7 +157,21 @@ impl Guidance {
             x2.resize(2 * batch * len, 0.0);
             out2.resize(2 * batch * len, 0.0);
         }
-        Ok(Guidance { batch, sample_len: len, guidance, classes2, conds2, context2, extra2, cond, x2, out2, rules, converged: false, evaluations: 0 })
+        Ok(Guidance {
+            batch,
+            sample_len: len,
+            guidance,
+            classes2,
+            conds2,
+            context2,
+            extra2,
+            cond,
+            x2,
+            out2,
+            rules,
+            converged: false,
+            evaluations: 0,
+        })
     }
 
     /// The guidance scale (1 = conditional pass only).
@@ -198,7 +219,9 @@ impl Denoiser for Guided<'_> {
     /// kept in float32, as torch keeps a Python scalar). Adaptive guidance is not offered here.
     fn predict_half(&mut self, x: &[f32], level: &Level, step: usize, out: &mut [f32]) -> Result<()> {
         if !self.net.model().half_output() || self.g.rules.adaptive.is_some() {
-            return Err(Error::Internal(format!("step {step}: float16 prediction of a float32 network or with adaptive guidance")));
+            return Err(Error::Internal(format!(
+                "step {step}: float16 prediction of a float32 network or with adaptive guidance"
+            )));
         }
         if self.run(x, level, Output::Network, out)? {
             let g = &*self.g;
@@ -229,7 +252,12 @@ impl Guided<'_> {
         };
         if g.guidance == 1.0 || g.converged || !g.rules.in_interval(level) {
             g.evaluations += 1;
-            let cond = PerSample { classes: &g.cond.classes, conds: &g.cond.conds, context: &g.cond.context, extra: &g.cond.extra };
+            let cond = PerSample {
+                classes: &g.cond.classes,
+                conds: &g.cond.conds,
+                context: &g.cond.context,
+                extra: &g.cond.extra,
+            };
             call(self.net, x, g.batch, cond, out)?;
             return Ok(false);
         }
@@ -285,10 +313,12 @@ mod tests {
         assert!(!rules.in_interval(&level(0.3, 0.9))); // 3
         assert!(!rules.in_interval(&level(0.99, 0.1))); // 0.1
         assert!(GuidanceRules::default().in_interval(&level(0.3, 0.9)));
-        for bad in [GuidanceRules { interval: Some((2.0, 1.0)), ..GuidanceRules::default() },
-                    GuidanceRules { interval: Some((f64::NAN, 1.0)), ..GuidanceRules::default() },
-                    GuidanceRules { adaptive: Some(0.0), ..GuidanceRules::default() },
-                    GuidanceRules { adaptive: Some(1.5), ..GuidanceRules::default() }] {
+        for bad in [
+            GuidanceRules { interval: Some((2.0, 1.0)), ..GuidanceRules::default() },
+            GuidanceRules { interval: Some((f64::NAN, 1.0)), ..GuidanceRules::default() },
+            GuidanceRules { adaptive: Some(0.0), ..GuidanceRules::default() },
+            GuidanceRules { adaptive: Some(1.5), ..GuidanceRules::default() },
+        ] {
             assert!(bad.check().is_err(), "{bad:?}");
         }
     }

@@ -19,8 +19,11 @@ pub fn grid(samples: &[f32], batch: usize, shape: &[usize], range: [f32; 2], col
     let (c, h, w) = match shape {
         [c @ (1 | 3), h, w] => (*c, *h, *w),
         [h, w] => (1, *h, *w),
-        _ => return Err(Error::InvalidArgument(format!(
-            "sample shape {shape:?} is not an image ([1|3, H, W] or [H, W]); use --save-raw"))),
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "sample shape {shape:?} is not an image ([1|3, H, W] or [H, W]); use --save-raw"
+            )))
+        }
     };
     if samples.len() != batch * c * h * w || batch == 0 {
         return Err(Error::Internal(format!("grid: {} values for {batch} samples of {shape:?}", samples.len())));
@@ -59,7 +62,8 @@ pub fn write_png(path: &Path, pic: &Picture) -> Result<()> {
 /// Reads an 8-bit or 16-bit PNG as RGB values in [0, 1], `height × width × 3` (grey is repeated
 /// over the channels, alpha dropped): `(width, height, values)`.
 pub fn read_png(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
-    let bad = |e: &dyn std::fmt::Display| Error::InvalidArgument(format!("{}: not a readable PNG: {e}", path.display()));
+    let bad =
+        |e: &dyn std::fmt::Display| Error::InvalidArgument(format!("{}: not a readable PNG: {e}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_transformations(png::Transformations::EXPAND);

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::schedule::{BetaSchedule, DiscreteSchedule, EdmSchedule, FinalSigmas, FlowSchedule, NoiseSchedule, TimestepSpacing};
+use crate::schedule::{
+    BetaSchedule, DiscreteSchedule, EdmSchedule, FinalSigmas, FlowSchedule, NoiseSchedule, TimestepSpacing,
+};
 
 pub const SCHEMA: &str = "diffusion-rt.model/1";
 
@@ -160,8 +162,15 @@ impl NoiseScheduleSpec {
         let key = |k: &str, e: Error| Error::Manifest(format!("key `noise_schedule.{k}`: {e}"));
         Ok(match self {
             NoiseScheduleSpec::Discrete {
-                num_train_timesteps, beta_schedule, beta_start, beta_end, timestep_spacing, steps_offset,
-                set_alpha_to_one, final_sigmas_type, original_inference_steps,
+                num_train_timesteps,
+                beta_schedule,
+                beta_start,
+                beta_end,
+                timestep_spacing,
+                steps_offset,
+                set_alpha_to_one,
+                final_sigmas_type,
+                original_inference_steps,
             } => {
                 let d = DiscreteSchedule::default();
                 let s = DiscreteSchedule {
@@ -188,8 +197,13 @@ impl NoiseScheduleSpec {
                     return Err(key("num_train_timesteps", Error::InvalidArgument("must be at least 2".into())));
                 }
                 if !(s.beta_start > 0.0 && s.beta_end > s.beta_start && s.beta_end < 1.0) {
-                    return Err(key("beta_start", Error::InvalidArgument(format!(
-                        "need 0 < beta_start < beta_end < 1, got {} and {}", s.beta_start, s.beta_end))));
+                    return Err(key(
+                        "beta_start",
+                        Error::InvalidArgument(format!(
+                            "need 0 < beta_start < beta_end < 1, got {} and {}",
+                            s.beta_start, s.beta_end
+                        )),
+                    ));
                 }
                 if s.original_inference_steps == 0 {
                     return Err(key("original_inference_steps", Error::InvalidArgument("must be at least 1".into())));
@@ -205,11 +219,19 @@ impl NoiseScheduleSpec {
                     rho: rho.unwrap_or(d.rho),
                 };
                 if !(s.sigma_min > 0.0 && s.sigma_max > s.sigma_min && s.sigma_max.is_finite()) {
-                    return Err(key("sigma_min", Error::InvalidArgument(format!(
-                        "need 0 < sigma_min < sigma_max, got {} and {}", s.sigma_min, s.sigma_max))));
+                    return Err(key(
+                        "sigma_min",
+                        Error::InvalidArgument(format!(
+                            "need 0 < sigma_min < sigma_max, got {} and {}",
+                            s.sigma_min, s.sigma_max
+                        )),
+                    ));
                 }
                 if !(s.sigma_data > 0.0 && s.rho > 0.0 && s.rho.is_finite()) {
-                    return Err(key("sigma_data", Error::InvalidArgument("sigma_data and rho must be positive".into())));
+                    return Err(key(
+                        "sigma_data",
+                        Error::InvalidArgument("sigma_data and rho must be positive".into()),
+                    ));
                 }
                 NoiseSchedule::Edm(s)
             }
@@ -220,8 +242,13 @@ impl NoiseScheduleSpec {
                     shift: shift.unwrap_or(d.shift),
                 };
                 if s.num_train_timesteps < 2 || !(s.shift.is_finite() && s.shift > 0.0) {
-                    return Err(key("shift", Error::InvalidArgument(format!(
-                        "need num_train_timesteps >= 2 and shift > 0, got {} and {}", s.num_train_timesteps, s.shift))));
+                    return Err(key(
+                        "shift",
+                        Error::InvalidArgument(format!(
+                            "need num_train_timesteps >= 2 and shift > 0, got {} and {}",
+                            s.num_train_timesteps, s.shift
+                        )),
+                    ));
                 }
                 NoiseSchedule::Flow(s)
             }
@@ -305,7 +332,10 @@ impl Manifest {
             return bad("schema", format!("unsupported schema {:?}; this runtime reads {SCHEMA:?}", self.schema));
         }
         if self.sample_shape.is_empty() || self.sample_shape.contains(&0) {
-            return bad("sample_shape", format!("must be non-empty with positive dimensions, got {:?}", self.sample_shape));
+            return bad(
+                "sample_shape",
+                format!("must be non-empty with positive dimensions, got {:?}", self.sample_shape),
+            );
         }
         if self.sample_shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > 1 << 28) {
             return bad("sample_shape", format!("{:?} is too large", self.sample_shape));
@@ -352,12 +382,18 @@ impl Manifest {
         }
         if let Some([lo, hi]) = self.defaults.guidance_interval {
             if !(lo >= 0.0 && hi > lo) {
-                return bad("defaults.guidance_interval", format!("must be [lo, hi] with 0 <= lo < hi, got [{lo}, {hi}]"));
+                return bad(
+                    "defaults.guidance_interval",
+                    format!("must be [lo, hi] with 0 <= lo < hi, got [{lo}, {hi}]"),
+                );
             }
         }
         if let Some(s) = &self.defaults.sigmas {
             if s.len() < 2 || s.iter().any(|v| !v.is_finite() || *v < 0.0) || s.windows(2).any(|w| w[1] >= w[0]) {
-                return bad("defaults.sigmas", "must be at least two finite, non-negative, strictly decreasing values".into());
+                return bad(
+                    "defaults.sigmas",
+                    "must be at least two finite, non-negative, strictly decreasing values".into(),
+                );
             }
         }
         let [lo, hi] = self.output.value_range;
@@ -400,7 +436,9 @@ mod tests {
         assert_eq!(m.sample_len(), 16);
         assert_eq!(m.denoiser.time_input.as_ref().unwrap().scale, 1.0);
         assert_eq!(m.output.value_range, [-1.0, 1.0]);
-        assert!(matches!(m.noise_schedule.to_schedule().unwrap(), NoiseSchedule::Discrete(d) if d == DiscreteSchedule::default()));
+        assert!(
+            matches!(m.noise_schedule.to_schedule().unwrap(), NoiseSchedule::Discrete(d) if d == DiscreteSchedule::default())
+        );
     }
 
     #[test]
@@ -412,16 +450,43 @@ mod tests {
             (GOOD.replace("[1, 4, 4]", "[1, 0, 4]"), "sample_shape"),
             (GOOD.replace("\"epsilon\"", "\"eps\""), "eps"),
             (GOOD.replace("\"index\"", "\"idx\""), "idx"),
-            (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"discrete\", \"beta_schedule\": \"cosine\"}"), "beta_schedule"),
-            (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"discrete\", \"timestep_spacing\": \"even\"}"), "timestep_spacing"),
-            (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"discrete\", \"beta_start\": 0.5, \"beta_end\": 0.1}"), "beta_start"),
-            (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"edm\", \"sigma_min\": 5, \"sigma_max\": 1}"), "sigma_min"),
+            (
+                GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"discrete\", \"beta_schedule\": \"cosine\"}"),
+                "beta_schedule",
+            ),
+            (
+                GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"discrete\", \"timestep_spacing\": \"even\"}"),
+                "timestep_spacing",
+            ),
+            (
+                GOOD.replace(
+                    "{\"type\": \"discrete\"}",
+                    "{\"type\": \"discrete\", \"beta_start\": 0.5, \"beta_end\": 0.1}",
+                ),
+                "beta_start",
+            ),
+            (
+                GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"edm\", \"sigma_min\": 5, \"sigma_max\": 1}"),
+                "sigma_min",
+            ),
             (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"flow\", \"shift\": -1}"), "shift"),
             (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"vp\"}"), "vp"),
             (GOOD.replace("\"kind\": \"index\"}", "\"kind\": \"index\", \"scale\": 0}"), "scale"),
-            (GOOD.replace("\"output\": \"y\"", "\"output\": \"y\", \"class_input\": {\"name\": \"x\", \"num_classes\": 3}"), "named twice"),
-            (GOOD.replace("\"noise_schedule\"", "\"defaults\": {\"guidance_interval\": [5, 1]}, \"noise_schedule\""), "defaults.guidance_interval"),
-            (GOOD.replace("\"output\": \"y\"", "\"output\": \"y\", \"context_input\": {\"name\": \"x\"}"), "named twice"),
+            (
+                GOOD.replace(
+                    "\"output\": \"y\"",
+                    "\"output\": \"y\", \"class_input\": {\"name\": \"x\", \"num_classes\": 3}",
+                ),
+                "named twice",
+            ),
+            (
+                GOOD.replace("\"noise_schedule\"", "\"defaults\": {\"guidance_interval\": [5, 1]}, \"noise_schedule\""),
+                "defaults.guidance_interval",
+            ),
+            (
+                GOOD.replace("\"output\": \"y\"", "\"output\": \"y\", \"context_input\": {\"name\": \"x\"}"),
+                "named twice",
+            ),
             ("{not json".to_string(), "line 1"),
             ("".to_string(), "EOF"),
         ];

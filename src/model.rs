@@ -54,7 +54,10 @@ impl Model {
         let onnx = dir.join(&manifest.denoiser.onnx);
         if !onnx.is_file() {
             return Err(Error::Manifest(format!(
-                "{}: key `denoiser.onnx`: file {} not found", json.display(), onnx.display())));
+                "{}: key `denoiser.onnx`: file {} not found",
+                json.display(),
+                onnx.display()
+            )));
         }
         let graph = backend::load_graph(&onnx, opts)?;
         let model = Self::wired(dir, manifest, &json, schedule, graph)?;
@@ -84,11 +87,16 @@ impl Model {
         Self::wired(dir, manifest, source, schedule, graph)
     }
 
-    fn wired(dir: &Path, manifest: Manifest, json: &Path, schedule: NoiseSchedule, graph: Arc<dyn Graph>) -> Result<Model> {
+    fn wired(
+        dir: &Path,
+        manifest: Manifest,
+        json: &Path,
+        schedule: NoiseSchedule,
+        graph: Arc<dyn Graph>,
+    ) -> Result<Model> {
         let onnx = dir.join(&manifest.denoiser.onnx);
-        let wiring = wire(&manifest, graph.as_ref()).map_err(|e| {
-            Error::Manifest(format!("{}: {} (graph {})", json.display(), e, onnx.display()))
-        })?;
+        let wiring = wire(&manifest, graph.as_ref())
+            .map_err(|e| Error::Manifest(format!("{}: {} (graph {})", json.display(), e, onnx.display())))?;
         Ok(Model { manifest, dir: dir.to_path_buf(), schedule, graph, wiring })
     }
 
@@ -173,7 +181,9 @@ fn wire(m: &Manifest, g: &dyn Graph) -> Result<Wiring> {
     let output = find(g.outputs(), &d.output, "denoiser.output", "output")?;
     let mut fixed_batch = None;
     let extra = d.sample_extra_channels;
-    for (key, info, extra) in [("denoiser.sample_input", &ins[sample], extra), ("denoiser.output", &g.outputs()[output], 0)] {
+    for (key, info, extra) in
+        [("denoiser.sample_input", &ins[sample], extra), ("denoiser.output", &g.outputs()[output], 0)]
+    {
         if !matches!(info.dtype, DType::F32 | DType::F16) {
             return bad(key, format!("`{}` is {}, expected float32 or float16", info.name, info.dtype));
         }
@@ -181,11 +191,17 @@ fn wire(m: &Manifest, g: &dyn Graph) -> Result<Wiring> {
         if let Some(Some(c)) = want.first_mut() {
             *c += extra;
         }
-        let shape_ok = info.shape.len() == want.len() + 1
-            && info.shape[1..].iter().zip(&want).all(|(g, w)| g.is_none() || g == w);
+        let shape_ok =
+            info.shape.len() == want.len() + 1 && info.shape[1..].iter().zip(&want).all(|(g, w)| g.is_none() || g == w);
         if !shape_ok {
-            return bad(key, format!("`{info}` contradicts sample_shape {:?} (expected [batch, {}])", m.sample_shape,
-                m.sample_shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")));
+            return bad(
+                key,
+                format!(
+                    "`{info}` contradicts sample_shape {:?} (expected [batch, {}])",
+                    m.sample_shape,
+                    m.sample_shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            );
         }
         if let Some(b) = info.shape[0] {
             fixed_batch = Some(fixed_batch.map_or(b, |f: usize| f.min(b)));
@@ -210,7 +226,10 @@ fn wire(m: &Manifest, g: &dyn Graph) -> Result<Wiring> {
                 _ => return bad("denoiser.time_input", format!("`{info}` must be a scalar or one value per sample")),
             };
             if matches!(info.dtype, DType::I64 | DType::I32) && t.kind != TimeKind::Index {
-                return bad("denoiser.time_input.kind", format!("`{info}` is an integer input, which only kind `index` can feed"));
+                return bad(
+                    "denoiser.time_input.kind",
+                    format!("`{info}` is an integer input, which only kind `index` can feed"),
+                );
             }
             Some((i, info.dtype, per_sample))
         }
@@ -225,8 +244,13 @@ fn wire(m: &Manifest, g: &dyn Graph) -> Result<Wiring> {
             }
             if let Some(n) = c.null_class {
                 if n < c.num_classes as i64 {
-                    return bad("denoiser.class_input.null_class",
-                        format!("{n} is one of the {} real classes; the null class must be >= num_classes", c.num_classes));
+                    return bad(
+                        "denoiser.class_input.null_class",
+                        format!(
+                            "{n} is one of the {} real classes; the null class must be >= num_classes",
+                            c.num_classes
+                        ),
+                    );
                 }
             }
             Some((i, info.dtype))
@@ -258,7 +282,10 @@ fn wire(m: &Manifest, g: &dyn Graph) -> Result<Wiring> {
             let i = find(ins, &c.name, "denoiser.context_input.name", "input")?;
             let info = &ins[i];
             if !matches!(info.dtype, DType::F32 | DType::F16) || info.shape.len() != 3 {
-                return bad("denoiser.context_input", format!("`{info}` must be float32 or float16 [batch, tokens, width]"));
+                return bad(
+                    "denoiser.context_input",
+                    format!("`{info}` must be float32 or float16 [batch, tokens, width]"),
+                );
             }
             Some((i, info.dtype, info.shape[2]))
         }
@@ -374,7 +401,11 @@ impl Network {
         let w = &m.wiring;
         let len = m.sample_len();
         if x.len() != n * len || out.len() != n * len {
-            return Err(Error::Internal(format!("denoise: buffers of {} and {} values for {n} samples of {len}", x.len(), out.len())));
+            return Err(Error::Internal(format!(
+                "denoise: buffers of {} and {} values for {n} samples of {len}",
+                x.len(),
+                out.len()
+            )));
         }
         if conds.len() != n * w.conds.len() {
             return Err(Error::Internal(format!("denoise: {} conditioning values for {n} samples", conds.len())));
@@ -382,7 +413,8 @@ impl Network {
         if let Some(b) = w.fixed_batch {
             if n != b {
                 return Err(Error::InvalidArgument(format!(
-                    "the graph has a fixed batch of {b}; this call needs {n} (guidance doubles the batch)")));
+                    "the graph has a fixed batch of {b}; this call needs {n} (guidance doubles the batch)"
+                )));
             }
         }
         copy_into(&mut self.sample_shape, std::iter::once(n).chain(m.manifest.sample_shape.iter().copied()));
@@ -428,7 +460,9 @@ impl Network {
             let width = width.unwrap_or(per);
             if context.len() != n * per || width == 0 || per == 0 || per % width != 0 {
                 return Err(Error::InvalidArgument(format!(
-                    "context of {} values does not split into {n} samples of [tokens, {width}]", context.len())));
+                    "context of {} values does not split into {n} samples of [tokens, {width}]",
+                    context.len()
+                )));
             }
             context_shape = [n, per / width, width];
             if dtype == DType::F16 {
@@ -469,7 +503,8 @@ impl Network {
             inputs.push(Input { index: i, shape, data });
         }
         if let Some((i, dtype)) = w.class {
-            let data = if dtype == DType::I64 { InputData::I64(&self.class_i64) } else { InputData::I32(&self.class_i32) };
+            let data =
+                if dtype == DType::I64 { InputData::I64(&self.class_i64) } else { InputData::I32(&self.class_i32) };
             inputs.push(Input { index: i, shape: &time_shape, data });
         }
         for (k, &(i, dtype, _)) in w.conds.iter().enumerate() {

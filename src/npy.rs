@@ -81,8 +81,10 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
     if len > 1 << 16 || bytes.len() < start + len {
         return bad("header length out of range");
     }
-    let header = std::str::from_utf8(&bytes[start..start + len]).map_err(|_| "malformed header: not text".to_string())?;
-    let body = header.trim_end().strip_prefix('{').and_then(|h| h.strip_suffix('}')).ok_or("malformed header: not a dict")?;
+    let header =
+        std::str::from_utf8(&bytes[start..start + len]).map_err(|_| "malformed header: not text".to_string())?;
+    let body =
+        header.trim_end().strip_prefix('{').and_then(|h| h.strip_suffix('}')).ok_or("malformed header: not a dict")?;
     let mut seen = Vec::new();
     let mut rest = body.trim();
     while !rest.is_empty() {
@@ -99,7 +101,9 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
                 }
                 close
             }
-            "fortran_order" => ["True", "False"].iter().find(|w| rest.starts_with(**w)).ok_or("malformed header: fortran_order")?.len(),
+            "fortran_order" => {
+                ["True", "False"].iter().find(|w| rest.starts_with(**w)).ok_or("malformed header: fortran_order")?.len()
+            }
             "shape" => {
                 let close = rest.find(')').ok_or("malformed header: shape")? + 1;
                 let inside = rest[..close].strip_prefix('(').ok_or("malformed header: shape")?;
@@ -175,8 +179,14 @@ mod tests {
             b.extend(1.5f32.to_le_bytes());
             b
         };
-        assert_eq!(parse(&with("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }")).map(|a| a.data), Ok(vec![1.5]));
-        assert_eq!(parse(&with("{\"descr\":\"<f4\",\"fortran_order\":False,\"shape\":(1,)}")).map(|a| a.data), Ok(vec![1.5]));
+        assert_eq!(
+            parse(&with("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }")).map(|a| a.data),
+            Ok(vec![1.5])
+        );
+        assert_eq!(
+            parse(&with("{\"descr\":\"<f4\",\"fortran_order\":False,\"shape\":(1,)}")).map(|a| a.data),
+            Ok(vec![1.5])
+        );
         for header in [
             "{'descr': '<f4', 'fortran_order': False, 'shape': ((1),), }",
             "{'descr': '<f4', 'fortran_order': False, 'shape': (1+1j,), }",

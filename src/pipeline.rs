@@ -192,7 +192,11 @@ impl Session {
     }
 
     /// Runs one generation; `progress(done, total)` after every step, `false` cancels.
-    pub fn generate(&mut self, p: &GenerateParams, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<Generation> {
+    pub fn generate(
+        &mut self,
+        p: &GenerateParams,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<Generation> {
         let total = self.begin(p)?;
         for _ in 0..total {
             let done = self.step()?;
@@ -218,7 +222,11 @@ impl Session {
             return Err(Error::OutOfMemory(format!(
                 "batch {} of {} values needs about {:.0} MB of buffers, over the limit of {:.0} MB; \
                  lower the batch or raise the limit",
-                p.batch, model.sample_len(), mb(needed), mb(self.memory_limit))));
+                p.batch,
+                model.sample_len(),
+                mb(needed),
+                mb(self.memory_limit)
+            )));
         }
         let plan = Plan::new(&model, p)?;
         let n = plan.batch * model.sample_len();
@@ -238,7 +246,8 @@ impl Session {
             Some((init, start)) => {
                 // diffusers' img2img: skip the first steps, then noise the image to the level it starts at.
                 let l = levels[*start];
-                let x = init.iter().zip(&unit).map(|(&i, &z)| (l.alpha * i as f64 + l.sigma * z as f64) as f32).collect();
+                let x =
+                    init.iter().zip(&unit).map(|(&i, &z)| (l.alpha * i as f64 + l.sigma * z as f64) as f32).collect();
                 (&levels[*start..], x)
             }
         };
@@ -252,7 +261,17 @@ impl Session {
         let stepper = plan.sampler.stepper(levels, n, &plan.options)?;
         let cache = p.step_cache.map(|opts| StepCache::new(opts, n)).transpose()?;
         let inpaint = plan.inpaint.map(|(known, mask)| (known, mask, unit));
-        let run = Run { sampler: plan.sampler, levels: levels.to_vec(), x, stepper, noise, guidance, cache, inpaint, done: 0 };
+        let run = Run {
+            sampler: plan.sampler,
+            levels: levels.to_vec(),
+            x,
+            stepper,
+            noise,
+            guidance,
+            cache,
+            inpaint,
+            done: 0,
+        };
         let total = run.total();
         self.run = Some(run);
         Ok(total)
@@ -316,14 +335,25 @@ impl Session {
         match self.run.take() {
             None => Err(Error::InvalidArgument("no generation in progress: begin one first".into())),
             Some(run) if run.done < run.total() => {
-                let msg = format!("{} of {} steps are done: step to the end, or abandon the generation", run.done, run.total());
+                let msg = format!(
+                    "{} of {} steps are done: step to the end, or abandon the generation",
+                    run.done,
+                    run.total()
+                );
                 self.run = Some(run);
                 Err(Error::InvalidArgument(msg))
             }
             Some(run) => {
                 let steps = run.total();
                 let backend_time = self.net.take_backend_time();
-                Ok(Generation { samples: run.x, sampler: run.sampler, steps, nfe: run.guidance.evaluations, guidance: run.guidance.scale(), backend_time })
+                Ok(Generation {
+                    samples: run.x,
+                    sampler: run.sampler,
+                    steps,
+                    nfe: run.guidance.evaluations,
+                    guidance: run.guidance.scale(),
+                    backend_time,
+                })
             }
         }
     }
@@ -419,8 +449,11 @@ impl Plan {
         let rules = guidance_rules(model, p);
         // A float16 network is run as diffusers runs it, where that arithmetic is defined: not
         // under the step cache or adaptive guidance, which diffusers does not have.
-        options.half = model.half_output() && discrete && m.denoiser.prediction == crate::manifest::Prediction::Epsilon
-            && p.step_cache.is_none() && rules.adaptive.is_none();
+        options.half = model.half_output()
+            && discrete
+            && m.denoiser.prediction == crate::manifest::Prediction::Epsilon
+            && p.step_cache.is_none()
+            && rules.adaptive.is_none();
         let inpaint = match &p.inpaint {
             None => None,
             Some(ip) => {
@@ -442,7 +475,10 @@ fn whole_batch(v: &[f32], per: usize, batch: usize, what: &str) -> Result<Vec<f3
     } else if v.len() == batch * per {
         v.to_vec()
     } else {
-        return Err(Error::InvalidArgument(format!("{what} has {} values, expected {per} or batch {batch} × {per}", v.len())));
+        return Err(Error::InvalidArgument(format!(
+            "{what} has {} values, expected {per} or batch {batch} × {per}",
+            v.len()
+        )));
     };
     if full.iter().any(|x| !x.is_finite()) {
         return Err(Error::InvalidArgument(format!("{what} contains NaN or infinity")));
@@ -475,7 +511,12 @@ fn conditioning(model: &Model, p: &GenerateParams, batch: usize) -> Result<Condi
             let labels: Vec<i64> = match p.classes.len() {
                 0 => match ci.null_class {
                     Some(n) => vec![n; batch],
-                    None => return arg(format!("model `{}` needs a class (0..{}) and has no null class", m.name, ci.num_classes)),
+                    None => {
+                        return arg(format!(
+                            "model `{}` needs a class (0..{}) and has no null class",
+                            m.name, ci.num_classes
+                        ))
+                    }
                 },
                 1 => vec![p.classes[0]; batch],
                 k if k == batch => p.classes.clone(),
@@ -494,8 +535,11 @@ fn conditioning(model: &Model, p: &GenerateParams, batch: usize) -> Result<Condi
     for (name, _) in &p.conds {
         if !m.denoiser.cond_inputs.iter().any(|c| &c.name == name) {
             let known: Vec<&str> = model.cond_names().collect();
-            return arg(format!("model `{}` has no conditioning input `{name}` (it has: {})", m.name,
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }));
+            return arg(format!(
+                "model `{}` has no conditioning input `{name}` (it has: {})",
+                m.name,
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ));
         }
     }
     for c in &m.denoiser.cond_inputs {
@@ -516,15 +560,22 @@ fn conditioning(model: &Model, p: &GenerateParams, batch: usize) -> Result<Condi
     let per_sample = |what: &str, v: &Option<Vec<f32>>| -> Result<Vec<f32>> {
         match (&m.denoiser.context_input, v) {
             (None, None) => Ok(Vec::new()),
-            (None, Some(_)) => Err(Error::InvalidArgument(format!("model `{}` has no context input, but a {what} was given", m.name))),
-            (Some(c), None) if what == "context" => Err(Error::InvalidArgument(format!("model `{}` needs a context for its input `{}`", m.name, c.name))),
+            (None, Some(_)) => {
+                Err(Error::InvalidArgument(format!("model `{}` has no context input, but a {what} was given", m.name)))
+            }
+            (Some(c), None) if what == "context" => {
+                Err(Error::InvalidArgument(format!("model `{}` needs a context for its input `{}`", m.name, c.name)))
+            }
             (Some(_), None) => Ok(Vec::new()),
             (Some(_), Some(v)) => {
                 if v.is_empty() || v.iter().any(|x| !x.is_finite()) {
                     return Err(Error::InvalidArgument(format!("the {what} is empty or not finite")));
                 }
                 if v.len() % batch != 0 {
-                    return Err(Error::InvalidArgument(format!("the {what} has {} values, not one tensor per sample of a batch of {batch}", v.len())));
+                    return Err(Error::InvalidArgument(format!(
+                        "the {what} has {} values, not one tensor per sample of a batch of {batch}",
+                        v.len()
+                    )));
                 }
                 Ok(v.clone())
             }
@@ -536,7 +587,12 @@ fn conditioning(model: &Model, p: &GenerateParams, batch: usize) -> Result<Condi
     let extra = match (&p.sample_extra, el) {
         (None, 0) => Vec::new(),
         (Some(_), 0) => return arg(format!("model `{}` takes no extra sample channels, but some were given", m.name)),
-        (None, _) => return arg(format!("model `{}` needs its {} extra sample channels", m.name, m.denoiser.sample_extra_channels)),
+        (None, _) => {
+            return arg(format!(
+                "model `{}` needs its {} extra sample channels",
+                m.name, m.denoiser.sample_extra_channels
+            ))
+        }
         (Some(v), _) => whole_batch(v, el, batch, "sample_extra")?,
     };
     Ok(Conditioning { classes, conds, context, uncond_context, extra })

@@ -43,13 +43,16 @@ impl Judge {
             _ => return Err(model_err("a classifier takes exactly one input, `image`".into())),
         };
         let image_shape: Option<Vec<usize>> = input.shape.iter().skip(1).copied().collect();
-        let image_shape = image_shape.filter(|s| !s.is_empty()).ok_or_else(|| {
-            model_err(format!("`{input}` must be [batch, fixed dims...]"))
-        })?;
+        let image_shape = image_shape
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| model_err(format!("`{input}` must be [batch, fixed dims...]")))?;
         let output = |name: &str| -> Result<(usize, usize)> {
-            let (i, info) = graph.outputs().iter().enumerate().find(|(_, o)| o.name == name).ok_or_else(|| {
-                model_err(format!("a classifier needs an output `{name}`"))
-            })?;
+            let (i, info) = graph
+                .outputs()
+                .iter()
+                .enumerate()
+                .find(|(_, o)| o.name == name)
+                .ok_or_else(|| model_err(format!("a classifier needs an output `{name}`")))?;
             match info.shape.as_slice() {
                 [_, Some(n)] => Ok((i, *n)),
                 _ => Err(model_err(format!("`{info}` must be [batch, n]"))),
@@ -81,7 +84,9 @@ impl Judge {
         let n = images.len() / len;
         if n < 2 || images.len() != n * len {
             return Err(Error::InvalidArgument(format!(
-                "judging needs at least two images of {len} values; got {} values", images.len())));
+                "judging needs at least two images of {len} values; got {} values",
+                images.len()
+            )));
         }
         if !classes.is_empty() && classes.len() != n {
             return Err(Error::InvalidArgument(format!("{} requested classes for {n} images", classes.len())));

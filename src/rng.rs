@@ -62,23 +62,12 @@ pub struct Philox {
 
 impl Philox {
     pub fn new(seed: u64) -> Self {
-        Philox {
-            key: [seed as u32, (seed >> 32) as u32],
-        }
+        Philox { key: [seed as u32, (seed >> 32) as u32] }
     }
 
     /// The raw Philox4x32-10 block `index` of `stream`.
     pub fn block(&self, stream: u64, index: u64) -> [u32; 4] {
-        philox4x32(
-            [
-                index as u32,
-                (index >> 32) as u32,
-                stream as u32,
-                (stream >> 32) as u32,
-            ],
-            self.key,
-            10,
-        )
+        philox4x32([index as u32, (index >> 32) as u32, stream as u32, (stream >> 32) as u32], self.key, 10)
     }
 
     /// Writes normals `first .. first + out.len()` of `stream` into `out`.
@@ -107,9 +96,7 @@ pub struct PhiloxNoise {
 
 impl PhiloxNoise {
     pub fn new(seed: u64) -> Self {
-        PhiloxNoise {
-            rng: Philox::new(seed),
-        }
+        PhiloxNoise { rng: Philox::new(seed) }
     }
 
     /// The unit noise the initial sample is made from.
@@ -141,10 +128,7 @@ impl RecordedNoise {
 impl NoiseSource for RecordedNoise {
     fn fill(&mut self, step: usize, out: &mut [f32]) -> Result<()> {
         let draw = self.draws.get(step).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "recorded noise has {} draws, step {step} asked for one",
-                self.draws.len()
-            ))
+            Error::InvalidArgument(format!("recorded noise has {} draws, step {step} asked for one", self.draws.len()))
         })?;
         if draw.len() != out.len() {
             return Err(Error::InvalidArgument(format!(
@@ -167,36 +151,16 @@ mod tests {
 
     /// Random123 `tests/kat_vectors` (DEShawResearch/random123), its philox4x32 lines.
     const KAT: [Kat; 6] = [
-        (
-            7,
-            [0, 0, 0, 0],
-            [0, 0],
-            [0x5f6fb709, 0x0d893f64, 0x4f121f81, 0x4f730a48],
-        ),
-        (
-            7,
-            [u32::MAX; 4],
-            [u32::MAX; 2],
-            [0x5207ddc2, 0x45165e59, 0x4d8ee751, 0x8c52f662],
-        ),
+        (7, [0, 0, 0, 0], [0, 0], [0x5f6fb709, 0x0d893f64, 0x4f121f81, 0x4f730a48]),
+        (7, [u32::MAX; 4], [u32::MAX; 2], [0x5207ddc2, 0x45165e59, 0x4d8ee751, 0x8c52f662]),
         (
             7,
             [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
             [0xa4093822, 0x299f31d0],
             [0x4dfccaba, 0x190a87f0, 0xc47362ba, 0xb6b5242a],
         ),
-        (
-            10,
-            [0, 0, 0, 0],
-            [0, 0],
-            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
-        ),
-        (
-            10,
-            [u32::MAX; 4],
-            [u32::MAX; 2],
-            [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
-        ),
+        (10, [0, 0, 0, 0], [0, 0], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]),
+        (10, [u32::MAX; 4], [u32::MAX; 2], [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]),
         (
             10,
             [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
@@ -208,11 +172,7 @@ mod tests {
     #[test]
     fn random123_known_answers() {
         for (rounds, ctr, key, want) in KAT {
-            assert_eq!(
-                philox4x32(ctr, key, rounds),
-                want,
-                "rounds {rounds} ctr {ctr:x?}"
-            );
+            assert_eq!(philox4x32(ctr, key, rounds), want, "rounds {rounds} ctr {ctr:x?}");
         }
     }
 
@@ -223,10 +183,7 @@ mod tests {
         let want = philox4x32([5, 0, 7, 0], [0x89ab_cdef, 0x0123_4567], 10);
         assert_eq!(rng.block(7, 5), want);
         let big = (3u64 << 32) | 9;
-        assert_eq!(
-            rng.block(big, big),
-            philox4x32([9, 3, 9, 3], [0x89ab_cdef, 0x0123_4567], 10)
-        );
+        assert_eq!(rng.block(big, big), philox4x32([9, 3, 9, 3], [0x89ab_cdef, 0x0123_4567], 10));
     }
 
     #[test]
@@ -267,8 +224,7 @@ mod tests {
         Philox::new(2024).fill_normal(0, 0, &mut z);
         let mean = z.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
         let var = z.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
-        let kurt =
-            z.iter().map(|&v| (v as f64 - mean).powi(4)).sum::<f64>() / n as f64 / (var * var);
+        let kurt = z.iter().map(|&v| (v as f64 - mean).powi(4)).sum::<f64>() / n as f64 / (var * var);
         let tail = z.iter().filter(|v| v.abs() > 1.959964).count() as f64 / n as f64;
         // Standard errors: mean 1e-3, variance 1.4e-3, kurtosis 4.9e-3, tail 2.2e-4; allow 5 of them.
         assert!(mean.abs() < 5e-3, "mean {mean}");

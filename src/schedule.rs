@@ -53,17 +53,10 @@ pub enum FinalSigmas {
 }
 
 fn parse<T: Copy>(what: &str, name: &str, table: &[(&str, T)]) -> Result<T> {
-    table
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| {
-            let valid: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
-            Error::InvalidArgument(format!(
-                "unknown {what} '{name}'; valid: {}",
-                valid.join(", ")
-            ))
-        })
+    table.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).ok_or_else(|| {
+        let valid: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+        Error::InvalidArgument(format!("unknown {what} '{name}'; valid: {}", valid.join(", ")))
+    })
 }
 
 impl BetaSchedule {
@@ -72,11 +65,7 @@ impl BetaSchedule {
         parse(
             "beta_schedule",
             name,
-            &[
-                ("linear", Linear),
-                ("scaled_linear", ScaledLinear),
-                ("squaredcos_cap_v2", SquaredcosCapV2),
-            ],
+            &[("linear", Linear), ("scaled_linear", ScaledLinear), ("squaredcos_cap_v2", SquaredcosCapV2)],
         )
     }
 }
@@ -84,43 +73,20 @@ impl BetaSchedule {
 impl TimestepSpacing {
     pub fn from_name(name: &str) -> Result<Self> {
         use TimestepSpacing::*;
-        parse(
-            "timestep_spacing",
-            name,
-            &[
-                ("linspace", Linspace),
-                ("leading", Leading),
-                ("trailing", Trailing),
-            ],
-        )
+        parse("timestep_spacing", name, &[("linspace", Linspace), ("leading", Leading), ("trailing", Trailing)])
     }
 }
 
 impl SigmaSpacing {
     pub fn from_name(name: &str) -> Result<Self> {
         use SigmaSpacing::*;
-        parse(
-            "sigma spacing",
-            name,
-            &[
-                ("default", Default),
-                ("karras", Karras),
-                ("exponential", Exponential),
-            ],
-        )
+        parse("sigma spacing", name, &[("default", Default), ("karras", Karras), ("exponential", Exponential)])
     }
 }
 
 impl FinalSigmas {
     pub fn from_name(name: &str) -> Result<Self> {
-        parse(
-            "final_sigmas_type",
-            name,
-            &[
-                ("zero", FinalSigmas::Zero),
-                ("sigma_min", FinalSigmas::SigmaMin),
-            ],
-        )
+        parse("final_sigmas_type", name, &[("zero", FinalSigmas::Zero), ("sigma_min", FinalSigmas::SigmaMin)])
     }
 }
 
@@ -172,12 +138,7 @@ pub struct EdmSchedule {
 
 impl Default for EdmSchedule {
     fn default() -> Self {
-        EdmSchedule {
-            sigma_min: 0.002,
-            sigma_max: 80.0,
-            sigma_data: 0.5,
-            rho: 7.0,
-        }
+        EdmSchedule { sigma_min: 0.002, sigma_max: 80.0, sigma_data: 0.5, rho: 7.0 }
     }
 }
 
@@ -190,10 +151,7 @@ pub struct FlowSchedule {
 
 impl Default for FlowSchedule {
     fn default() -> Self {
-        FlowSchedule {
-            num_train_timesteps: 1000,
-            shift: 1.0,
-        }
+        FlowSchedule { num_train_timesteps: 1000, shift: 1.0 }
     }
 }
 
@@ -240,9 +198,7 @@ impl NoiseSchedule {
         match self {
             NoiseSchedule::Discrete(cfg) => {
                 let own = |default| cfg.timestep_spacing.unwrap_or(default);
-                if spacing != SigmaSpacing::Default
-                    && matches!(grid, Grid::Ddim | Grid::Ddpm | Grid::Lcm)
-                {
+                if spacing != SigmaSpacing::Default && matches!(grid, Grid::Ddim | Grid::Ddpm | Grid::Lcm) {
                     return Err(Error::InvalidArgument(format!(
                         "{spacing:?} sigma spacing needs a sigma-grid sampler (euler, euler-a, heun, dpmpp-2m, \
                          dpmpp-2m-sde, flow-euler); {grid:?} walks integer timesteps"
@@ -252,12 +208,8 @@ impl NoiseSchedule {
                     Grid::Ddim => discrete::ddim_levels(cfg, steps, own(TimestepSpacing::Leading))?,
                     Grid::Ddpm => discrete::ddpm_levels(cfg, steps, own(TimestepSpacing::Leading))?,
                     Grid::Lcm => discrete::lcm_levels(cfg, steps)?,
-                    Grid::Euler => {
-                        discrete::euler_levels(cfg, steps, own(TimestepSpacing::Linspace), spacing)?
-                    }
-                    Grid::Dpm => {
-                        discrete::dpm_levels(cfg, steps, own(TimestepSpacing::Linspace), spacing)?
-                    }
+                    Grid::Euler => discrete::euler_levels(cfg, steps, own(TimestepSpacing::Linspace), spacing)?,
+                    Grid::Dpm => discrete::dpm_levels(cfg, steps, own(TimestepSpacing::Linspace), spacing)?,
                 };
                 let scale = match grid {
                     Grid::Euler => euler_init_scale(&levels, own(TimestepSpacing::Linspace)),
@@ -265,13 +217,8 @@ impl NoiseSchedule {
                 };
                 Schedule::new(levels, scale)
             }
-            NoiseSchedule::Edm(cfg) => Schedule::new(
-                continuous::edm_levels(cfg, steps, spacing)?,
-                edm_init_scale(cfg),
-            ),
-            NoiseSchedule::Flow(cfg) => {
-                Schedule::new(continuous::flow_levels(cfg, steps, spacing)?, 1.0)
-            }
+            NoiseSchedule::Edm(cfg) => Schedule::new(continuous::edm_levels(cfg, steps, spacing)?, edm_init_scale(cfg)),
+            NoiseSchedule::Flow(cfg) => Schedule::new(continuous::flow_levels(cfg, steps, spacing)?, 1.0),
         }
     }
 }
@@ -280,10 +227,7 @@ impl NoiseSchedule {
 /// sample starts at `max_sigma * n` (`linspace`, `trailing`) or `sqrt(max_sigma^2 + 1) * n` (`leading`),
 /// and the native sample is that times `alpha_0`.
 fn euler_init_scale(levels: &[Level], spacing: TimestepSpacing) -> f64 {
-    let max = levels
-        .iter()
-        .map(|l| (l.sigma / l.alpha) as f32)
-        .fold(0.0f32, f32::max) as f64;
+    let max = levels.iter().map(|l| (l.sigma / l.alpha) as f32).fold(0.0f32, f32::max) as f64;
     let ve = match spacing {
         TimestepSpacing::Leading => (max * max + 1.0).sqrt(),
         _ => max,
@@ -303,14 +247,9 @@ impl Schedule {
     pub fn new(levels: Vec<Level>, init_noise_scale: f64) -> Result<Self> {
         validate_levels(&levels)?;
         if !(init_noise_scale.is_finite() && init_noise_scale > 0.0) {
-            return Err(Error::InvalidArgument(format!(
-                "init_noise_scale must be positive, got {init_noise_scale}"
-            )));
+            return Err(Error::InvalidArgument(format!("init_noise_scale must be positive, got {init_noise_scale}")));
         }
-        Ok(Schedule {
-            levels,
-            init_noise_scale,
-        })
+        Ok(Schedule { levels, init_noise_scale })
     }
 
     /// A custom sigma table in the model's own convention, last entry included (usually 0): k-diffusion
@@ -324,15 +263,10 @@ impl Schedule {
             )));
         }
         if let Some(s) = sigmas.iter().find(|s| !s.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "sigmas must be finite, got {s}"
-            )));
+            return Err(Error::InvalidArgument(format!("sigmas must be finite, got {s}")));
         }
         if let Some(w) = sigmas.windows(2).find(|w| w[1] > w[0]) {
-            return Err(Error::InvalidArgument(format!(
-                "sigmas must be non-increasing, got {} then {}",
-                w[0], w[1]
-            )));
+            return Err(Error::InvalidArgument(format!("sigmas must be non-increasing, got {} then {}", w[0], w[1])));
         }
         match noise {
             NoiseSchedule::Discrete(cfg) => {
@@ -341,40 +275,21 @@ impl Schedule {
                     .iter()
                     .map(|&s| {
                         let s = s as f32;
-                        discrete::ve_level(
-                            s,
-                            discrete::sigma_to_t(s as f64, &tab.log_sigmas) as f32 as f64,
-                        )
+                        discrete::ve_level(s, discrete::sigma_to_t(s as f64, &tab.log_sigmas) as f32 as f64)
                     })
                     .collect::<Vec<_>>();
                 validate_levels(&levels)?; // before euler_init_scale reads levels[0]
-                let scale = euler_init_scale(
-                    &levels,
-                    cfg.timestep_spacing.unwrap_or(TimestepSpacing::Linspace),
-                );
+                let scale = euler_init_scale(&levels, cfg.timestep_spacing.unwrap_or(TimestepSpacing::Linspace));
                 Schedule::new(levels, scale)
             }
-            NoiseSchedule::Edm(cfg) => Schedule::new(
-                sigmas
-                    .iter()
-                    .map(|&s| continuous::edm_level(s as f32))
-                    .collect(),
-                edm_init_scale(cfg),
-            ),
+            NoiseSchedule::Edm(cfg) => {
+                Schedule::new(sigmas.iter().map(|&s| continuous::edm_level(s as f32)).collect(), edm_init_scale(cfg))
+            }
             NoiseSchedule::Flow(_) => {
                 if sigmas[0] > 1.0 {
-                    return Err(Error::InvalidArgument(format!(
-                        "flow times must lie in [0, 1], got {}",
-                        sigmas[0]
-                    )));
+                    return Err(Error::InvalidArgument(format!("flow times must lie in [0, 1], got {}", sigmas[0])));
                 }
-                Schedule::new(
-                    sigmas
-                        .iter()
-                        .map(|&t| continuous::flow_level(t as f32))
-                        .collect(),
-                    1.0,
-                )
+                Schedule::new(sigmas.iter().map(|&t| continuous::flow_level(t as f32)).collect(), 1.0)
             }
         }
     }
@@ -414,18 +329,12 @@ impl Schedule {
 /// `alpha` of the level it reaches).
 pub fn validate_levels(levels: &[Level]) -> Result<()> {
     if levels.len() < 2 {
-        return Err(Error::InvalidArgument(format!(
-            "a schedule needs at least 2 levels, got {}",
-            levels.len()
-        )));
+        return Err(Error::InvalidArgument(format!("a schedule needs at least 2 levels, got {}", levels.len())));
     }
     let last = levels.len() - 1;
     for (i, l) in levels.iter().enumerate() {
-        let ok = l.alpha.is_finite()
-            && l.sigma.is_finite()
-            && l.timestep.is_finite()
-            && l.alpha >= 0.0
-            && l.sigma >= 0.0;
+        let ok =
+            l.alpha.is_finite() && l.sigma.is_finite() && l.timestep.is_finite() && l.alpha >= 0.0 && l.sigma >= 0.0;
         if !ok || (i < last && l.sigma == 0.0) || (i > 0 && l.alpha == 0.0) {
             return Err(Error::InvalidArgument(format!(
                 "level {i} of {} is unusable (alpha {}, sigma {}, timestep {})",
@@ -445,14 +354,8 @@ mod tests {
 
     #[test]
     fn names_parse_and_unknown_names_list_valid_ones() {
-        assert_eq!(
-            BetaSchedule::from_name("scaled_linear").unwrap(),
-            BetaSchedule::ScaledLinear
-        );
-        assert_eq!(
-            SigmaSpacing::from_name("karras").unwrap(),
-            SigmaSpacing::Karras
-        );
+        assert_eq!(BetaSchedule::from_name("scaled_linear").unwrap(), BetaSchedule::ScaledLinear);
+        assert_eq!(SigmaSpacing::from_name("karras").unwrap(), SigmaSpacing::Karras);
         let e = TimestepSpacing::from_name("lead").unwrap_err().to_string();
         assert!(e.contains("linspace, leading, trailing"), "{e}");
     }
@@ -466,46 +369,25 @@ mod tests {
 
     #[test]
     fn absurd_sizes_are_errors() {
-        let huge = DiscreteSchedule {
-            num_train_timesteps: 1 << 40,
-            ..DiscreteSchedule::default()
-        };
-        assert!(NoiseSchedule::Discrete(huge)
-            .schedule(Grid::Euler, 10, SigmaSpacing::Default)
-            .is_err());
+        let huge = DiscreteSchedule { num_train_timesteps: 1 << 40, ..DiscreteSchedule::default() };
+        assert!(NoiseSchedule::Discrete(huge).schedule(Grid::Euler, 10, SigmaSpacing::Default).is_err());
         let edm = NoiseSchedule::Edm(EdmSchedule::default());
-        assert!(edm
-            .schedule(Grid::Euler, 1 << 40, SigmaSpacing::Default)
-            .is_err());
+        assert!(edm.schedule(Grid::Euler, 1 << 40, SigmaSpacing::Default).is_err());
         assert!(edm.schedule(Grid::Euler, 0, SigmaSpacing::Default).is_err());
-        let flow = NoiseSchedule::Flow(FlowSchedule {
-            num_train_timesteps: 0,
-            shift: 1.0,
-        });
-        assert!(flow
-            .schedule(Grid::Euler, 10, SigmaSpacing::Default)
-            .is_err());
-        let nan = NoiseSchedule::Edm(EdmSchedule {
-            sigma_max: f64::NAN,
-            ..EdmSchedule::default()
-        });
-        assert!(nan
-            .schedule(Grid::Euler, 10, SigmaSpacing::Default)
-            .is_err());
+        let flow = NoiseSchedule::Flow(FlowSchedule { num_train_timesteps: 0, shift: 1.0 });
+        assert!(flow.schedule(Grid::Euler, 10, SigmaSpacing::Default).is_err());
+        let nan = NoiseSchedule::Edm(EdmSchedule { sigma_max: f64::NAN, ..EdmSchedule::default() });
+        assert!(nan.schedule(Grid::Euler, 10, SigmaSpacing::Default).is_err());
     }
 
     #[test]
     fn euler_init_scale_follows_spacing() {
         let mut cfg = DiscreteSchedule::default();
-        let lin = NoiseSchedule::Discrete(cfg.clone())
-            .schedule(Grid::Euler, 10, SigmaSpacing::Default)
-            .unwrap();
+        let lin = NoiseSchedule::Discrete(cfg.clone()).schedule(Grid::Euler, 10, SigmaSpacing::Default).unwrap();
         let l0 = lin.levels()[0];
         assert!((lin.init_noise_scale() - l0.sigma).abs() < 1e-6);
         cfg.timestep_spacing = Some(TimestepSpacing::Leading);
-        let lead = NoiseSchedule::Discrete(cfg)
-            .schedule(Grid::Euler, 10, SigmaSpacing::Default)
-            .unwrap();
+        let lead = NoiseSchedule::Discrete(cfg).schedule(Grid::Euler, 10, SigmaSpacing::Default).unwrap();
         assert!((lead.init_noise_scale() - 1.0).abs() < 1e-6);
     }
 
@@ -528,18 +410,7 @@ mod tests {
     #[test]
     fn initial_sample_checks_length() {
         let s = Schedule::new(
-            vec![
-                Level {
-                    alpha: 0.5,
-                    sigma: 0.8,
-                    timestep: 1.0,
-                },
-                Level {
-                    alpha: 1.0,
-                    sigma: 0.0,
-                    timestep: 0.0,
-                },
-            ],
+            vec![Level { alpha: 0.5, sigma: 0.8, timestep: 1.0 }, Level { alpha: 1.0, sigma: 0.0, timestep: 0.0 }],
             2.0,
         )
         .unwrap();

@@ -17,7 +17,12 @@ impl Device {
         Device {
             cpu: cpu_model().unwrap_or_else(|| std::env::consts::ARCH.to_string()),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            os: format!("{} {} ({})", std::env::consts::OS, kernel_release().unwrap_or_default(), std::env::consts::ARCH),
+            os: format!(
+                "{} {} ({})",
+                std::env::consts::OS,
+                kernel_release().unwrap_or_default(),
+                std::env::consts::ARCH
+            ),
         }
     }
 }
@@ -32,10 +37,7 @@ fn cpu_model() -> Option<String> {
 
 /// The value of the first `key : value` line of `/proc/cpuinfo` text.
 pub(crate) fn cpuinfo_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
-    info.lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim() == key)
-        .map(|(_, v)| v.trim())
+    info.lines().filter_map(|l| l.split_once(':')).find(|(k, _)| k.trim() == key).map(|(_, v)| v.trim())
 }
 
 #[cfg(unix)]

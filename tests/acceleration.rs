@@ -18,7 +18,15 @@ use diffusion_rt::schedule::SigmaSpacing;
 use diffusion_rt::{Error, GenerateParams, Session};
 
 fn params(rules: GuidanceRules) -> GenerateParams {
-    GenerateParams { steps: Some(10), guidance: Some(3.0), batch: 2, classes: vec![2, 7], seed: 4, guidance_rules: rules, ..GenerateParams::default() }
+    GenerateParams {
+        steps: Some(10),
+        guidance: Some(3.0),
+        batch: 2,
+        classes: vec![2, 7],
+        seed: 4,
+        guidance_rules: rules,
+        ..GenerateParams::default()
+    }
 }
 
 /// `drt bench` on the digits model with `args`: the JSON report.
@@ -108,10 +116,18 @@ impl HundredDigits {
 
     /// Network passes per sample and class accuracy of the run `edit` makes of the base one.
     fn nfe_and_accuracy(&mut self, edit: impl FnOnce(&mut GenerateParams)) -> (usize, f64) {
-        let mut p = GenerateParams { steps: Some(20), guidance: Some(3.0), batch: 100, classes: self.classes.clone(), seed: 21, ..GenerateParams::default() };
+        let mut p = GenerateParams {
+            steps: Some(20),
+            guidance: Some(3.0),
+            batch: 100,
+            classes: self.classes.clone(),
+            seed: 21,
+            ..GenerateParams::default()
+        };
         edit(&mut p);
         let gen = self.session.generate(&p, &mut |_, _| true).expect("generate");
-        let accuracy = self.judge.judge(&gen.samples, &self.classes).expect("judge").class_accuracy.expect("classes given");
+        let accuracy =
+            self.judge.judge(&gen.samples, &self.classes).expect("judge").class_accuracy.expect("classes given");
         (gen.nfe, accuracy)
     }
 }
@@ -124,9 +140,14 @@ fn the_interval_guides_exactly_the_levels_inside_it() {
         let plain = session.generate(&params(GuidanceRules::default()), &mut |_, _| true).expect("generate");
         assert_eq!(plain.nfe, 20);
         // dpmpp-2m evaluates once per step, at the step's starting level.
-        let schedule = sampler_by_name("dpmpp-2m").expect("sampler").schedule(model.noise_schedule(), 10, SigmaSpacing::Default).expect("schedule");
+        let schedule = sampler_by_name("dpmpp-2m")
+            .expect("sampler")
+            .schedule(model.noise_schedule(), 10, SigmaSpacing::Default)
+            .expect("schedule");
         let sigma: Vec<f64> = schedule.levels().iter().map(|l| l.ve_sigma()).collect();
-        for (interval, guided) in [((sigma[3], sigma[1]), 3), ((0.0, f64::INFINITY), 10), ((1e6, 1e7), 0), ((sigma[9] * 0.5, sigma[7]), 3)] {
+        for (interval, guided) in
+            [((sigma[3], sigma[1]), 3), ((0.0, f64::INFINITY), 10), ((1e6, 1e7), 0), ((sigma[9] * 0.5, sigma[7]), 3)]
+        {
             let rules = GuidanceRules { interval: Some(interval), ..GuidanceRules::default() };
             let gen = session.generate(&params(rules), &mut |_, _| true).expect("generate");
             assert_eq!(gen.nfe, 10 + guided, "{backend:?} {interval:?}");
@@ -175,7 +196,16 @@ fn adaptive_guidance_keeps_the_class_with_fewer_passes() {
 #[test]
 fn rules_through_the_cli_and_the_c_api() {
     for backend in backends() {
-        let r = cli_bench(&["--backend", backend_name(backend), "--steps", "4", "--class", "3", "--guidance-interval", "1e6,1e7"]);
+        let r = cli_bench(&[
+            "--backend",
+            backend_name(backend),
+            "--steps",
+            "4",
+            "--class",
+            "3",
+            "--guidance-interval",
+            "1e6,1e7",
+        ]);
         assert_eq!(r["nfe"].as_u64(), Some(4), "no level inside: conditional passes only");
         assert_eq!(r["guidance_interval"], serde_json::json!([1e6, 1e7]));
         assert!(r["rel_l2_to_baseline"].as_f64().is_some_and(|d| d > 0.0));
@@ -196,7 +226,8 @@ fn rules_through_the_cli_and_the_c_api() {
     let (status, msg) = c_generate(&gp, &mut [0f32; 256]);
     assert_eq!(status, drt_status::DRT_ERR_INVALID_ARGUMENT);
     assert!(msg.contains("adaptive"));
-    let err = Session::new(&load(&model_dir("digits"), BackendKind::Tract)).expect("session")
+    let err = Session::new(&load(&model_dir("digits"), BackendKind::Tract))
+        .expect("session")
         .generate(&params(GuidanceRules { interval: Some((2.0, 1.0)), ..GuidanceRules::default() }), &mut |_, _| true)
         .expect_err("bad interval");
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
@@ -209,14 +240,39 @@ fn step_tables_through_the_three_apis() {
     let digits = model_dir("digits");
     let table = [60.0f64, 14.0, 4.0, 1.2, 0.3, 0.0];
     let model = load(&digits, BackendKind::Tract);
-    let rust = Session::new(&model).expect("session").generate(&GenerateParams {
-        sigmas: Some(table.to_vec()), guidance: Some(3.0), batch: 1, classes: vec![5], seed: 2, ..GenerateParams::default() },
-        &mut |_, _| true).expect("generate");
+    let rust = Session::new(&model)
+        .expect("session")
+        .generate(
+            &GenerateParams {
+                sigmas: Some(table.to_vec()),
+                guidance: Some(3.0),
+                batch: 1,
+                classes: vec![5],
+                seed: 2,
+                ..GenerateParams::default()
+            },
+            &mut |_, _| true,
+        )
+        .expect("generate");
     assert_eq!((rust.steps, rust.nfe), (5, 10), "five steps from a six-entry table, guided");
 
     let raw = std::env::temp_dir().join(format!("drt-table-{}.npy", std::process::id()));
     let o = Command::new(env!("CARGO_BIN_EXE_drt"))
-        .args(["generate", "--backend", "tract", "--class", "5", "--seed", "2", "--quiet", "--guidance", "3", "--sigmas", "60,14,4,1.2,0.3,0", "--model"])
+        .args([
+            "generate",
+            "--backend",
+            "tract",
+            "--class",
+            "5",
+            "--seed",
+            "2",
+            "--quiet",
+            "--guidance",
+            "3",
+            "--sigmas",
+            "60,14,4,1.2,0.3,0",
+            "--model",
+        ])
         .arg(&digits)
         .arg("--save-raw")
         .arg(&raw)
@@ -257,7 +313,10 @@ fn step_cache_skips_steps_through_the_three_apis() {
         for mode in [CacheMode::Skip, CacheMode::AdamsBashforth] {
             let never = CacheOptions { mode, threshold: 0.0, max_skips: 1 };
             let gen = session.generate(&p(Some(never)), &mut |_, _| true).expect("generate");
-            assert!(gen.nfe == plain.nfe && gen.samples == plain.samples, "{backend:?} {mode:?}: threshold 0 skips nothing");
+            assert!(
+                gen.nfe == plain.nfe && gen.samples == plain.samples,
+                "{backend:?} {mode:?}: threshold 0 skips nothing"
+            );
             let loose = CacheOptions { mode, threshold: 1e9, max_skips: 1 };
             let gen = session.generate(&p(Some(loose)), &mut |_, _| true).expect("generate");
             // dpmpp-2m's ten calls, all at noisy levels: the first three run, then every other
@@ -267,7 +326,20 @@ fn step_cache_skips_steps_through_the_three_apis() {
         }
     }
 
-    let r = cli_bench(&["--backend", "tract", "--steps", "10", "--guidance", "3", "--class", "3", "--step-cache", "ab", "--cache-threshold", "1e9"]);
+    let r = cli_bench(&[
+        "--backend",
+        "tract",
+        "--steps",
+        "10",
+        "--guidance",
+        "3",
+        "--class",
+        "3",
+        "--step-cache",
+        "ab",
+        "--cache-threshold",
+        "1e9",
+    ]);
     assert_eq!(r["nfe"].as_u64(), Some(12));
     assert_eq!(r["step_cache"]["mode"], "ab");
     assert!(r["rel_l2_to_baseline"].as_f64().is_some_and(|d| d > 0.0));
@@ -309,7 +381,14 @@ fn default_guidance_interval_goes_with_the_default_scale() {
     let model = load(&model_dir("digits"), BackendKind::Tract);
     let mut session = Session::new(&model).expect("session");
     let run = |session: &mut Session, guidance: Option<f32>, rules: GuidanceRules| {
-        let p = GenerateParams { guidance, guidance_rules: rules, batch: 1, classes: vec![4], seed: 3, ..GenerateParams::default() };
+        let p = GenerateParams {
+            guidance,
+            guidance_rules: rules,
+            batch: 1,
+            classes: vec![4],
+            seed: 3,
+            ..GenerateParams::default()
+        };
         session.generate(&p, &mut |_, _| true).expect("generate")
     };
     let defaults = run(&mut session, None, GuidanceRules::default());

@@ -126,8 +126,14 @@ fn steps_allocate_nothing_outside_the_backend() {
                 // Guidance rules switch the network batch between 2B and B mid-run.
                 let rules = GuidanceRules { adaptive: Some(0.5), interval: Some((0.0, 30.0)) };
                 let cache = Some(CacheOptions { threshold: 1e9, ..CacheOptions::new(CacheMode::AdamsBashforth) });
-                let n = allocations_while_stepping(&mut session, &GenerateParams { guidance_rules: rules, step_cache: cache, ..params });
-                assert_eq!(n, 0, "{backend:?} {sampler} guidance {guidance} with rules and the cache: {n} allocations in 6 steps");
+                let n = allocations_while_stepping(
+                    &mut session,
+                    &GenerateParams { guidance_rules: rules, step_cache: cache, ..params },
+                );
+                assert_eq!(
+                    n, 0,
+                    "{backend:?} {sampler} guidance {guidance} with rules and the cache: {n} allocations in 6 steps"
+                );
             }
         }
         // The counter does see allocations of ours: a step that builds a Vec counts.

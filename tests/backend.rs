@@ -12,9 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::{backends, ort_available, rel_l2, repo};
-use diffusion_rt::backend::{
-    load_graph, ort_lib, BackendKind, BackendOptions, DType, Graph, Input, InputData, IoInfo,
-};
+use diffusion_rt::backend::{load_graph, ort_lib, BackendKind, BackendOptions, DType, Graph, Input, InputData, IoInfo};
 use diffusion_rt::error::Error;
 
 fn denoiser_path() -> PathBuf {
@@ -26,17 +24,12 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn opts(backend: BackendKind) -> BackendOptions {
-    BackendOptions {
-        backend,
-        threads: Some(2),
-        ..BackendOptions::default()
-    }
+    BackendOptions { backend, threads: Some(2), ..BackendOptions::default() }
 }
 
 fn load(kind: BackendKind) -> Arc<dyn Graph> {
     let path = denoiser_path();
-    load_graph(&path, &opts(kind))
-        .unwrap_or_else(|e| panic!("loading {} with {kind:?}: {e}", path.display()))
+    load_graph(&path, &opts(kind)).unwrap_or_else(|e| panic!("loading {} with {kind:?}: {e}", path.display()))
 }
 
 struct Case {
@@ -53,22 +46,9 @@ fn reference(batch: usize) -> Case {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     let case = &json[format!("batch{batch}")];
-    let f32s = |k: &str| {
-        case[k]
-            .as_array()
-            .expect(k)
-            .iter()
-            .map(|v| v.as_f64().expect(k) as f32)
-            .collect::<Vec<_>>()
-    };
-    let usizes = |k: &str| {
-        case[k]
-            .as_array()
-            .expect(k)
-            .iter()
-            .map(|v| v.as_u64().expect(k) as usize)
-            .collect::<Vec<_>>()
-    };
+    let f32s = |k: &str| case[k].as_array().expect(k).iter().map(|v| v.as_f64().expect(k) as f32).collect::<Vec<_>>();
+    let usizes =
+        |k: &str| case[k].as_array().expect(k).iter().map(|v| v.as_u64().expect(k) as usize).collect::<Vec<_>>();
     Case {
         sample_shape: usizes("sample_shape"),
         sample: f32s("sample"),
@@ -86,39 +66,17 @@ fn reference(batch: usize) -> Case {
 
 /// Inputs in the order the graph declares them, looked up by name so the test does not assume it.
 fn inputs<'a>(graph: &dyn Graph, case: &'a Case, batch_shape: &'a [usize]) -> Vec<Input<'a>> {
-    let index = |name: &str| {
-        graph
-            .inputs()
-            .iter()
-            .position(|i| i.name == name)
-            .unwrap_or_else(|| panic!("no input {name}"))
-    };
+    let index =
+        |name: &str| graph.inputs().iter().position(|i| i.name == name).unwrap_or_else(|| panic!("no input {name}"));
     vec![
-        Input {
-            index: index("sample"),
-            shape: &case.sample_shape,
-            data: InputData::F32(&case.sample),
-        },
-        Input {
-            index: index("timestep"),
-            shape: batch_shape,
-            data: InputData::F32(&case.timestep),
-        },
-        Input {
-            index: index("class_labels"),
-            shape: batch_shape,
-            data: InputData::I64(&case.class_labels),
-        },
+        Input { index: index("sample"), shape: &case.sample_shape, data: InputData::F32(&case.sample) },
+        Input { index: index("timestep"), shape: batch_shape, data: InputData::F32(&case.timestep) },
+        Input { index: index("class_labels"), shape: batch_shape, data: InputData::I64(&case.class_labels) },
     ]
 }
 
-
 fn check_io(graph: &dyn Graph) {
-    let info = |name: &str, dtype, shape: &[Option<usize>]| IoInfo {
-        name: name.into(),
-        dtype,
-        shape: shape.to_vec(),
-    };
+    let info = |name: &str, dtype, shape: &[Option<usize>]| IoInfo { name: name.into(), dtype, shape: shape.to_vec() };
     let mut inputs = graph.inputs().to_vec();
     inputs.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(
@@ -131,14 +89,7 @@ fn check_io(graph: &dyn Graph) {
         "{} inputs",
         graph.backend_name()
     );
-    assert_eq!(
-        graph.outputs(),
-        &[info(
-            "out_sample",
-            DType::F32,
-            &[None, Some(1), Some(16), Some(16)]
-        )]
-    );
+    assert_eq!(graph.outputs(), &[info("out_sample", DType::F32, &[None, Some(1), Some(16), Some(16)])]);
     assert_eq!(graph.execution_provider(), "cpu");
 }
 
@@ -151,15 +102,10 @@ fn run_reference(graph: &dyn Graph) -> Vec<f32> {
         let case = reference(batch);
         let batch_shape = [batch];
         let mut out = vec![f32::NAN; case.out.len()];
-        let shape = runner
-            .run(&inputs(graph, &case, &batch_shape), 0, &mut out)
-            .expect("run");
+        let shape = runner.run(&inputs(graph, &case, &batch_shape), 0, &mut out).expect("run");
         assert_eq!(shape, case.out_shape);
         let err = rel_l2(&out, &case.out);
-        eprintln!(
-            "{} batch {batch}: rel L2 vs onnxruntime (Python) = {err:.2e}",
-            graph.backend_name()
-        );
+        eprintln!("{} batch {batch}: rel L2 vs onnxruntime (Python) = {err:.2e}", graph.backend_name());
         assert!(
             err <= 1e-4,
             "{} batch {batch}: rel L2 {err:e} (if denoiser.onnx was retrained, rerun \
@@ -204,11 +150,7 @@ fn tract_and_ort_agree() {
 
 #[test]
 fn auto_prefers_ort_when_its_library_is_found() {
-    let expected = if ort_lib::find(None).is_ok() {
-        "ort"
-    } else {
-        "tract"
-    };
+    let expected = if ort_lib::find(None).is_ok() { "ort" } else { "tract" };
     assert_eq!(load(BackendKind::Auto).backend_name(), expected);
 }
 
@@ -227,16 +169,13 @@ fn runners_on_several_threads() {
                     let mut runner = graph.runner().expect("runner");
                     let case = reference(3);
                     let mut out = vec![0.0; case.out.len()];
-                    runner
-                        .run(&inputs(graph.as_ref(), &case, &[3]), 0, &mut out)
-                        .expect("run");
+                    runner.run(&inputs(graph.as_ref(), &case, &[3]), 0, &mut out).expect("run");
                     assert!(rel_l2(&out, &case.out) <= 1e-4);
                 });
             }
         });
     }
 }
-
 
 #[test]
 fn missing_model_file_is_an_io_error_naming_it() {
@@ -270,18 +209,14 @@ fn bad_inputs_are_invalid_arguments_naming_the_input() {
         let mut runner = graph.runner().expect("runner");
         let mut out = vec![0.0; case.out.len()];
         let good = inputs(graph.as_ref(), &case, &[1]);
-        let expect_invalid =
-            |inputs: &[Input<'_>],
-             out: &mut [f32],
-             needle: &str,
-             runner: &mut Box<dyn diffusion_rt::backend::Runner>| {
-                let err = runner.run(inputs, 0, out).expect_err("must fail");
-                assert!(matches!(err, Error::InvalidArgument(_)), "{kind:?}: {err}");
-                assert!(
-                    err.to_string().contains(needle),
-                    "{kind:?}: `{err}` should mention `{needle}`"
-                );
-            };
+        let expect_invalid = |inputs: &[Input<'_>],
+                              out: &mut [f32],
+                              needle: &str,
+                              runner: &mut Box<dyn diffusion_rt::backend::Runner>| {
+            let err = runner.run(inputs, 0, out).expect_err("must fail");
+            assert!(matches!(err, Error::InvalidArgument(_)), "{kind:?}: {err}");
+            assert!(err.to_string().contains(needle), "{kind:?}: `{err}` should mention `{needle}`");
+        };
 
         let mut wrong = good.clone();
         wrong[1].data = InputData::I64(&timestep_i64);
@@ -339,10 +274,7 @@ fn bad_inputs_are_invalid_arguments_naming_the_input() {
 #[test]
 fn float16_and_int32_io() {
     let path = fixture("io_types.onnx");
-    let x: Vec<half::f16> = [0.5f32, -1.25, 3.0]
-        .iter()
-        .map(|&v| half::f16::from_f32(v))
-        .collect();
+    let x: Vec<half::f16> = [0.5f32, -1.25, 3.0].iter().map(|&v| half::f16::from_f32(v)).collect();
     let k = [1i32, 2, -7];
     for kind in backends() {
         let graph = load_graph(&path, &opts(kind)).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
@@ -351,16 +283,8 @@ fn float16_and_int32_io() {
         assert_eq!(graph.outputs()[0].dtype, DType::F16);
         let mut runner = graph.runner().expect("runner");
         let inputs = [
-            Input {
-                index: 1,
-                shape: &[3],
-                data: InputData::I32(&k),
-            },
-            Input {
-                index: 0,
-                shape: &[3],
-                data: InputData::F16(&x),
-            },
+            Input { index: 1, shape: &[3], data: InputData::I32(&k) },
+            Input { index: 0, shape: &[3], data: InputData::F16(&x) },
         ];
         let mut y = [0.0f32; 3];
         assert_eq!(runner.run(&inputs, 0, &mut y).expect("y"), vec![3]);
@@ -378,41 +302,29 @@ fn missing_ort_library_names_the_install_script() {
         ort_library: Some(PathBuf::from("/nonexistent/libonnxruntime.so")),
         ..BackendOptions::default()
     };
-    let err = load_graph(&denoiser_path(), &opts)
-        .err()
-        .expect("must fail");
+    let err = load_graph(&denoiser_path(), &opts).err().expect("must fail");
     assert!(matches!(err, Error::BackendUnavailable(_)), "{err}");
     let msg = err.to_string();
     assert!(
-        msg.contains("bash scripts/install-onnxruntime.sh")
-            && msg.contains("/nonexistent/libonnxruntime.so"),
+        msg.contains("bash scripts/install-onnxruntime.sh") && msg.contains("/nonexistent/libonnxruntime.so"),
         "{msg}"
     );
 }
 
 #[test]
 fn execution_provider_requests() {
-    let with_ep = |backend, ep: &str| BackendOptions {
-        backend,
-        execution_provider: ep.into(),
-        ..BackendOptions::default()
-    };
-    let err = load_graph(&denoiser_path(), &with_ep(BackendKind::Auto, "warp-drive"))
-        .err()
-        .expect("unknown EP");
+    let with_ep =
+        |backend, ep: &str| BackendOptions { backend, execution_provider: ep.into(), ..BackendOptions::default() };
+    let err = load_graph(&denoiser_path(), &with_ep(BackendKind::Auto, "warp-drive")).err().expect("unknown EP");
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    let err = load_graph(&denoiser_path(), &with_ep(BackendKind::Tract, "cuda"))
-        .err()
-        .expect("tract has no EPs");
+    let err = load_graph(&denoiser_path(), &with_ep(BackendKind::Tract, "cuda")).err().expect("tract has no EPs");
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     // Without the cargo feature the provider is not compiled in: unavailable, never a silent CPU
     // fallback. (With the feature, whether it registers depends on the library and the machine.)
     if cfg!(feature = "cuda") || !ort_available() {
         return;
     }
-    let err = load_graph(&denoiser_path(), &with_ep(BackendKind::Ort, "cuda"))
-        .err()
-        .expect("no CUDA here");
+    let err = load_graph(&denoiser_path(), &with_ep(BackendKind::Ort, "cuda")).err().expect("no CUDA here");
     assert!(matches!(err, Error::BackendUnavailable(_)), "{err}");
     assert!(err.to_string().contains("cuda"), "{err}");
 }
@@ -464,10 +376,7 @@ fn timing() {
                 runner.run(&inputs, 0, &mut out).expect("run");
             }
             let per_call = t.elapsed().as_secs_f64() * 1e3 / n as f64;
-            eprintln!(
-                "{:5} batch {batch:2}: {per_call:7.3} ms/call",
-                graph.backend_name()
-            );
+            eprintln!("{:5} batch {batch:2}: {per_call:7.3} ms/call", graph.backend_name());
         }
         let runners: Vec<_> = (0..4).map(|_| graph.runner().expect("runner")).collect();
         let after_runners = rss_kib();

@@ -18,27 +18,70 @@ fn bench_reports_every_key_on_every_backend() {
     for backend in backends() {
         let json = tmp.path().join(format!("{}.json", backend_name(backend)));
         let o = drt(&[
-            "bench", "--model", model_dir("digits").to_str().expect("utf8"), "--backend", backend_name(backend),
-            "--threads", "1", "--batch", "10", "--steps", "12", "--guidance", "3", "--runs", "2", "--warmup", "1",
-            "--classifier", model_dir("digits-classifier").to_str().expect("utf8"), "--json", json.to_str().expect("utf8"),
+            "bench",
+            "--model",
+            model_dir("digits").to_str().expect("utf8"),
+            "--backend",
+            backend_name(backend),
+            "--threads",
+            "1",
+            "--batch",
+            "10",
+            "--steps",
+            "12",
+            "--guidance",
+            "3",
+            "--runs",
+            "2",
+            "--warmup",
+            "1",
+            "--classifier",
+            model_dir("digits-classifier").to_str().expect("utf8"),
+            "--json",
+            json.to_str().expect("utf8"),
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let table = String::from_utf8_lossy(&o.stdout);
         assert!(table.contains("overhead ratio") && table.contains("class accuracy"), "{table}");
-        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("json");
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("json");
         for key in [
-            "device", "version", "backend", "execution_provider", "model", "precision", "batch", "sampler", "steps", "threads",
-            "nfe", "load_ms", "first_step_ms", "step_ms_p50", "step_ms_p90", "total_ms_p50", "backend_ms_p50",
-            "overhead_ratio", "peak_rss_mb", "class_accuracy", "frechet_distance",
+            "device",
+            "version",
+            "backend",
+            "execution_provider",
+            "model",
+            "precision",
+            "batch",
+            "sampler",
+            "steps",
+            "threads",
+            "nfe",
+            "load_ms",
+            "first_step_ms",
+            "step_ms_p50",
+            "step_ms_p90",
+            "total_ms_p50",
+            "backend_ms_p50",
+            "overhead_ratio",
+            "peak_rss_mb",
+            "class_accuracy",
+            "frechet_distance",
         ] {
             assert!(!r[key].is_null(), "{key} missing: {r}");
         }
         assert_eq!(r["backend"], backend_name(backend));
-        assert_eq!((r["model"].as_str(), r["precision"].as_str(), r["sampler"].as_str()), (Some("digits"), Some("fp32"), Some("dpmpp-2m")));
+        assert_eq!(
+            (r["model"].as_str(), r["precision"].as_str(), r["sampler"].as_str()),
+            (Some("digits"), Some("fp32"), Some("dpmpp-2m"))
+        );
         assert_eq!((r["batch"].as_u64(), r["steps"].as_u64(), r["threads"].as_u64()), (Some(10), Some(12), Some(1)));
         assert_eq!(r["nfe"].as_u64(), Some(24), "guidance 3: a conditional and an unconditional pass per step");
         assert_eq!(r["judged_samples"].as_u64(), Some(20), "two measured runs of 10");
-        assert!(r["device"]["cores"].as_u64().is_some_and(|c| c >= 1) && !r["device"]["cpu"].as_str().unwrap_or("").is_empty());
+        assert!(
+            r["device"]["cores"].as_u64().is_some_and(|c| c >= 1)
+                && !r["device"]["cpu"].as_str().unwrap_or("").is_empty()
+        );
         let f = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} is a number"));
         assert!(f("step_ms_p50") > 0.0 && f("step_ms_p90") >= f("step_ms_p50"));
         assert!(f("total_ms_p50") >= f("backend_ms_p50") && f("backend_ms_p50") > 0.0);

@@ -15,7 +15,10 @@ const GENERATED: &str = include_str!(concat!(env!("OUT_DIR"), "/diffusion_rt.h")
 #[test]
 fn committed_header_is_current() {
     let committed = std::fs::read_to_string(repo().join("include/diffusion_rt.h")).expect("include/diffusion_rt.h");
-    assert!(committed == GENERATED, "include/diffusion_rt.h is stale: run `DRT_UPDATE_HEADER=1 cargo build` and commit it");
+    assert!(
+        committed == GENERATED,
+        "include/diffusion_rt.h is stale: run `DRT_UPDATE_HEADER=1 cargo build` and commit it"
+    );
 }
 
 #[test]
@@ -24,8 +27,14 @@ fn header_compiles_as_c99_and_cxx11() {
     let c = tmp.path().join("h.c");
     std::fs::write(&c, "#include \"diffusion_rt.h\"\nint main(void) { return drt_version() == 0; }\n").expect("write");
     let inc = repo().join("include");
-    run(Command::new("cc").args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only", "-I"]).arg(&inc).arg(&c));
-    run(Command::new("c++").args(["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only", "-I"]).arg(&inc).arg(&c));
+    run(Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only", "-I"])
+        .arg(&inc)
+        .arg(&c));
+    run(Command::new("c++")
+        .args(["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only", "-I"])
+        .arg(&inc)
+        .arg(&c));
 }
 
 /// `generate.c` draws the ten digits in one batch: a PGM strip, and raw samples equal to the CLI's
@@ -40,7 +49,8 @@ fn generate_example_equals_the_cli_on_every_backend() {
         run(Command::new(&exe).arg(model_dir("digits")).arg(name).arg(&pgm).arg(&raw));
         let bytes = std::fs::read(&pgm).expect("pgm written");
         assert!(bytes.starts_with(b"P5\n160 16\n255\n") && bytes.len() == 14 + 160 * 16, "{name}");
-        let cli = cli_samples(backend, &["--class", "0,1,2,3,4,5,6,7,8,9", "--seed", "42", "--steps", "20"], tmp.path());
+        let cli =
+            cli_samples(backend, &["--class", "0,1,2,3,4,5,6,7,8,9", "--seed", "42", "--steps", "20"], tmp.path());
         assert!(read_f32(&raw) == cli, "{name}: the C API must give the CLI's samples bit for bit");
     }
 
@@ -67,7 +77,13 @@ fn steps_example_equals_the_cli_and_cancels() {
         assert!(read_f32(&raw) == cli, "{name}: the caller-driven loop must give the CLI's samples bit for bit");
 
         let cancelled = tmp.path().join("cancelled.f32");
-        let o = Command::new(&exe).arg(model_dir("digits")).args([name, "3", "8"]).arg(&cancelled).arg("2").output().expect("run");
+        let o = Command::new(&exe)
+            .arg(model_dir("digits"))
+            .args([name, "3", "8"])
+            .arg(&cancelled)
+            .arg("2")
+            .output()
+            .expect("run");
         let out = String::from_utf8_lossy(&o.stdout);
         assert_eq!(o.status.code(), Some(2), "{out}");
         assert!(out.contains("cancelled after 2 of 8 steps") && !cancelled.exists(), "{out}");
@@ -97,19 +113,48 @@ fn bench_example_reports_what_the_cli_reports() {
         let from_c: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bench.c prints JSON");
         let json = tmp.path().join("cli.json");
         run(Command::new(env!("CARGO_BIN_EXE_drt"))
-            .args(["bench", "--backend", name, "--steps", "4", "--batch", "10", "--runs", "2", "--threads", "1", "--model"])
+            .args([
+                "bench",
+                "--backend",
+                name,
+                "--steps",
+                "4",
+                "--batch",
+                "10",
+                "--runs",
+                "2",
+                "--threads",
+                "1",
+                "--model",
+            ])
             .arg(model_dir("digits"))
             .arg("--classifier")
             .arg(&classifier)
             .arg("--json")
             .arg(&json));
-        let from_cli: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
+        let from_cli: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
         let keys = |v: &serde_json::Value| v.as_object().expect("object").keys().cloned().collect::<Vec<_>>();
         assert_eq!(keys(&from_c), keys(&from_cli), "{name}");
-        for key in ["backend", "model", "precision", "batch", "sampler", "steps", "guidance", "threads", "nfe", "runs", "judged_samples", "device"] {
+        for key in [
+            "backend",
+            "model",
+            "precision",
+            "batch",
+            "sampler",
+            "steps",
+            "guidance",
+            "threads",
+            "nfe",
+            "runs",
+            "judged_samples",
+            "device",
+        ] {
             assert_eq!(from_c[key], from_cli[key], "{name}: {key}");
         }
-        assert!(from_c["class_accuracy"].as_f64().is_some() && from_c["overhead_ratio"].as_f64().is_some_and(|r| r >= 1.0));
+        assert!(
+            from_c["class_accuracy"].as_f64().is_some() && from_c["overhead_ratio"].as_f64().is_some_and(|r| r >= 1.0)
+        );
     }
     let o = Command::new(&exe).arg(tmp.path().join("no-model")).output().expect("run");
     assert_eq!(o.status.code(), Some(1));
@@ -132,7 +177,11 @@ fn makefile_and_pkg_config_build_and_link() {
         assert!(src.join(exe).is_file(), "make built {exe}");
     }
     let prefix = tmp.path().join("prefix");
-    run(Command::new("make").arg("-C").arg(&src).args([&root, &lib, "install"]).arg(format!("PREFIX={}", prefix.display())));
+    run(Command::new("make")
+        .arg("-C")
+        .arg(&src)
+        .args([&root, &lib, "install"])
+        .arg(format!("PREFIX={}", prefix.display())));
     let pc_path = prefix.join("lib/pkgconfig");
     let pkg = |args: &[&str]| {
         let o = run(Command::new("pkg-config").env("PKG_CONFIG_PATH", &pc_path).args(args).arg("diffusion_rt"));
@@ -152,12 +201,16 @@ fn makefile_and_pkg_config_build_and_link() {
     run(Command::new("cc").arg(&hello).args(pkg(&["--static", "--cflags", "--libs"])).arg("-o").arg(&fixed));
     for exe in [&shared, &fixed] {
         std::fs::remove_file(prefix.join("lib/libdiffusion_rt.so")).ok();
-        std::fs::copy(lib_dir().join("libdiffusion_rt.so"), prefix.join("lib/libdiffusion_rt.so")).expect("restore .so");
+        std::fs::copy(lib_dir().join("libdiffusion_rt.so"), prefix.join("lib/libdiffusion_rt.so"))
+            .expect("restore .so");
         let o = run(Command::new(exe).current_dir(repo()).env("DRT_ORT_LIB", "/nonexistent/libonnxruntime.so"));
         assert!(String::from_utf8_lossy(&o.stdout).contains("pixel (8, 8) of a seven is"), "{exe:?}");
     }
     let needed = run(Command::new("readelf").arg("-d").arg(&fixed));
-    assert!(!String::from_utf8_lossy(&needed.stdout).contains("libdiffusion_rt"), "the static build needs no libdiffusion_rt.so");
+    assert!(
+        !String::from_utf8_lossy(&needed.stdout).contains("libdiffusion_rt"),
+        "the static build needs no libdiffusion_rt.so"
+    );
 }
 
 /// The C program of the README's "Use from C" section.

@@ -21,8 +21,19 @@ fn generate_writes_a_png_grid_and_raw_samples() {
     let raw = tmp.path().join("digits.npy");
     let model = model_dir("digits");
     let o = drt(&[
-        "generate", "--model", model.to_str().expect("utf8"), "--backend", "tract", "--class", "0,1,2,3,4,5,6,7,8,9",
-        "--steps", "10", "--out", png.to_str().expect("utf8"), "--save-raw", raw.to_str().expect("utf8"),
+        "generate",
+        "--model",
+        model.to_str().expect("utf8"),
+        "--backend",
+        "tract",
+        "--class",
+        "0,1,2,3,4,5,6,7,8,9",
+        "--steps",
+        "10",
+        "--out",
+        png.to_str().expect("utf8"),
+        "--save-raw",
+        raw.to_str().expect("utf8"),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("10 × digits with dpmpp-2m (10 steps"), "summary line: {}", stderr(&o));
@@ -45,8 +56,20 @@ fn generate_writes_a_png_grid_and_raw_samples() {
     diffusion_rt::rng::PhiloxNoise::new(0).initial(&mut unit);
     diffusion_rt::npy::write(&noise, &[2, 1, 16, 16], &unit).expect("write noise");
     let run = |extra: &[&str], out: &std::path::Path| {
-        let mut args = vec!["generate", "--model", model.to_str().expect("utf8"), "--backend", "tract", "--class", "3,4",
-            "--steps", "5", "--quiet", "--save-raw", out.to_str().expect("utf8")];
+        let mut args = vec![
+            "generate",
+            "--model",
+            model.to_str().expect("utf8"),
+            "--backend",
+            "tract",
+            "--class",
+            "3,4",
+            "--steps",
+            "5",
+            "--quiet",
+            "--save-raw",
+            out.to_str().expect("utf8"),
+        ];
         args.extend_from_slice(extra);
         let o = drt(&args);
         assert!(o.status.success(), "{}", stderr(&o));
@@ -63,7 +86,9 @@ fn inspect_shows_the_graph() {
     let o = drt(&["inspect", "--model", model_dir("digits").to_str().expect("utf8"), "--backend", "tract"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    for needle in ["sample: float32[?, 1, 16, 16]", "timestep: float32[?]", "class_labels: int64[?]", "out_sample", "tract"] {
+    for needle in
+        ["sample: float32[?, 1, 16, 16]", "timestep: float32[?]", "class_labels: int64[?]", "out_sample", "tract"]
+    {
         assert!(out.contains(needle), "inspect output lacks `{needle}`:\n{out}");
     }
 }
@@ -77,15 +102,24 @@ fn errors_exit_nonzero_with_a_message() {
     let o = out.to_str().expect("utf8");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["generate", "--model", "/no/such/model", "--out", o], "/no/such/model"),
-        (vec!["generate", "--model", m, "--backend", "tract", "--sampler", "nope", "--out", o], "unknown sampler 'nope'"),
+        (
+            vec!["generate", "--model", m, "--backend", "tract", "--sampler", "nope", "--out", o],
+            "unknown sampler 'nope'",
+        ),
         (vec!["generate", "--model", m, "--backend", "tract", "--class", "12", "--out", o], "class 12 is out of range"),
         (vec!["generate", "--model", m, "--backend", "tract", "--cond", "x", "--out", o], "NAME=VALUE"),
         (vec!["generate", "--model", m, "--backend", "tract", "--schedule", "cosine", "--out", o], "cosine"),
         (vec!["generate", "--model", m, "--backend", "tract"], "nothing to write"),
         (vec!["generate", "--model", m, "--backend", "gpu", "--out", o], "unknown backend"),
-        (vec!["generate", "--model", m, "--backend", "tract", "--steps", "2", "--out", "/no/such/dir/x.png"], "/no/such/dir/x.png"),
+        (
+            vec!["generate", "--model", m, "--backend", "tract", "--steps", "2", "--out", "/no/such/dir/x.png"],
+            "/no/such/dir/x.png",
+        ),
         (vec!["generate", "--model", m, "--backend", "tract", "--noise", "/no/noise.npy", "--out", o], "/no/noise.npy"),
-        (vec!["generate", "--model", m, "--backend", "ort", "--ort-lib", "/no/libonnxruntime.so", "--out", o], "install-onnxruntime.sh"),
+        (
+            vec!["generate", "--model", m, "--backend", "ort", "--ort-lib", "/no/libonnxruntime.so", "--out", o],
+            "install-onnxruntime.sh",
+        ),
     ];
     for (args, needle) in cases {
         let r = drt(&args);
@@ -106,11 +140,29 @@ fn dump_inputs_records_every_network_call() {
     let raw = tmp.path().join("x.npy");
     let model = model_dir("digits");
     let o = drt(&[
-        "generate", "--model", model.to_str().expect("utf8"), "--backend", "tract", "--class", "4,2", "--steps", "3",
-        "--sampler", "ddim", "--guidance", "2", "--save-raw", raw.to_str().expect("utf8"), "--dump-inputs", dump.to_str().expect("utf8"),
+        "generate",
+        "--model",
+        model.to_str().expect("utf8"),
+        "--backend",
+        "tract",
+        "--class",
+        "4,2",
+        "--steps",
+        "3",
+        "--sampler",
+        "ddim",
+        "--guidance",
+        "2",
+        "--save-raw",
+        raw.to_str().expect("utf8"),
+        "--dump-inputs",
+        dump.to_str().expect("utf8"),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let mut names: Vec<String> = std::fs::read_dir(&dump).expect("dump dir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(&dump)
+        .expect("dump dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     assert_eq!(names.len(), 9, "three calls of three inputs: {names:?}");
     let read = |f: &str| std::fs::read(dump.join(f)).expect(f);
@@ -118,8 +170,12 @@ fn dump_inputs_records_every_network_call() {
     for call in 0..3 {
         let bytes = read(&format!("{call:05}_sample.npy"));
         assert_eq!(npyz::NpyFile::new(&bytes[..]).expect("npy").shape(), &[4, 1, 16, 16]);
-        let t: Vec<f32> = npyz::NpyFile::new(&read(&format!("{call:05}_timestep.npy"))[..]).expect("npy").into_vec().expect("f32");
-        let labels: Vec<i64> = npyz::NpyFile::new(&read(&format!("{call:05}_class_labels.npy"))[..]).expect("npy").into_vec().expect("i64");
+        let t: Vec<f32> =
+            npyz::NpyFile::new(&read(&format!("{call:05}_timestep.npy"))[..]).expect("npy").into_vec().expect("f32");
+        let labels: Vec<i64> = npyz::NpyFile::new(&read(&format!("{call:05}_class_labels.npy"))[..])
+            .expect("npy")
+            .into_vec()
+            .expect("i64");
         assert_eq!(labels, [4, 2, 10, 10]);
         assert!(t.iter().all(|&v| v == t[0]));
         timesteps.push(t[0]);

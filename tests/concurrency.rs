@@ -50,7 +50,10 @@ fn eight_threads_equal_the_sequential_runs() {
             })
             .collect();
         for (k, h) in handles.into_iter().enumerate() {
-            assert!(h.join().expect("thread") == sequential[k], "{backend:?} thread {k} differs from the sequential run");
+            assert!(
+                h.join().expect("thread") == sequential[k],
+                "{backend:?} thread {k} differs from the sequential run"
+            );
         }
     }
 }
@@ -111,7 +114,9 @@ fn cancel_from_another_thread_stops_within_a_step() {
         });
         let at = t.join().expect("canceller");
         match err {
-            Err(Error::Cancelled { step }) => assert!(step <= at + 1 && step >= at, "{backend:?}: flag set after step {at}, stopped at {step}"),
+            Err(Error::Cancelled { step }) => {
+                assert!(step <= at + 1 && step >= at, "{backend:?}: flag set after step {at}, stopped at {step}")
+            }
             other => panic!("{backend:?}: expected a cancel, got {other:?}"),
         }
     }

@@ -161,7 +161,8 @@ fn version_macros_match_the_library() {
 fn extended_parameters_match_the_rust_api() {
     use diffusion_rt::{GenerateParams, Session};
     let model = common::load(&model_dir("digits"), diffusion_rt::BackendKind::Tract);
-    let rust = |p: GenerateParams| Session::new(&model).expect("session").generate(&p, &mut |_, _| true).expect("gen").samples;
+    let rust =
+        |p: GenerateParams| Session::new(&model).expect("session").generate(&p, &mut |_, _| true).expect("gen").samples;
     unsafe {
         let m = load();
         let mut s = null_mut();
@@ -174,7 +175,8 @@ fn extended_parameters_match_the_rust_api() {
         p.batch = 2;
         p.seed = 9;
         p.classes = classes.as_ptr();
-        let base = GenerateParams { steps: Some(5), batch: 2, seed: 9, classes: vec![3, 8], ..GenerateParams::default() };
+        let base =
+            GenerateParams { steps: Some(5), batch: 2, seed: 9, classes: vec![3, 8], ..GenerateParams::default() };
         let mut out = vec![0f32; 512];
         assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
         assert_eq!(out, rust(base.clone()), "per-sample classes");
@@ -185,7 +187,8 @@ fn extended_parameters_match_the_rust_api() {
         p.init_len = init.len();
         p.strength = 0.6;
         assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
-        let img2img = GenerateParams { noise: Some(noise.clone()), init: Some(init.clone()), strength: Some(0.6), ..base };
+        let img2img =
+            GenerateParams { noise: Some(noise.clone()), init: Some(init.clone()), strength: Some(0.6), ..base };
         assert_eq!(out, rust(img2img), "img2img");
         p.init_len = 7;
         assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
@@ -251,12 +254,18 @@ unsafe fn caller_driven_loop_on(m: *mut drt_model) {
         let mut done = 0u32;
         assert_eq!(drt_generate_step(s, &mut done), drt_status::DRT_ERR_INVALID_ARGUMENT, "step before begin");
         assert!(last_error().contains("begin"), "{}", last_error());
-        assert_eq!(drt_generate_read(s, drt_read_kind::DRT_READ_SAMPLE, buf.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            drt_generate_read(s, drt_read_kind::DRT_READ_SAMPLE, buf.as_mut_ptr(), 512),
+            drt_status::DRT_ERR_INVALID_ARGUMENT
+        );
         assert_eq!(drt_generate_finish(s, buf.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
         let mut total = 0u32;
         assert_eq!(drt_generate_begin(s, &p, &mut total), drt_status::DRT_OK, "{}", last_error());
         assert_eq!(total, 6);
-        assert_eq!(drt_generate_read(s, drt_read_kind::DRT_READ_PREDICTION, buf.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            drt_generate_read(s, drt_read_kind::DRT_READ_PREDICTION, buf.as_mut_ptr(), 512),
+            drt_status::DRT_ERR_INVALID_ARGUMENT
+        );
         assert!(last_error().contains("first step"), "{}", last_error());
         assert!(buf.iter().all(|&v| v == 5.0), "nothing written on error");
         assert_eq!(drt_generate_read(s, drt_read_kind::DRT_READ_SAMPLE, buf.as_mut_ptr(), 512), drt_status::DRT_OK);
@@ -264,8 +273,15 @@ unsafe fn caller_driven_loop_on(m: *mut drt_model) {
         for k in 1..=total {
             assert_eq!(drt_generate_step(s, &mut done), drt_status::DRT_OK, "{}", last_error());
             assert_eq!(done, k);
-            assert_eq!(drt_generate_read(s, drt_read_kind::DRT_READ_PREDICTION, buf.as_mut_ptr(), 511), drt_status::DRT_ERR_INVALID_ARGUMENT, "short buffer");
-            assert_eq!(drt_generate_read(s, drt_read_kind::DRT_READ_PREDICTION, buf.as_mut_ptr(), 512), drt_status::DRT_OK);
+            assert_eq!(
+                drt_generate_read(s, drt_read_kind::DRT_READ_PREDICTION, buf.as_mut_ptr(), 511),
+                drt_status::DRT_ERR_INVALID_ARGUMENT,
+                "short buffer"
+            );
+            assert_eq!(
+                drt_generate_read(s, drt_read_kind::DRT_READ_PREDICTION, buf.as_mut_ptr(), 512),
+                drt_status::DRT_OK
+            );
             if k == 3 {
                 assert_eq!(drt_generate_finish(s, buf.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
                 assert!(last_error().contains("3 of 6"), "{}", last_error());
@@ -273,10 +289,18 @@ unsafe fn caller_driven_loop_on(m: *mut drt_model) {
         }
         assert_eq!(drt_generate_step(s, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT, "past the last step");
         let mut driven = vec![0f32; 512];
-        assert_eq!(drt_generate_finish(s, driven.as_mut_ptr(), 100), drt_status::DRT_ERR_INVALID_ARGUMENT, "short buffer");
+        assert_eq!(
+            drt_generate_finish(s, driven.as_mut_ptr(), 100),
+            drt_status::DRT_ERR_INVALID_ARGUMENT,
+            "short buffer"
+        );
         assert_eq!(drt_generate_finish(s, driven.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
         assert!(driven == whole, "the caller-driven loop gives drt_generate's samples");
-        assert_eq!(drt_generate_finish(s, driven.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT, "finished once");
+        assert_eq!(
+            drt_generate_finish(s, driven.as_mut_ptr(), 512),
+            drt_status::DRT_ERR_INVALID_ARGUMENT,
+            "finished once"
+        );
 
         // Cancelled between steps: the next step says so and ends the run; abandon is harmless after.
         assert_eq!(drt_generate_begin(s, &p, null_mut()), drt_status::DRT_OK);
@@ -297,9 +321,15 @@ unsafe fn caller_driven_loop_on(m: *mut drt_model) {
     }
 }
 
-unsafe extern "C" fn collect_log(level: drt_log_level, target: *const c_char, message: *const c_char, user_data: *mut c_void) {
+unsafe extern "C" fn collect_log(
+    level: drt_log_level,
+    target: *const c_char,
+    message: *const c_char,
+    user_data: *mut c_void,
+) {
     let lines = &*(user_data as *const std::sync::Mutex<Vec<String>>);
-    let line = format!("{level:?} {} {}", CStr::from_ptr(target).to_string_lossy(), CStr::from_ptr(message).to_string_lossy());
+    let line =
+        format!("{level:?} {} {}", CStr::from_ptr(target).to_string_lossy(), CStr::from_ptr(message).to_string_lossy());
     lines.lock().expect("lock").push(line);
 }
 
@@ -313,7 +343,9 @@ fn log_records_reach_the_callback() {
         drt_model_free(load());
         let seen = LINES.lock().expect("lock").clone();
         assert!(
-            seen.iter().any(|l| l.starts_with("DRT_LOG_INFO diffusion_rt::model loaded model `digits`") && l.contains("on tract")),
+            seen.iter()
+                .any(|l| l.starts_with("DRT_LOG_INFO diffusion_rt::model loaded model `digits`")
+                    && l.contains("on tract")),
             "{seen:?}"
         );
         assert!(seen.iter().all(|l| !l.starts_with("DRT_LOG_DEBUG")), "nothing above the level asked for");
@@ -346,13 +378,23 @@ fn bench_report_through_the_c_api() {
         let mut needed = 0usize;
         assert_eq!(drt_bench_report_json(report, null_mut(), 0, &mut needed), drt_status::DRT_OK);
         let mut buf = vec![b'x' as c_char; needed];
-        assert_eq!(drt_bench_report_json(report, buf.as_mut_ptr(), needed - 1, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            drt_bench_report_json(report, buf.as_mut_ptr(), needed - 1, null_mut()),
+            drt_status::DRT_ERR_INVALID_ARGUMENT
+        );
         assert!(buf.iter().all(|&c| c == b'x' as c_char), "nothing written to a short buffer");
         assert_eq!(drt_bench_report_json(report, buf.as_mut_ptr(), needed, null_mut()), drt_status::DRT_OK);
-        let json: serde_json::Value = serde_json::from_str(CStr::from_ptr(buf.as_ptr()).to_str().expect("utf8")).expect("json");
-        assert_eq!((json["backend"].as_str(), json["steps"].as_u64(), json["runs"].as_u64()), (Some("tract"), Some(2), Some(1)));
+        let json: serde_json::Value =
+            serde_json::from_str(CStr::from_ptr(buf.as_ptr()).to_str().expect("utf8")).expect("json");
+        assert_eq!(
+            (json["backend"].as_str(), json["steps"].as_u64(), json["runs"].as_u64()),
+            (Some("tract"), Some(2), Some(1))
+        );
         assert!(json["class_accuracy"].is_null(), "no classifier, no judgement");
-        assert_eq!(drt_bench_report_json(null(), buf.as_mut_ptr(), needed, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            drt_bench_report_json(null(), buf.as_mut_ptr(), needed, null_mut()),
+            drt_status::DRT_ERR_INVALID_ARGUMENT
+        );
         drt_bench_report_free(report);
         drt_bench_report_free(null_mut());
     }

@@ -29,9 +29,14 @@ fn files_under(root: &Path, dir: &Path, out: &mut Vec<String>) {
 fn check(name: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("generated.json")).expect("generated.json")).expect("json");
+        serde_json::from_str(&std::fs::read_to_string(root.join("generated.json")).expect("generated.json"))
+            .expect("json");
     let rerun = format!("run tests/fixtures/{name}/make.py again");
-    assert_eq!(record["script_sha256"].as_str(), Some(sha(&root.join("make.py")).as_str()), "{name}: make.py changed since it made the fixture; {rerun}");
+    assert_eq!(
+        record["script_sha256"].as_str(),
+        Some(sha(&root.join("make.py")).as_str()),
+        "{name}: make.py changed since it made the fixture; {rerun}"
+    );
     let recorded: BTreeMap<String, String> = serde_json::from_value(record["files"].clone()).expect("files");
     let mut present = Vec::new();
     files_under(&root, &root, &mut present);

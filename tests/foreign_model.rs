@@ -82,8 +82,12 @@ fn fixture_is_a_foreign_interface_described_by_model_json() {
     let index = index();
     let manifest = read_json(&fixture_dir().join("model.json"));
     let batch = index["batch"].as_u64().expect("batch") as usize;
-    let shape: Vec<usize> =
-        manifest["sample_shape"].as_array().expect("sample_shape").iter().map(|v| v.as_u64().expect("dim") as usize).collect();
+    let shape: Vec<usize> = manifest["sample_shape"]
+        .as_array()
+        .expect("sample_shape")
+        .iter()
+        .map(|v| v.as_u64().expect("dim") as usize)
+        .collect();
     let mut full = vec![batch];
     full.extend(&shape);
     assert_eq!(load_npy(index["init_noise"].as_str().expect("init")).shape, full);
@@ -101,8 +105,13 @@ fn fixture_is_a_foreign_interface_described_by_model_json() {
         assert_eq!(load_npy(case["output"].as_str().expect("output")).shape, full, "{name}");
         for (k, v) in case["config"].as_object().expect("config") {
             match k.as_str() {
-                "num_train_timesteps" | "beta_schedule" | "beta_start" | "beta_end" | "timestep_spacing"
-                | "steps_offset" | "set_alpha_to_one" => assert_eq!(&schedule[k], v, "{name}: noise_schedule.{k}"),
+                "num_train_timesteps"
+                | "beta_schedule"
+                | "beta_start"
+                | "beta_end"
+                | "timestep_spacing"
+                | "steps_offset"
+                | "set_alpha_to_one" => assert_eq!(&schedule[k], v, "{name}: noise_schedule.{k}"),
                 "prediction_type" => assert_eq!(&manifest["denoiser"]["prediction"], v, "{name}"),
                 "clip_sample" => assert_eq!(v, false, "{name}"),
                 "algorithm_type" => assert_eq!(v, "dpmsolver++", "{name}"),
@@ -121,7 +130,11 @@ fn fixture_is_a_foreign_interface_described_by_model_json() {
         assert!(matches!(m.noise_schedule, NoiseScheduleSpec::Discrete { .. }));
         let time = m.denoiser.time_input.as_ref().expect("time_input");
         let info = model.graph().inputs().iter().find(|i| i.name == time.name).expect("timestep input");
-        assert_eq!((info.dtype, &info.shape[..]), (DType::I64, &[None][..]), "{backend:?}: `{info}` should be int64 [batch]");
+        assert_eq!(
+            (info.dtype, &info.shape[..]),
+            (DType::I64, &[None][..]),
+            "{backend:?}: `{info}` should be int64 [batch]"
+        );
         assert_eq!(model.graph().inputs().len(), 2, "{backend:?}: sample and timestep only");
     }
 }
@@ -158,13 +171,13 @@ fn wrong_prediction_type_is_caught() {
     manifest["denoiser"]["prediction"] = json!("epsilon");
     let onnx = fixture_dir().join(manifest["denoiser"]["onnx"].as_str().expect("onnx"));
     manifest["denoiser"]["onnx"] = json!(onnx);
-    std::fs::write(tmp.path().join("model.json"), serde_json::to_string_pretty(&manifest).expect("json")).expect("write");
+    std::fs::write(tmp.path().join("model.json"), serde_json::to_string_pretty(&manifest).expect("json"))
+        .expect("write");
     for (name, err, _) in run_cases(tmp.path(), BackendKind::Tract) {
         println!("Tract {name} read as epsilon: rel L2 {err:.2e}");
         assert!(err > MISMATCH, "{name}: an epsilon reading of a v-prediction model still matched ({err:.3e})");
     }
 }
-
 
 /// A diffusers UNet's time-embedding prologue exported with a rank-0 int64 timestep
 /// (`timestep * ones(batch)` in int64, then a MatMul), run at batch 2 through the backend alone.
@@ -172,11 +185,13 @@ fn scalar_timestep_graph(backend: BackendKind) {
     let repro = &index()["scalar_timestep_repro"];
     let path = fixture_dir().join(repro["onnx"].as_str().expect("onnx"));
     let graph = load_graph(&path, &common::options(backend)).unwrap_or_else(|e| panic!("{backend:?}: {e}"));
-    let pos = |name: &str| graph.inputs().iter().position(|i| i.name == name).unwrap_or_else(|| panic!("no input {name}"));
+    let pos =
+        |name: &str| graph.inputs().iter().position(|i| i.name == name).unwrap_or_else(|| panic!("no input {name}"));
     let t = pos("timestep");
     assert_eq!((graph.inputs()[t].dtype, graph.inputs()[t].shape.len()), (DType::I64, 0));
     let batch = repro["batch"].as_u64().expect("batch") as usize;
-    let want: Vec<f32> = repro["out"].as_array().expect("out").iter().map(|v| v.as_f64().expect("value") as f32).collect();
+    let want: Vec<f32> =
+        repro["out"].as_array().expect("out").iter().map(|v| v.as_f64().expect("value") as f32).collect();
     let sample = vec![0f32; batch * 3];
     let timestep = [repro["timestep"].as_i64().expect("timestep")];
     let sample_shape = [batch, 3];
@@ -218,7 +233,8 @@ fn scalar_timestep_export_of_the_same_unet_matches() {
     let tmp = TempDir::new("foreign-scalar");
     let mut manifest = read_json(&fixture_dir().join("model.json"));
     manifest["denoiser"]["onnx"] = json!(fixture_dir().join("unet_scalar_timestep.onnx"));
-    std::fs::write(tmp.path().join("model.json"), serde_json::to_string_pretty(&manifest).expect("json")).expect("write");
+    std::fs::write(tmp.path().join("model.json"), serde_json::to_string_pretty(&manifest).expect("json"))
+        .expect("write");
     for backend in backends() {
         let model = load(tmp.path(), backend);
         let info = &model.graph().inputs()[1];

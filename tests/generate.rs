@@ -11,7 +11,8 @@ use diffusion_rt::{Error, GenerateParams, Session};
 
 /// The classifier's predicted labels for `n` samples of [1,16,16].
 fn classify(images: &[f32], backend: BackendKind) -> Vec<usize> {
-    let graph = load_graph(&model_dir("digits-classifier").join("classifier.onnx"), &options(backend)).expect("classifier");
+    let graph =
+        load_graph(&model_dir("digits-classifier").join("classifier.onnx"), &options(backend)).expect("classifier");
     let logits_idx = graph.outputs().iter().position(|o| o.name == "logits").expect("logits output");
     let mut runner = graph.runner().expect("runner");
     let mut labels = Vec::new();
@@ -23,15 +24,21 @@ fn classify(images: &[f32], backend: BackendKind) -> Vec<usize> {
         runner
             .run(&[Input { index: 0, shape: &shape, data: InputData::F32(&clipped) }], logits_idx, &mut logits)
             .expect("classify");
-        labels.extend(logits.chunks(10).map(|l| {
-            l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).expect("10 logits")
-        }));
+        labels.extend(
+            logits
+                .chunks(10)
+                .map(|l| l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).expect("10 logits")),
+        );
     }
     labels
 }
 
 fn fastest_backend() -> BackendKind {
-    if ort_available() { BackendKind::Ort } else { BackendKind::Tract }
+    if ort_available() {
+        BackendKind::Ort
+    } else {
+        BackendKind::Tract
+    }
 }
 
 /// The design target: 100 samples per class at dpmpp-2m, 20 steps, guidance 3 are recognised ≥ 90 %.
@@ -79,7 +86,8 @@ fn same_seed_gives_bit_identical_samples() {
             let mut a = Session::new(&model).expect("session");
             let first = a.generate(&params, &mut |_, _| true).expect("first").samples;
             let second = a.generate(&params, &mut |_, _| true).expect("second, same session").samples;
-            let third = Session::new(&model).expect("session").generate(&params, &mut |_, _| true).expect("third").samples;
+            let third =
+                Session::new(&model).expect("session").generate(&params, &mut |_, _| true).expect("third").samples;
             assert!(first == second && first == third, "{sampler} on {backend:?} is not reproducible");
             let other = GenerateParams { seed: 1235, ..params };
             let different = a.generate(&other, &mut |_, _| true).expect("other seed").samples;
@@ -93,7 +101,8 @@ fn flow_model_generates_recognisable_digits() {
     let backend = fastest_backend();
     let model = load(&model_dir("digits-flow"), backend);
     let classes: Vec<i64> = (0..10).flat_map(|c| std::iter::repeat_n(c, 5)).collect();
-    let params = GenerateParams { batch: classes.len(), classes: classes.clone(), seed: 3, ..GenerateParams::default() };
+    let params =
+        GenerateParams { batch: classes.len(), classes: classes.clone(), seed: 3, ..GenerateParams::default() };
     let gen = Session::new(&model).expect("session").generate(&params, &mut |_, _| true).expect("generate");
     assert_eq!(gen.sampler.name(), "flow-euler", "the manifest's default sampler");
     let predicted = classify(&gen.samples, backend);
@@ -107,10 +116,12 @@ fn progress_reports_every_step_and_cancels() {
     let mut session = Session::new(&model).expect("session");
     let params = GenerateParams { steps: Some(6), batch: 1, classes: vec![2], ..GenerateParams::default() };
     let mut seen = Vec::new();
-    session.generate(&params, &mut |done, total| {
-        seen.push((done, total));
-        true
-    }).expect("generate");
+    session
+        .generate(&params, &mut |done, total| {
+            seen.push((done, total));
+            true
+        })
+        .expect("generate");
     assert_eq!(seen, (1..=6).map(|d| (d, 6)).collect::<Vec<_>>());
 
     let err = session.generate(&params, &mut |done, _| done < 3).expect_err("cancelled");
@@ -121,12 +132,14 @@ fn progress_reports_every_step_and_cancels() {
     assert_eq!(again, fresh);
 
     let flag = session.cancel_flag();
-    let err = session.generate(&params, &mut |done, _| {
-        if done == 2 {
-            flag.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        true
-    }).expect_err("cancelled by flag");
+    let err = session
+        .generate(&params, &mut |done, _| {
+            if done == 2 {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            true
+        })
+        .expect_err("cancelled by flag");
     assert!(matches!(err, Error::Cancelled { step: 2 }), "the flag stops the run before the next step: {err}");
 }
 
@@ -193,7 +206,13 @@ fn img2img_keeps_the_start_at_low_strength() {
     let eight = session.generate(&base, &mut |_, _| true).expect("an eight").samples;
     // Re-generate towards class 1 from the 8: the lower the strength, the more of the 8 survives.
     let towards_one = |strength: f32, session: &mut Session| {
-        let p = GenerateParams { classes: vec![1], init: Some(eight.clone()), strength: Some(strength), seed: 5, ..base.clone() };
+        let p = GenerateParams {
+            classes: vec![1],
+            init: Some(eight.clone()),
+            strength: Some(strength),
+            seed: 5,
+            ..base.clone()
+        };
         session.generate(&p, &mut |_, _| true).expect("img2img").samples
     };
     let dist: Vec<f64> = [0.05, 0.3, 1.0].iter().map(|&s| rel_l2(&towards_one(s, &mut session), &eight)).collect();
@@ -219,7 +238,10 @@ fn bad_generation_parameters_are_refused_with_a_reason() {
         (GenerateParams { classes: vec![10 + 1], ..ok.clone() }, "class 11"),
         (GenerateParams { classes: vec![1, 2, 3], ..ok.clone() }, "3 classes"),
         (GenerateParams { sampler: Some("eulr".into()), ..ok.clone() }, "unknown sampler 'eulr'"),
-        (GenerateParams { conds: vec![("difficulty".into(), vec![0.5])], ..ok.clone() }, "no conditioning input `difficulty`"),
+        (
+            GenerateParams { conds: vec![("difficulty".into(), vec![0.5])], ..ok.clone() },
+            "no conditioning input `difficulty`",
+        ),
         (GenerateParams { noise: Some(vec![0.0; 3]), ..ok.clone() }, "noise has 3 values"),
         (GenerateParams { strength: Some(0.5), ..ok.clone() }, "strength needs"),
     ];
@@ -235,12 +257,15 @@ fn bad_generation_parameters_are_refused_with_a_reason() {
 #[test]
 fn model_shared_by_threads() {
     let model = load(&model_dir("digits"), BackendKind::Tract);
-    let params = GenerateParams { steps: Some(4), batch: 2, classes: vec![4, 7], seed: 99, ..GenerateParams::default() };
+    let params =
+        GenerateParams { steps: Some(4), batch: 2, classes: vec![4, 7], seed: 99, ..GenerateParams::default() };
     let want = Session::new(&model).expect("session").generate(&params, &mut |_, _| true).expect("gen").samples;
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let (model, params) = (Arc::clone(&model), params.clone());
-            std::thread::spawn(move || Session::new(&model).expect("session").generate(&params, &mut |_, _| true).expect("gen").samples)
+            std::thread::spawn(move || {
+                Session::new(&model).expect("session").generate(&params, &mut |_, _| true).expect("gen").samples
+            })
         })
         .collect();
     for h in handles {

@@ -39,8 +39,15 @@ fn noise_schedule(case: &Value) -> (Value, SigmaSpacing) {
     out.insert("type".into(), json!(if flow { "flow" } else { "discrete" }));
     for (k, v) in cfg {
         match k.as_str() {
-            "num_train_timesteps" | "beta_schedule" | "beta_start" | "beta_end" | "timestep_spacing" | "steps_offset"
-            | "set_alpha_to_one" | "original_inference_steps" | "shift" => {
+            "num_train_timesteps"
+            | "beta_schedule"
+            | "beta_start"
+            | "beta_end"
+            | "timestep_spacing"
+            | "steps_offset"
+            | "set_alpha_to_one"
+            | "original_inference_steps"
+            | "shift" => {
                 out.insert(k.clone(), v.clone());
             }
             "use_karras_sigmas" if v == true => spacing = SigmaSpacing::Karras,
@@ -165,8 +172,11 @@ fn fixtures_are_current_for_the_shipped_models() {
     for (model, want) in hashes {
         let bytes = std::fs::read(repo().join("models").join(model).join("denoiser.onnx")).expect("read model");
         let got: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(&got, want, "models/{model}/denoiser.onnx changed since tests/fixtures/golden was made; \
-            rerun tests/fixtures/make_golden.py");
+        assert_eq!(
+            &got, want,
+            "models/{model}/denoiser.onnx changed since tests/fixtures/golden was made; \
+            rerun tests/fixtures/make_golden.py"
+        );
     }
 }
 

@@ -81,7 +81,10 @@ fn check_cli(case: &str, args: &[&str], kind: Kind, needle: &str) {
     let o = drt(args);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{case}: CLI exit status; stderr: {err}");
-    assert!(err.starts_with(kind.cli_prefix()) && err.contains(needle), "{case}: CLI said `{err}`, wanted {kind:?} naming `{needle}`");
+    assert!(
+        err.starts_with(kind.cli_prefix()) && err.contains(needle),
+        "{case}: CLI said `{err}`, wanted {kind:?} naming `{needle}`"
+    );
 }
 
 fn check_rust(case: &str, r: Result<impl std::fmt::Debug, Error>, kind: Kind, needle: &str) {
@@ -100,7 +103,9 @@ fn check_c(case: &str, status: drt_status, kind: Kind, needle: &str) {
 fn model_with(tmp: &Path, name: &str, edit: impl Fn(&mut Value), onnx: Option<&[u8]>) -> PathBuf {
     let dir = tmp.join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(model_dir("digits").join("model.json")).expect("read")).expect("json");
+    let mut m: Value =
+        serde_json::from_str(&std::fs::read_to_string(model_dir("digits").join("model.json")).expect("read"))
+            .expect("json");
     match onnx {
         Some(bytes) => std::fs::write(dir.join("denoiser.onnx"), bytes).expect("write onnx"),
         None => m["denoiser"]["onnx"] = json!(model_dir("digits").join("denoiser.onnx")),
@@ -138,18 +143,58 @@ fn bad_models_are_refused_everywhere() {
         ("no model.json", empty_dir, Kind::Io, "model.json"),
         ("model.json not JSON", not_json, Kind::Manifest, "model.json"),
         ("unknown key", model_with(t, "unknown-key", |m| m["colour"] = json!("red"), None), Kind::Manifest, "colour"),
-        ("misspelt key", model_with(t, "misspelt", |m| {
-            let shape = m["sample_shape"].take();
-            m.as_object_mut().expect("obj").remove("sample_shape");
-            m["sampel_shape"] = shape;
-        }, None), Kind::Manifest, "sampel_shape"),
-        ("wrong schema", model_with(t, "schema", |m| m["schema"] = json!("diffusion-rt.model/9"), None), Kind::Manifest, "schema"),
-        ("input the graph lacks", model_with(t, "no-input", |m| m["denoiser"]["sample_input"] = json!("latents"), None), Kind::Manifest, "latents"),
-        ("output the graph lacks", model_with(t, "no-output", |m| m["denoiser"]["output"] = json!("noise_pred"), None), Kind::Manifest, "noise_pred"),
-        ("contradicted sample_shape", model_with(t, "shape", |m| m["sample_shape"] = json!([3, 16, 16]), None), Kind::Manifest, "sample_shape"),
-        ("null class among the classes", model_with(t, "null-class", |m| m["denoiser"]["class_input"]["null_class"] = json!(3), None), Kind::Manifest, "null_class"),
+        (
+            "misspelt key",
+            model_with(
+                t,
+                "misspelt",
+                |m| {
+                    let shape = m["sample_shape"].take();
+                    m.as_object_mut().expect("obj").remove("sample_shape");
+                    m["sampel_shape"] = shape;
+                },
+                None,
+            ),
+            Kind::Manifest,
+            "sampel_shape",
+        ),
+        (
+            "wrong schema",
+            model_with(t, "schema", |m| m["schema"] = json!("diffusion-rt.model/9"), None),
+            Kind::Manifest,
+            "schema",
+        ),
+        (
+            "input the graph lacks",
+            model_with(t, "no-input", |m| m["denoiser"]["sample_input"] = json!("latents"), None),
+            Kind::Manifest,
+            "latents",
+        ),
+        (
+            "output the graph lacks",
+            model_with(t, "no-output", |m| m["denoiser"]["output"] = json!("noise_pred"), None),
+            Kind::Manifest,
+            "noise_pred",
+        ),
+        (
+            "contradicted sample_shape",
+            model_with(t, "shape", |m| m["sample_shape"] = json!([3, 16, 16]), None),
+            Kind::Manifest,
+            "sample_shape",
+        ),
+        (
+            "null class among the classes",
+            model_with(t, "null-class", |m| m["denoiser"]["class_input"]["null_class"] = json!(3), None),
+            Kind::Manifest,
+            "null_class",
+        ),
         ("empty ONNX", model_with(t, "empty-onnx", |_| {}, Some(&[])), Kind::Model, "denoiser.onnx"),
-        ("truncated ONNX", model_with(t, "truncated", |_| {}, Some(&onnx[..onnx.len() / 3])), Kind::Model, "denoiser.onnx"),
+        (
+            "truncated ONNX",
+            model_with(t, "truncated", |_| {}, Some(&onnx[..onnx.len() / 3])),
+            Kind::Model,
+            "denoiser.onnx",
+        ),
         ("random bytes as ONNX", model_with(t, "random", |_| {}, Some(&random)), Kind::Model, "denoiser.onnx"),
     ];
     for (case, dir, kind, needle) in &cases {
@@ -208,7 +253,14 @@ struct Call {
     needle: &'static str,
 }
 
-fn call(case: &'static str, rust: impl Fn(&mut GenerateParams) + 'static, c: CEdit, cli: &[&'static str], kind: Kind, needle: &'static str) -> Call {
+fn call(
+    case: &'static str,
+    rust: impl Fn(&mut GenerateParams) + 'static,
+    c: CEdit,
+    cli: &[&'static str],
+    kind: Kind,
+    needle: &'static str,
+) -> Call {
     Call { case, rust: Box::new(rust), c, cli: cli.to_vec(), kind, needle }
 }
 
@@ -232,23 +284,107 @@ fn bad_requests_are_refused_everywhere() {
     let unwritable: &'static str = "/nonexistent-dir/out.png";
     let cases = vec![
         call("zero steps", |p| p.steps = Some(0), c_edit(|p| p.steps = 0), &["--steps", "0"], Kind::Invalid, "steps"),
-        call("absurd steps", |p| p.steps = Some(1_000_000), c_edit(|p| p.steps = 1_000_000), &["--steps", "1000000"], Kind::Invalid, "steps must be between"),
-        call("zero batch", |p| p.batch = 0, c_edit(|p| p.batch = 0), &["--batch", "0"], Kind::Invalid, "batch must be between"),
-        call("absurd batch", |p| p.batch = 5_000_000, c_edit(|p| p.batch = 5_000_000), &["--batch", "5000000"], Kind::Invalid, "batch must be between"),
-        call("NaN guidance", |p| p.guidance = Some(f32::NAN), c_edit(|p| p.guidance = f32::NAN), &["--guidance", "NaN"], Kind::Invalid, "guidance"),
+        call(
+            "absurd steps",
+            |p| p.steps = Some(1_000_000),
+            c_edit(|p| p.steps = 1_000_000),
+            &["--steps", "1000000"],
+            Kind::Invalid,
+            "steps must be between",
+        ),
+        call(
+            "zero batch",
+            |p| p.batch = 0,
+            c_edit(|p| p.batch = 0),
+            &["--batch", "0"],
+            Kind::Invalid,
+            "batch must be between",
+        ),
+        call(
+            "absurd batch",
+            |p| p.batch = 5_000_000,
+            c_edit(|p| p.batch = 5_000_000),
+            &["--batch", "5000000"],
+            Kind::Invalid,
+            "batch must be between",
+        ),
+        call(
+            "NaN guidance",
+            |p| p.guidance = Some(f32::NAN),
+            c_edit(|p| p.guidance = f32::NAN),
+            &["--guidance", "NaN"],
+            Kind::Invalid,
+            "guidance",
+        ),
         // In C a negative guidance means "the model's default"; elsewhere it is an error.
         call("negative guidance", |p| p.guidance = Some(-2.0), None, &["--guidance=-2"], Kind::Invalid, "guidance"),
-        call("class out of range", |p| p.classes = vec![42], c_edit(|p| p.class_label = 42), &["--class", "42"], Kind::Invalid, "class 42"),
-        call("unknown sampler", |p| p.sampler = Some("warp-drive".into()), c_edit(|p| p.sampler = c"warp-drive".as_ptr()), &["--sampler", "warp-drive"], Kind::Invalid, "warp-drive"),
-        call("strength above 1", |p| { p.init = Some(vec![0.0; 256]); p.strength = Some(1.5) },
-            c_edit(|p| { p.init = leak(vec![0f32; 256]); p.init_len = 256; p.strength = 1.5 }), &["--strength", "1.5"], Kind::Invalid, "strength"),
-        call("strength 0", |p| { p.init = Some(vec![0.0; 256]); p.strength = Some(0.0) },
-            c_edit(|p| { p.init = leak(vec![0f32; 256]); p.init_len = 256; p.strength = 0.0 }), &["--strength", "0"], Kind::Invalid, "strength"),
+        call(
+            "class out of range",
+            |p| p.classes = vec![42],
+            c_edit(|p| p.class_label = 42),
+            &["--class", "42"],
+            Kind::Invalid,
+            "class 42",
+        ),
+        call(
+            "unknown sampler",
+            |p| p.sampler = Some("warp-drive".into()),
+            c_edit(|p| p.sampler = c"warp-drive".as_ptr()),
+            &["--sampler", "warp-drive"],
+            Kind::Invalid,
+            "warp-drive",
+        ),
+        call(
+            "strength above 1",
+            |p| {
+                p.init = Some(vec![0.0; 256]);
+                p.strength = Some(1.5)
+            },
+            c_edit(|p| {
+                p.init = leak(vec![0f32; 256]);
+                p.init_len = 256;
+                p.strength = 1.5
+            }),
+            &["--strength", "1.5"],
+            Kind::Invalid,
+            "strength",
+        ),
+        call(
+            "strength 0",
+            |p| {
+                p.init = Some(vec![0.0; 256]);
+                p.strength = Some(0.0)
+            },
+            c_edit(|p| {
+                p.init = leak(vec![0f32; 256]);
+                p.init_len = 256;
+                p.strength = 0.0
+            }),
+            &["--strength", "0"],
+            Kind::Invalid,
+            "strength",
+        ),
         call("malformed .npy", |p| p.noise = Some(vec![0.0; 7]), None, &["--noise", bad_npy], Kind::Invalid, "noise"),
-        call("conditioning the model lacks", |p| p.conds = vec![("temperature".into(), vec![1.0])],
-            c_edit(|p| { p.cond_names = leak(vec![c"temperature".as_ptr()]); p.cond_values = leak(vec![1.0f32]); p.cond_count = 1 }),
-            &["--cond", "temperature=1"], Kind::Invalid, "temperature"),
-        call("over the memory limit", |p| p.batch = 4096, None, &["--batch", "4096", "--memory-limit", "8"], Kind::Memory, "limit"),
+        call(
+            "conditioning the model lacks",
+            |p| p.conds = vec![("temperature".into(), vec![1.0])],
+            c_edit(|p| {
+                p.cond_names = leak(vec![c"temperature".as_ptr()]);
+                p.cond_values = leak(vec![1.0f32]);
+                p.cond_count = 1
+            }),
+            &["--cond", "temperature=1"],
+            Kind::Invalid,
+            "temperature",
+        ),
+        call(
+            "over the memory limit",
+            |p| p.batch = 4096,
+            None,
+            &["--batch", "4096", "--memory-limit", "8"],
+            Kind::Memory,
+            "limit",
+        ),
         call("unwritable output", |_| {}, None, &["--out", unwritable], Kind::Io, unwritable),
     ];
     let digits = model_dir("digits");
@@ -267,7 +403,8 @@ fn bad_requests_are_refused_everywhere() {
     }
     let mut out = vec![0f32; 4096 * 256];
     for c in &cases {
-        let mut args = vec!["generate", "--model", digits.to_str().expect("utf8"), "--backend", "tract", "--steps", "2"];
+        let mut args =
+            vec!["generate", "--model", digits.to_str().expect("utf8"), "--backend", "tract", "--steps", "2"];
         if !c.cli.contains(&"--out") {
             args.extend(["--save-raw", "/dev/null"]);
         }
@@ -283,7 +420,12 @@ fn bad_requests_are_refused_everywhere() {
         (c.rust)(&mut p);
         if c.case == "unwritable output" {
             let gen = session.generate(&p, &mut |_, _| true).expect("generate");
-            check_rust(c.case, diffusion_rt::npy::write(Path::new(unwritable), &[1, 256], &gen.samples), c.kind, c.needle);
+            check_rust(
+                c.case,
+                diffusion_rt::npy::write(Path::new(unwritable), &[1, 256], &gen.samples),
+                c.kind,
+                c.needle,
+            );
         } else {
             check_rust(c.case, session.generate(&p, &mut |_, _| true), c.kind, c.needle);
         }
@@ -314,10 +456,17 @@ fn a_non_finite_network_stops_the_run_at_its_step() {
     let path = dir.to_str().expect("utf8");
     for backend in common::backends() {
         let name = backend_name(backend);
-        check_cli(name, &["generate", "--model", path, "--backend", name, "--save-raw", "/dev/null"], Kind::NonFinite, "at step 4");
+        check_cli(
+            name,
+            &["generate", "--model", path, "--backend", name, "--save-raw", "/dev/null"],
+            Kind::NonFinite,
+            "at step 4",
+        );
         let model = common::load(&dir, backend);
         let mut session = Session::new(&model).expect("session");
-        let err = session.generate(&GenerateParams { batch: 2, ..GenerateParams::default() }, &mut |_, _| true).expect_err("non-finite");
+        let err = session
+            .generate(&GenerateParams { batch: 2, ..GenerateParams::default() }, &mut |_, _| true)
+            .expect_err("non-finite");
         assert!(matches!(err, Error::NonFinite { step: 4 }), "{name}: {err}");
         // The session is usable again: the steps above timestep 500 run as before.
         session.begin(&GenerateParams { batch: 1, ..GenerateParams::default() }).expect("begin");
@@ -349,15 +498,36 @@ fn a_non_finite_network_stops_the_run_at_its_step() {
 #[test]
 fn a_class_count_the_graph_lacks_fails_at_generation() {
     let tmp = TempDir::new("hostile-classes");
-    let dir = model_with(tmp.path(), "classes", |m| {
-        m["denoiser"]["class_input"]["num_classes"] = json!(20);
-        m["denoiser"]["class_input"]["null_class"] = json!(20);
-    }, None);
+    let dir = model_with(
+        tmp.path(),
+        "classes",
+        |m| {
+            m["denoiser"]["class_input"]["num_classes"] = json!(20);
+            m["denoiser"]["class_input"]["null_class"] = json!(20);
+        },
+        None,
+    );
     let path = dir.to_str().expect("utf8");
     for backend in common::backends() {
         let name = backend_name(backend);
-        check_cli(name, &["generate", "--model", path, "--backend", name, "--class", "15", "--steps", "2", "--save-raw", "/dev/null"],
-            Kind::Model, "denoiser.onnx");
+        check_cli(
+            name,
+            &[
+                "generate",
+                "--model",
+                path,
+                "--backend",
+                name,
+                "--class",
+                "15",
+                "--steps",
+                "2",
+                "--save-raw",
+                "/dev/null",
+            ],
+            Kind::Model,
+            "denoiser.onnx",
+        );
         let model = common::load(&dir, backend);
         let mut session = Session::new(&model).expect("session");
         let p = GenerateParams { steps: Some(2), batch: 1, classes: vec![15], ..GenerateParams::default() };

@@ -39,14 +39,22 @@ fn manifest_graph_mismatches_name_key_and_files() {
         (Box::new(|m| m["sample_shape"] = json!([3, 16, 16])), "sample_shape"),
         (Box::new(|m| m["sample_shape"] = json!([1, 16])), "sample_shape"),
         (Box::new(|m| m["denoiser"]["class_input"]["null_class"] = json!(5)), "null_class"),
-        (Box::new(|m| { m["denoiser"].as_object_mut().expect("obj").remove("class_input"); }), "class_labels"),
+        (
+            Box::new(|m| {
+                m["denoiser"].as_object_mut().expect("obj").remove("class_input");
+            }),
+            "class_labels",
+        ),
         (Box::new(|m| m["denoiser"]["cond_inputs"] = json!([{"name": "difficulty", "default": 0.5}])), "difficulty"),
     ];
     for (i, (edit, needle)) in cases.into_iter().enumerate() {
         match load_with(edit, &tmp) {
             Err(Error::Manifest(msg)) => {
                 assert!(msg.contains(needle), "case {i}: `{msg}` should mention `{needle}`");
-                assert!(msg.contains("model.json") && msg.contains("denoiser.onnx"), "case {i}: `{msg}` names both files");
+                assert!(
+                    msg.contains("model.json") && msg.contains("denoiser.onnx"),
+                    "case {i}: `{msg}` names both files"
+                );
             }
             other => panic!("case {i} ({needle}): expected a manifest error, got {other:?}"),
         }
@@ -75,11 +83,22 @@ fn missing_files_are_errors_naming_them() {
 fn guidance_without_a_null_class_is_refused() {
     let tmp = TempDir::new("model-nonull");
     let model = std::sync::Arc::new(
-        load_with(|m| { m["denoiser"]["class_input"].as_object_mut().expect("obj").remove("null_class"); }, &tmp)
-            .expect("valid without a null class"),
+        load_with(
+            |m| {
+                m["denoiser"]["class_input"].as_object_mut().expect("obj").remove("null_class");
+            },
+            &tmp,
+        )
+        .expect("valid without a null class"),
     );
     let mut s = diffusion_rt::Session::new(&model).expect("session");
-    let p = diffusion_rt::GenerateParams { steps: Some(2), batch: 1, classes: vec![3], guidance: Some(3.0), ..Default::default() };
+    let p = diffusion_rt::GenerateParams {
+        steps: Some(2),
+        batch: 1,
+        classes: vec![3],
+        guidance: Some(3.0),
+        ..Default::default()
+    };
     let err = s.generate(&p, &mut |_, _| true).expect_err("no null class");
     assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("null class")), "{err}");
     let unguided = diffusion_rt::GenerateParams { guidance: Some(1.0), ..p };

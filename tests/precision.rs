@@ -14,7 +14,14 @@ use diffusion_rt::{GenerateParams, Session};
 fn digits(name: &str, backend: BackendKind, per_class: usize) -> (Vec<f32>, Vec<i64>) {
     let model = load(&model_dir(name), backend);
     let classes: Vec<i64> = (0..10).flat_map(|c| std::iter::repeat_n(c, per_class)).collect();
-    let params = GenerateParams { steps: Some(20), guidance: Some(3.0), batch: classes.len(), classes: classes.clone(), seed: 11, ..GenerateParams::default() };
+    let params = GenerateParams {
+        steps: Some(20),
+        guidance: Some(3.0),
+        batch: classes.len(),
+        classes: classes.clone(),
+        seed: 11,
+        ..GenerateParams::default()
+    };
     let gen = Session::new(&model).expect("session").generate(&params, &mut |_, _| true).expect("generate");
     (gen.samples, classes)
 }
@@ -35,8 +42,11 @@ fn int8_and_fp16_keep_the_class_on_onnx_runtime() {
     let (int8, _) = digits("digits-int8", ort, 20);
     let (fp16, _) = digits("digits-fp16", ort, 20);
     let (a8, a16) = (accuracy(&int8, &classes, ort), accuracy(&fp16, &classes, ort));
-    println!("accuracy: f32 {base:.3}, int8 {a8:.3}, fp16 {a16:.3}; rel. L2 to f32: int8 {:.4}, fp16 {:.4}",
-        rel_l2(&int8, &f32_samples), rel_l2(&fp16, &f32_samples));
+    println!(
+        "accuracy: f32 {base:.3}, int8 {a8:.3}, fp16 {a16:.3}; rel. L2 to f32: int8 {:.4}, fp16 {:.4}",
+        rel_l2(&int8, &f32_samples),
+        rel_l2(&fp16, &f32_samples)
+    );
     assert!(a8 >= 0.88, "int8 accuracy {a8}");
     assert!(a16 >= base - 0.01, "fp16 accuracy {a16} vs f32 {base}");
     assert!(rel_l2(&fp16, &f32_samples) < 0.05, "fp16 follows the f32 trajectory");
@@ -52,7 +62,14 @@ fn int8_and_fp16_run_on_tract() {
     assert!(accuracy(&int8, &classes, tract) >= 0.88);
     let short = |name: &str, backend: BackendKind| {
         let model = load(&model_dir(name), backend);
-        let params = GenerateParams { steps: Some(8), guidance: Some(3.0), batch: 10, classes: (0..10).collect(), seed: 5, ..GenerateParams::default() };
+        let params = GenerateParams {
+            steps: Some(8),
+            guidance: Some(3.0),
+            batch: 10,
+            classes: (0..10).collect(),
+            seed: 5,
+            ..GenerateParams::default()
+        };
         Session::new(&model).expect("session").generate(&params, &mut |_, _| true).expect("generate").samples
     };
     let (f32_samples, fp16) = (short("digits", tract), short("digits-fp16", tract));
@@ -69,11 +86,17 @@ fn int8_and_fp16_run_on_tract() {
 #[test]
 fn derived_models_are_current() {
     use sha2::Digest;
-    let sha = format!("{:x}", sha2::Sha256::digest(std::fs::read(model_dir("digits").join("denoiser.onnx")).expect("onnx")));
+    let sha =
+        format!("{:x}", sha2::Sha256::digest(std::fs::read(model_dir("digits").join("denoiser.onnx")).expect("onnx")));
     for name in ["digits-int8", "digits-fp16"] {
         let derived: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(model_dir(name).join("derived.json")).expect("derived.json")).expect("json");
-        assert_eq!(derived["source_sha256"].as_str(), Some(sha.as_str()), "{name} is stale: run models/train/quantize.py");
+            serde_json::from_str(&std::fs::read_to_string(model_dir(name).join("derived.json")).expect("derived.json"))
+                .expect("json");
+        assert_eq!(
+            derived["source_sha256"].as_str(),
+            Some(sha.as_str()),
+            "{name} is stale: run models/train/quantize.py"
+        );
     }
 }
 

@@ -53,7 +53,8 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(2, 8, 3, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..3).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
@@ -166,49 +167,70 @@ impl Drop for CSession {
 fn c_generate_params_give_a_status_and_never_a_stray_write() {
     let session = CSession::new();
     let fields = (
-        (any::<u64>(), 0u32..6, prop_oneof![Just(f32::NAN), Just(-1.0f32), -5.0f32..120.0], prop::option::of("[a-z0-9\\-]{0,10}")),
+        (
+            any::<u64>(),
+            0u32..6,
+            prop_oneof![Just(f32::NAN), Just(-1.0f32), -5.0f32..120.0],
+            prop::option::of("[a-z0-9\\-]{0,10}"),
+        ),
         (-3i32..3, 0u32..6, prop::option::of(prop::collection::vec(-2i32..2, 0..6)), any::<bool>()),
-        (prop::option::of(("[a-z]{0,12}", any::<f32>())), prop::option::of((0usize..40, -2.0f32..2.0)), -0.5f32..1.5, 0usize..120),
+        (
+            prop::option::of(("[a-z]{0,12}", any::<f32>())),
+            prop::option::of((0usize..40, -2.0f32..2.0)),
+            -0.5f32..1.5,
+            0usize..120,
+        ),
     );
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() });
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 128,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
     runner
-        .run(&fields, |((seed, steps, guidance, sampler), (class_label, batch, classes, noise), (cond, init, strength, out_len))| {
-            let sampler = sampler.and_then(|s| CString::new(s).ok());
-            let classes = classes.map(|mut c| {
-                c.resize(batch.max(1) as usize, 0);
-                c
-            });
-            let noise_buf = vec![0.25f32; batch.max(1) as usize * 16];
-            let cond = cond.and_then(|(n, v)| CString::new(n).ok().map(|n| (n, v)));
-            let names = cond.as_ref().map(|(n, _)| [n.as_ptr()]);
-            let values = cond.as_ref().map(|(_, v)| [*v]);
-            let init_buf = init.map(|(len, v)| vec![v; len]);
-            let mut p = drt_generate_params_default();
-            p.seed = seed;
-            p.steps = steps;
-            p.guidance = guidance;
-            p.sampler = sampler.as_ref().map_or(null(), |c| c.as_ptr());
-            p.class_label = class_label;
-            p.batch = batch;
-            p.classes = classes.as_ref().map_or(null(), |c| c.as_ptr());
-            p.noise = if noise { noise_buf.as_ptr() } else { null() };
-            if let (Some(n), Some(v)) = (&names, &values) {
-                p.cond_names = n.as_ptr();
-                p.cond_values = v.as_ptr();
-                p.cond_count = 1;
-            }
-            if let Some(i) = init_buf.as_ref().filter(|i| !i.is_empty()) {
-                p.init = i.as_ptr();
-                p.init_len = i.len();
-            }
-            p.strength = strength;
-            let mut out = vec![7.0f32; out_len];
-            let status = unsafe { drt_generate(session.0, &p, out.as_mut_ptr(), out_len) };
-            prop_assert_ne!(status, drt_status::DRT_ERR_INTERNAL);
-            if status != drt_status::DRT_OK {
-                prop_assert!(out.iter().all(|&v| v == 7.0), "{status:?} wrote to the output");
-            }
-            Ok(())
-        })
+        .run(
+            &fields,
+            |(
+                (seed, steps, guidance, sampler),
+                (class_label, batch, classes, noise),
+                (cond, init, strength, out_len),
+            )| {
+                let sampler = sampler.and_then(|s| CString::new(s).ok());
+                let classes = classes.map(|mut c| {
+                    c.resize(batch.max(1) as usize, 0);
+                    c
+                });
+                let noise_buf = vec![0.25f32; batch.max(1) as usize * 16];
+                let cond = cond.and_then(|(n, v)| CString::new(n).ok().map(|n| (n, v)));
+                let names = cond.as_ref().map(|(n, _)| [n.as_ptr()]);
+                let values = cond.as_ref().map(|(_, v)| [*v]);
+                let init_buf = init.map(|(len, v)| vec![v; len]);
+                let mut p = drt_generate_params_default();
+                p.seed = seed;
+                p.steps = steps;
+                p.guidance = guidance;
+                p.sampler = sampler.as_ref().map_or(null(), |c| c.as_ptr());
+                p.class_label = class_label;
+                p.batch = batch;
+                p.classes = classes.as_ref().map_or(null(), |c| c.as_ptr());
+                p.noise = if noise { noise_buf.as_ptr() } else { null() };
+                if let (Some(n), Some(v)) = (&names, &values) {
+                    p.cond_names = n.as_ptr();
+                    p.cond_values = v.as_ptr();
+                    p.cond_count = 1;
+                }
+                if let Some(i) = init_buf.as_ref().filter(|i| !i.is_empty()) {
+                    p.init = i.as_ptr();
+                    p.init_len = i.len();
+                }
+                p.strength = strength;
+                let mut out = vec![7.0f32; out_len];
+                let status = unsafe { drt_generate(session.0, &p, out.as_mut_ptr(), out_len) };
+                prop_assert_ne!(status, drt_status::DRT_ERR_INTERNAL);
+                if status != drt_status::DRT_OK {
+                    prop_assert!(out.iter().all(|&v| v == 7.0), "{status:?} wrote to the output");
+                }
+                Ok(())
+            },
+        )
         .unwrap_or_else(|e| panic!("{e}"));
 }

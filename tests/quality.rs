@@ -30,7 +30,8 @@ fn frechet_distance_matches_the_closed_form() {
     let m2 = DVector::from_fn(d, |i, _| 1.0 - i as f64 * 0.05);
     let a: Vec<f64> = (0..d).map(|i| if i < 3 { 0.0 } else { 0.5 + i as f64 }).collect();
     let b: Vec<f64> = (0..d).map(|i| 2.0 + (i as f64).sin()).collect();
-    let expected = (&m1 - &m2).norm_squared() + a.iter().zip(&b).map(|(a, b)| (a.sqrt() - b.sqrt()).powi(2)).sum::<f64>();
+    let expected =
+        (&m1 - &m2).norm_squared() + a.iter().zip(&b).map(|(a, b)| (a.sqrt() - b.sqrt()).powi(2)).sum::<f64>();
     let (c1, c2) = (DMatrix::from_diagonal(&DVector::from_vec(a)), DMatrix::from_diagonal(&DVector::from_vec(b)));
     let fd = frechet_distance(&m1, &c1, &m2, &c2);
     assert!((fd - expected).abs() < 1e-9 * expected, "{fd} vs {expected}");
@@ -68,7 +69,11 @@ fn heldout_digits_score_what_scipy_computed() {
         assert_eq!(q.samples, 355);
         assert_eq!(q.class_accuracy, expected["class_accuracy"].as_f64(), "{backend:?}");
         let want = expected["frechet_distance"].as_f64().expect("fd");
-        assert!((q.frechet_distance - want).abs() < 1e-4 * want, "{backend:?}: {} vs scipy's {want}", q.frechet_distance);
+        assert!(
+            (q.frechet_distance - want).abs() < 1e-4 * want,
+            "{backend:?}: {} vs scipy's {want}",
+            q.frechet_distance
+        );
     }
 }
 
@@ -76,9 +81,15 @@ fn heldout_digits_score_what_scipy_computed() {
 #[test]
 fn reference_statistics_are_current() {
     use sha2::Digest;
-    let sha = format!("{:x}", sha2::Sha256::digest(std::fs::read(model_dir("digits-classifier").join("classifier.onnx")).expect("onnx")));
+    let sha = format!(
+        "{:x}",
+        sha2::Sha256::digest(std::fs::read(model_dir("digits-classifier").join("classifier.onnx")).expect("onnx"))
+    );
     for path in ["models/digits-classifier/reference.json", "tests/fixtures/quality/expected.json"] {
-        assert_eq!(json(path)["classifier_sha256"].as_str(), Some(sha.as_str()),
-            "{path} is stale: run models/train/reference_stats.py");
+        assert_eq!(
+            json(path)["classifier_sha256"].as_str(),
+            Some(sha.as_str()),
+            "{path} is stale: run models/train/reference_stats.py"
+        );
     }
 }

@@ -26,7 +26,8 @@ fn bytes(name: &str, channels: usize) -> (usize, usize, Vec<u8>) {
 #[test]
 fn lanczos_equals_pillow() {
     let dir = common::repo().join("tests/fixtures/pil-resize");
-    let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).expect("cases")).expect("json");
+    let cases: Vec<Case> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).expect("cases")).expect("json");
     assert_eq!(cases.len(), 22);
     for c in cases {
         let channels = if c.mode == "RGB" { 3 } else { 1 };

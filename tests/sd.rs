@@ -39,7 +39,8 @@ const FP16_CASES: [&str; 4] = ["ddim", "euler", "dpmpp2m", "lcm_1step"];
 /// The request optimum's pipeline ran for `name` (with the random draws it recorded), and its images.
 fn request(name: &str) -> (TextToImage, Vec<f32>) {
     let dir = fixture().join("reference");
-    let case: Case = serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).expect("case")).expect("json");
+    let case: Case =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).expect("case")).expect("json");
     let sampler = match case.scheduler.as_str() {
         "DDIMScheduler" => "ddim",
         "EulerDiscreteScheduler" => "euler",
@@ -166,9 +167,15 @@ fn bad_requests_and_exports_are_clear_errors() {
         (TextToImage { width: Some(33), ..base.clone() }, "width 33"),
         (TextToImage { height: Some(100_000), ..base.clone() }, "height"),
         (TextToImage { prompts: vec!["a".into(), "b".into(), "c".into()], ..base.clone() }, "3 prompts"),
-        (TextToImage { params: GenerateParams { guidance: Some(f32::NAN), ..base.params.clone() }, ..base.clone() }, "guidance"),
+        (
+            TextToImage { params: GenerateParams { guidance: Some(f32::NAN), ..base.params.clone() }, ..base.clone() },
+            "guidance",
+        ),
         (TextToImage { params: GenerateParams { classes: vec![1], ..base.params.clone() }, ..base.clone() }, "classes"),
-        (TextToImage { params: GenerateParams { noise: Some(vec![0.0; 7]), ..base.params.clone() }, ..base.clone() }, "noise"),
+        (
+            TextToImage { params: GenerateParams { noise: Some(vec![0.0; 7]), ..base.params.clone() }, ..base.clone() },
+            "noise",
+        ),
     ];
     for (req, needle) in cases {
         let err = sd.generate(&req).err().unwrap_or_else(|| panic!("{needle}: accepted"));
@@ -176,7 +183,8 @@ fn bad_requests_and_exports_are_clear_errors() {
         assert!(err.to_string().contains(needle), "{needle}: {err}");
     }
     let tmp = common::TempDir::new("sd-bad");
-    let err = StableDiffusion::load(tmp.path(), &options(backends()[0]), SdOptions::default()).err().expect("empty dir");
+    let err =
+        StableDiffusion::load(tmp.path(), &options(backends()[0]), SdOptions::default()).err().expect("empty dir");
     assert!(err.to_string().contains("model_index.json"), "{err}");
 }
 
@@ -191,13 +199,34 @@ fn cli_writes_images_raw_pixels_and_latents() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
         .args(["generate", "--backend", "tract", "--quiet", "--model"])
         .arg(fixture().join("export"))
-        .args(["--prompt", "astronaut riding a horse", "--prompt", "a bowl of fruit", "--negative-prompt", "low quality",
-               "--negative-prompt", "", "--sampler", "dpmpp-2m", "--steps", "6", "--guidance", "7.5", "--width", "32",
-               "--height", "32", "--noise"])
+        .args([
+            "--prompt",
+            "astronaut riding a horse",
+            "--prompt",
+            "a bowl of fruit",
+            "--negative-prompt",
+            "low quality",
+            "--negative-prompt",
+            "",
+            "--sampler",
+            "dpmpp-2m",
+            "--steps",
+            "6",
+            "--guidance",
+            "7.5",
+            "--width",
+            "32",
+            "--height",
+            "32",
+            "--noise",
+        ])
         .arg(reference.join("dpmpp2m_latents.npy"))
-        .arg("--out").arg(&out)
-        .arg("--save-raw").arg(&raw)
-        .arg("--save-latents").arg(&latents)
+        .arg("--out")
+        .arg(&out)
+        .arg("--save-raw")
+        .arg(&raw)
+        .arg("--save-latents")
+        .arg(&latents)
         .output()
         .expect("drt");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -220,7 +249,10 @@ fn cli_writes_images_raw_pixels_and_latents() {
         .output()
         .expect("drt");
     let shown = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success() && shown.contains("sampler     ddim") && shown.contains("sample: float32[?, 4, 16, 16]"), "{shown}");
+    assert!(
+        o.status.success() && shown.contains("sampler     ddim") && shown.contains("sample: float32[?, 4, 16, 16]"),
+        "{shown}"
+    );
 
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
         .args(["generate", "--backend", "tract", "--quiet", "--prompt", "a cat", "--save-raw", "/dev/null", "--model"])
@@ -228,7 +260,11 @@ fn cli_writes_images_raw_pixels_and_latents() {
         .output()
         .expect("drt");
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("Stable Diffusion exports"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Stable Diffusion exports"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Low-memory mode loads each part only while it runs and gives the same images; tiled VAE
@@ -240,7 +276,8 @@ fn low_memory_and_tiled_decoding() {
         let (req, _) = request("ddim");
         let sd = load("export", backend);
         let whole = sd.generate(&req).expect("generate");
-        let low = StableDiffusion::load(&fixture().join("export"), &options(backend), SdOptions { low_memory: true }).expect("load");
+        let low = StableDiffusion::load(&fixture().join("export"), &options(backend), SdOptions { low_memory: true })
+            .expect("load");
         let lean = low.generate(&req).expect("low memory");
         assert!(lean.pixels == whole.pixels, "{backend:?}: low-memory mode changes nothing");
 
@@ -270,16 +307,35 @@ fn c_api_generates_the_clis_image() {
     for backend in backends() {
         let name = backend_name(backend);
         let ppm = tmp.path().join(format!("{name}.ppm"));
-        run(std::process::Command::new(&exe).arg(fixture().join("export")).arg("a red cat").arg(&ppm).arg("4").arg(name).arg("blurry"));
+        run(std::process::Command::new(&exe)
+            .arg(fixture().join("export"))
+            .arg("a red cat")
+            .arg(&ppm)
+            .arg("4")
+            .arg(name)
+            .arg("blurry"));
         let bytes = std::fs::read(&ppm).expect("ppm written");
         let header = b"P6\n32 32\n255\n";
         assert!(bytes.starts_with(header) && bytes.len() == header.len() + 32 * 32 * 3, "{name}");
 
         let raw = tmp.path().join(format!("{name}.npy"));
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
-            .args(["generate", "--quiet", "--backend", name, "--prompt", "a red cat", "--negative-prompt", "blurry", "--steps", "4", "--model"])
+            .args([
+                "generate",
+                "--quiet",
+                "--backend",
+                name,
+                "--prompt",
+                "a red cat",
+                "--negative-prompt",
+                "blurry",
+                "--steps",
+                "4",
+                "--model",
+            ])
             .arg(fixture().join("export"))
-            .arg("--save-raw").arg(&raw)
+            .arg("--save-raw")
+            .arg(&raw)
             .output()
             .expect("drt");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -335,7 +391,10 @@ fn img2img_equals_optimums_pipeline() {
         let sd = load("export", backend);
         for name in ["img2img_ddim", "img2img_euler"] {
             let (mut req, want) = request(name);
-            assert!(req.params.strength.is_some() && req.encoder_noise.is_some(), "{name}: strength and posterior draws recorded");
+            assert!(
+                req.params.strength.is_some() && req.encoder_noise.is_some(),
+                "{name}: strength and posterior draws recorded"
+            );
             req.init_image = Some(image.clone());
             assert_like_optimum(&sd, &req, &want, &format!("{name} on {backend:?}"), 1e-4);
         }
@@ -348,8 +407,10 @@ fn img2img_equals_optimums_pipeline() {
         std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
             .args(["generate", "--quiet", "--backend", "tract", "--prompt", "a red cat", "--steps", "4", "--model"])
             .arg(fixture().join("export"))
-            .arg("--init").arg(reference.join("init.png"))
-            .arg("--save-raw").arg(&raw)
+            .arg("--init")
+            .arg(reference.join("init.png"))
+            .arg("--save-raw")
+            .arg(&raw)
             .args(extra)
             .output()
             .expect("drt")
@@ -366,12 +427,15 @@ fn img2img_equals_optimums_pipeline() {
     // as diffusers' img2img does, here not the UNet's own (32×32).
     let odd = tmp.path().join("49x41.png");
     let pixels = (0..49 * 41 * 3).map(|i| (i * 7 % 251) as u8).collect();
-    diffusion_rt::image::write_png(&odd, &diffusion_rt::image::Picture { width: 49, height: 41, channels: 3, pixels }).expect("png");
+    diffusion_rt::image::write_png(&odd, &diffusion_rt::image::Picture { width: 49, height: 41, channels: 3, pixels })
+        .expect("png");
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
         .args(["generate", "--quiet", "--backend", "tract", "--prompt", "a red cat", "--steps", "4", "--model"])
         .arg(fixture().join("export"))
-        .arg("--init").arg(&odd)
-        .arg("--save-raw").arg(&raw)
+        .arg("--init")
+        .arg(&odd)
+        .arg("--save-raw")
+        .arg(&raw)
         .output()
         .expect("drt");
     assert_eq!(shape(o), [1, 40, 48, 3]);
@@ -387,7 +451,9 @@ fn inpainting_equals_optimums_pipeline() {
     let mask: Vec<f32> = mask_rgb.chunks(3).map(|c| c[0]).collect();
     for backend in backends() {
         let (sd, nine) = (load("export", backend), load("export-inpaint", backend));
-        for (export, names) in [(&sd, ["inpaint_ddim", "inpaint_dpmpp2m"]), (&nine, ["inpaint9_ddim", "inpaint9_dpmpp2m"])] {
+        for (export, names) in
+            [(&sd, ["inpaint_ddim", "inpaint_dpmpp2m"]), (&nine, ["inpaint9_ddim", "inpaint9_dpmpp2m"])]
+        {
             for name in names {
                 let (mut req, want) = request(name);
                 assert!(req.encoder_noise.is_some(), "{name}: posterior draws recorded");
@@ -415,9 +481,12 @@ fn inpainting_equals_optimums_pipeline() {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
             .args(["generate", "--quiet", "--backend", "tract", "--prompt", "a red cat", "--steps", "3", "--model"])
             .arg(fixture().join("export"))
-            .arg("--init").arg(reference.join("init.png"))
-            .arg("--mask").arg(reference.join("mask.png"))
-            .arg("--save-raw").arg(&raw)
+            .arg("--init")
+            .arg(reference.join("init.png"))
+            .arg("--mask")
+            .arg(reference.join("mask.png"))
+            .arg("--save-raw")
+            .arg(&raw)
             .args(extra)
             .output()
             .expect("drt");

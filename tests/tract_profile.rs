@@ -19,7 +19,8 @@ use tract_onnx::tract_core::plan::eval;
 #[test]
 #[ignore = "a measurement: run by hand with --ignored --nocapture"]
 fn tract_time_per_operator() -> TractResult<()> {
-    let dir = std::env::var_os("DRT_PROFILE_MODEL").map(Into::into).ok_or(()).unwrap_or_else(|_| common::model_dir("digits"));
+    let dir =
+        std::env::var_os("DRT_PROFILE_MODEL").map(Into::into).ok_or(()).unwrap_or_else(|_| common::model_dir("digits"));
     let typed = tract_onnx::onnx().model_for_path(dir.join("denoiser.onnx"))?.into_typed()?;
     let model = if std::env::var_os("DRT_PROFILE_CONCRETE").is_some() {
         let syms: Vec<_> = typed.symbols.all_symbols();
@@ -56,12 +57,19 @@ fn tract_time_per_operator() -> TractResult<()> {
     let mut rows: Vec<_> = per_op.into_iter().collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
     let total: Duration = rows.iter().map(|r| r.1 .0).sum();
-    println!("tract per call at batch {batch}: {:.3} ms wall, {:.3} ms in operators", wall.as_secs_f64() * 1e3 / calls as f64,
-        total.as_secs_f64() * 1e3 / calls as f64);
+    println!(
+        "tract per call at batch {batch}: {:.3} ms wall, {:.3} ms in operators",
+        wall.as_secs_f64() * 1e3 / calls as f64,
+        total.as_secs_f64() * 1e3 / calls as f64
+    );
     println!("{:<28} {:>10} {:>8} {:>7}", "operator", "ms/call", "nodes", "share");
     for (op, (t, n)) in rows.iter().take(20) {
-        println!("{op:<28} {:>10.4} {:>8} {:>6.1}%", t.as_secs_f64() * 1e3 / calls as f64, n / calls,
-            100.0 * t.as_secs_f64() / total.as_secs_f64());
+        println!(
+            "{op:<28} {:>10.4} {:>8} {:>6.1}%",
+            t.as_secs_f64() * 1e3 / calls as f64,
+            n / calls,
+            100.0 * t.as_secs_f64() / total.as_secs_f64()
+        );
     }
     Ok(())
 }

@@ -31,11 +31,16 @@ fn valgrind_available() -> bool {
 fn memcheck(exe: &Path, args: &[&str], env: &[(&str, &str)], code: i32) -> String {
     const MEMCHECK_FAILED: i32 = 99;
     let mut cmd = Command::new("valgrind");
-    cmd.args(["--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite"])
-        .arg(format!("--suppressions={}", repo().join("tests/valgrind.supp").display()))
-        .arg(exe)
-        .args(args)
-        .envs(env.iter().copied());
+    cmd.args([
+        "--error-exitcode=99",
+        "--leak-check=full",
+        "--errors-for-leak-kinds=definite",
+        "--show-leak-kinds=definite",
+    ])
+    .arg(format!("--suppressions={}", repo().join("tests/valgrind.supp").display()))
+    .arg(exe)
+    .args(args)
+    .envs(env.iter().copied());
     let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert_ne!(o.status.code(), Some(MEMCHECK_FAILED), "memcheck found errors in {cmd:?}:\n{err}");
@@ -57,7 +62,8 @@ fn generate_is_clean_on_tract() {
     let tmp = TempDir::new("vg-generate");
     let exe = build_example("generate", tmp.path());
     let (pgm, raw) = (tmp.path().join("d.pgm"), tmp.path().join("d.f32"));
-    let out = memcheck(&exe, &[&digits(), "tract", pgm.to_str().expect("utf8"), raw.to_str().expect("utf8"), "1"], &[], 0);
+    let out =
+        memcheck(&exe, &[&digits(), "tract", pgm.to_str().expect("utf8"), raw.to_str().expect("utf8"), "1"], &[], 0);
     assert!(out.contains("wrote") && raw.is_file(), "{out}");
 }
 
@@ -133,7 +139,10 @@ fn threads_sharing_a_model_have_no_data_race_on_tract() {
         .expect("run helgrind");
     let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.status.code(), Some(0), "helgrind:\n{err}");
-    assert!(err.contains("ERROR SUMMARY: 0 errors") && out.contains("every result equals the sequential one"), "{out}\n{err}");
+    assert!(
+        err.contains("ERROR SUMMARY: 0 errors") && out.contains("every result equals the sequential one"),
+        "{out}\n{err}"
+    );
 }
 
 /// Text to image through the C API (drt_sd_*): a Stable Diffusion export on tract, then a bad
@@ -147,7 +156,12 @@ fn stable_diffusion_txt2img_is_clean_on_tract() {
     let exe = build_example("txt2img", tmp.path());
     let export = repo().join("tests/fixtures/sd-tiny/export");
     let ppm = tmp.path().join("i.ppm");
-    let out = memcheck(&exe, &[export.to_str().expect("utf8"), "a red cat", ppm.to_str().expect("utf8"), "2", "tract"], &[], 0);
+    let out = memcheck(
+        &exe,
+        &[export.to_str().expect("utf8"), "a red cat", ppm.to_str().expect("utf8"), "2", "tract"],
+        &[],
+        0,
+    );
     assert!(out.contains("32 x 32") && ppm.is_file(), "{out}");
     let missing = tmp.path().join("no-export");
     memcheck(&exe, &[missing.to_str().expect("utf8"), "a red cat", ppm.to_str().expect("utf8"), "2", "tract"], &[], 1);

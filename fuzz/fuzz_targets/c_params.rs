@@ -6,8 +6,8 @@ use std::ffi::CString;
 use std::ptr::{null, null_mut};
 use std::sync::OnceLock;
 
-use diffusion_rt::ffi::*;
 use arbitrary::Arbitrary;
+use diffusion_rt::ffi::*;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

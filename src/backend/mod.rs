@@ -166,9 +166,7 @@ impl FromStr for BackendKind {
             "tract" => Ok(BackendKind::Tract),
             "ort" => Ok(BackendKind::Ort),
             "auto" => Ok(BackendKind::Auto),
-            _ => Err(Error::InvalidArgument(format!(
-                "unknown backend `{s}` (expected tract, ort or auto)"
-            ))),
+            _ => Err(Error::InvalidArgument(format!("unknown backend `{s}` (expected tract, ort or auto)"))),
         }
     }
 }
@@ -237,10 +235,7 @@ fn resolve_kind(opts: &BackendOptions) -> BackendKind {
             // An explicit library or a non-CPU provider is a request for ORT: failing loudly beats
             // silently running something else.
             let wants_ort = opts.ort_library.is_some() || opts.execution_provider != "cpu";
-            if wants_ort
-                || (cfg!(feature = "ort") && ort_lib::find(None).is_ok())
-                || !cfg!(feature = "tract")
-            {
+            if wants_ort || (cfg!(feature = "ort") && ort_lib::find(None).is_ok()) || !cfg!(feature = "tract") {
                 BackendKind::Ort
             } else {
                 BackendKind::Tract
@@ -263,9 +258,7 @@ fn load_tract(path: &Path, opts: &BackendOptions, fixed: &[FixedDim<'_>]) -> Res
 
 #[cfg(not(feature = "tract"))]
 fn load_tract(_: &Path, _: &BackendOptions, _: &[FixedDim<'_>]) -> Result<Arc<dyn Graph>> {
-    Err(Error::BackendUnavailable(
-        "this build has no tract backend (cargo feature `tract`)".into(),
-    ))
+    Err(Error::BackendUnavailable("this build has no tract backend (cargo feature `tract`)".into()))
 }
 
 #[cfg(feature = "ort")]
@@ -275,9 +268,7 @@ fn load_ort(path: &Path, opts: &BackendOptions) -> Result<Arc<dyn Graph>> {
 
 #[cfg(not(feature = "ort"))]
 fn load_ort(_: &Path, _: &BackendOptions) -> Result<Arc<dyn Graph>> {
-    Err(Error::BackendUnavailable(
-        "this build has no ONNX Runtime backend (cargo feature `ort`)".into(),
-    ))
+    Err(Error::BackendUnavailable("this build has no ONNX Runtime backend (cargo feature `ort`)".into()))
 }
 
 /// Default intra-op thread count: the physical cores available to this process, at most 8 (small
@@ -320,11 +311,7 @@ pub(crate) fn check_inputs(infos: &[IoInfo], inputs: &[Input<'_>]) -> Result<()>
             "graph takes {} inputs, {} given{}",
             infos.len(),
             inputs.len(),
-            if missing.is_empty() {
-                String::new()
-            } else {
-                format!(" (missing: {})", missing.join(", "))
-            }
+            if missing.is_empty() { String::new() } else { format!(" (missing: {})", missing.join(", ")) }
         )));
     }
     for (k, input) in inputs.iter().enumerate() {
@@ -336,10 +323,7 @@ pub(crate) fn check_inputs(infos: &[IoInfo], inputs: &[Input<'_>]) -> Result<()>
             )));
         };
         if inputs[..k].iter().any(|other| other.index == input.index) {
-            return Err(Error::InvalidArgument(format!(
-                "input `{}` given twice",
-                info.name
-            )));
+            return Err(Error::InvalidArgument(format!("input `{}` given twice", info.name)));
         }
         if input.data.dtype() != info.dtype {
             return Err(Error::InvalidArgument(format!(
@@ -350,16 +334,9 @@ pub(crate) fn check_inputs(infos: &[IoInfo], inputs: &[Input<'_>]) -> Result<()>
             )));
         }
         let fits = input.shape.len() == info.shape.len()
-            && input
-                .shape
-                .iter()
-                .zip(&info.shape)
-                .all(|(&d, want)| want.is_none_or(|w| w == d));
+            && input.shape.iter().zip(&info.shape).all(|(&d, want)| want.is_none_or(|w| w == d));
         if !fits {
-            return Err(Error::InvalidArgument(format!(
-                "input shape {:?} does not fit {info}",
-                input.shape
-            )));
+            return Err(Error::InvalidArgument(format!("input shape {:?} does not fit {info}", input.shape)));
         }
         if input.shape.contains(&0) {
             return Err(Error::InvalidArgument(format!(
@@ -403,10 +380,7 @@ pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
 #[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
 pub(crate) fn check_output(infos: &[IoInfo], output: usize) -> Result<&IoInfo> {
     let info = infos.get(output).ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "output index {output} out of range (graph has {} outputs)",
-            infos.len()
-        ))
+        Error::InvalidArgument(format!("output index {output} out of range (graph has {} outputs)", infos.len()))
     })?;
     match info.dtype {
         DType::F32 | DType::F16 => Ok(info),

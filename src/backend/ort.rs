@@ -12,17 +12,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use half::slice::HalfFloatSliceExt;
-use ort::memory::Allocator;
 use ort::environment::Environment;
 use ort::logging::LogLevel;
+use ort::memory::Allocator;
 use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 use smallvec::SmallVec;
 
 use super::{
-    call_batch, check_inputs, check_out_len, check_output, default_threads, ort_lib, BackendOptions, DType,
-    Graph, Input, InputData, IoInfo, Runner,
+    call_batch, check_inputs, check_out_len, check_output, default_threads, ort_lib, BackendOptions, DType, Graph,
+    Input, InputData, IoInfo, Runner,
 };
 use crate::error::{Error, Result};
 
@@ -31,9 +31,7 @@ use crate::error::{Error, Result};
 static ENVIRONMENT: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
 
 fn environment(library: &Path) -> Result<Environment> {
-    let mut guard = ENVIRONMENT
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut guard = ENVIRONMENT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((loaded, env)) = guard.as_ref() {
         if loaded != library {
             return Err(Error::BackendUnavailable(format!(
@@ -107,26 +105,11 @@ impl OrtGraph {
         let ep = opts.execution_provider.clone();
         let prepacked = PrepackedWeights::new();
         let session = build_session(&env, path, &ep, threads, &prepacked)?;
-        let inputs = session
-            .inputs()
-            .iter()
-            .map(|o| io_info(o.name(), o.dtype()))
-            .collect();
-        let outputs = session
-            .outputs()
-            .iter()
-            .map(|o| io_info(o.name(), o.dtype()))
-            .collect();
-        log::debug!(
-            "ort loaded {} on {ep} with {threads} threads",
-            path.display()
-        );
+        let inputs = session.inputs().iter().map(|o| io_info(o.name(), o.dtype())).collect();
+        let outputs = session.outputs().iter().map(|o| io_info(o.name(), o.dtype())).collect();
+        log::debug!("ort loaded {} on {ep} with {threads} threads", path.display());
         Ok(OrtGraph {
-            shared: Arc::new(Shared {
-                path: path.to_path_buf(),
-                inputs,
-                outputs,
-            }),
+            shared: Arc::new(Shared { path: path.to_path_buf(), inputs, outputs }),
             env,
             ep,
             threads,
@@ -143,9 +126,7 @@ fn build_session(
     threads: usize,
     prepacked: &PrepackedWeights,
 ) -> Result<Session> {
-    let opt = |e: ort::Error<SessionBuilder>| {
-        Error::Internal(format!("ONNX Runtime session options: {e}"))
-    };
+    let opt = |e: ort::Error<SessionBuilder>| Error::Internal(format!("ONNX Runtime session options: {e}"));
     let mut builder = Session::builder(env)
         .map_err(|e| Error::Internal(format!("ONNX Runtime session options: {e}")))?
         .with_optimization_level(GraphOptimizationLevel::All)
@@ -173,9 +154,7 @@ fn build_session(
 }
 
 fn ep_unavailable(ep: &str, e: &dyn std::fmt::Display) -> Error {
-    Error::BackendUnavailable(format!(
-        "execution provider `{ep}` could not be registered with ONNX Runtime: {e}"
-    ))
+    Error::BackendUnavailable(format!("execution provider `{ep}` could not be registered with ONNX Runtime: {e}"))
 }
 
 fn execution_provider(ep: &str) -> Result<ort::ep::ExecutionProviderDispatch> {
@@ -197,25 +176,18 @@ fn execution_provider(ep: &str) -> Result<ort::ep::ExecutionProviderDispatch> {
         "xnnpack" => Ok(ort::ep::XNNPACK::default().build()),
         #[allow(unreachable_patterns)] // with every provider feature on, nothing is missing
         "cuda" | "tensorrt" | "coreml" | "nnapi" | "xnnpack" => missing(ep),
-        _ => Err(Error::InvalidArgument(format!(
-            "unknown execution provider `{ep}`"
-        ))),
+        _ => Err(Error::InvalidArgument(format!("unknown execution provider `{ep}`"))),
     }
 }
 
 fn io_info(name: &str, ty: &ValueType) -> IoInfo {
     let (dtype, shape) = match ty {
-        ValueType::Tensor { ty, shape, .. } => (
-            dtype_of(*ty),
-            shape.iter().map(|&d| usize::try_from(d).ok()).collect(),
-        ),
+        ValueType::Tensor { ty, shape, .. } => {
+            (dtype_of(*ty), shape.iter().map(|&d| usize::try_from(d).ok()).collect())
+        }
         _ => (DType::Other, Vec::new()),
     };
-    IoInfo {
-        name: name.to_string(),
-        dtype,
-        shape,
-    }
+    IoInfo { name: name.to_string(), dtype, shape }
 }
 
 fn dtype_of(ty: TensorElementType) -> DType {
@@ -247,13 +219,7 @@ impl Graph for OrtGraph {
         let idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
         let session = match idle {
             Some(session) => session,
-            None => build_session(
-                &self.env,
-                &self.shared.path,
-                &self.ep,
-                self.threads,
-                &self.prepacked,
-            )?,
+            None => build_session(&self.env, &self.shared.path, &self.ep, self.threads, &self.prepacked)?,
         };
         let mut selected = Vec::with_capacity(self.shared.outputs.len());
         for info in &self.shared.outputs {
@@ -315,18 +281,17 @@ impl OrtRunner {
     fn fill_inputs(&mut self, inputs: &[Input<'_>]) -> Result<()> {
         let path = &self.shared.path;
         for index in 0..self.shared.inputs.len() {
-            let input = inputs.iter().find(|i| i.index == index).ok_or_else(|| {
-                Error::Internal(format!("input {index} vanished after validation"))
-            })?;
+            let input = inputs
+                .iter()
+                .find(|i| i.index == index)
+                .ok_or_else(|| Error::Internal(format!("input {index} vanished after validation")))?;
             if self.values.len() <= index {
                 let value = new_tensor(input).map_err(|e| model_error(path, e))?;
                 self.values.push(SessionInputValue::Owned(value));
                 continue;
             }
             let SessionInputValue::Owned(current) = &mut self.values[index] else {
-                return Err(Error::Internal(
-                    "ort input slot holds a borrowed value".into(),
-                ));
+                return Err(Error::Internal("ort input slot holds a borrowed value".into()));
             };
             if !fits(current, input) {
                 let spare = &mut self.spares[index];
@@ -367,9 +332,7 @@ fn bound_options<'a>(
     info: &IoInfo,
     shape: Shape,
 ) -> Result<&'a RunOptions<HasSelectedOutputs>> {
-    let cache = bound
-        .get_mut(output)
-        .ok_or_else(|| Error::Internal(format!("no run options for output {output}")))?;
+    let cache = bound.get_mut(output).ok_or_else(|| Error::Internal(format!("no run options for output {output}")))?;
     let k = match cache.iter().position(|(s, _)| *s == shape) {
         Some(k) => k,
         None => {
@@ -378,7 +341,9 @@ fn bound_options<'a>(
             let dims: Vec<usize> = shape.to_vec();
             let selector = OutputSelector::no_default().with(info.name.as_str());
             let selector = match info.dtype {
-                DType::F16 => selector.preallocate(info.name.as_str(), Tensor::<half::f16>::new(&allocator, dims).map_err(err)?),
+                DType::F16 => {
+                    selector.preallocate(info.name.as_str(), Tensor::<half::f16>::new(&allocator, dims).map_err(err)?)
+                }
                 _ => selector.preallocate(info.name.as_str(), Tensor::<f32>::new(&allocator, dims).map_err(err)?),
             };
             let options = RunOptions::new().map_err(err)?.with_outputs(selector);
@@ -397,10 +362,7 @@ fn fits(value: &DynValue, input: &Input<'_>) -> bool {
         ValueType::Tensor { ty, shape, .. } => {
             dtype_of(*ty) == input.data.dtype()
                 && shape.len() == input.shape.len()
-                && shape
-                    .iter()
-                    .zip(input.shape)
-                    .all(|(&a, &b)| usize::try_from(a).is_ok_and(|a| a == b))
+                && shape.iter().zip(input.shape).all(|(&a, &b)| usize::try_from(a).is_ok_and(|a| a == b))
         }
         _ => false,
     }
@@ -419,10 +381,7 @@ fn new_tensor(input: &Input<'_>) -> ort::Result<DynValue> {
 fn copy_into(value: &mut DynValue, input: &Input<'_>) -> ort::Result<()> {
     match input.data {
         InputData::F32(d) => value.try_extract_tensor_mut::<f32>()?.1.copy_from_slice(d),
-        InputData::F16(d) => value
-            .try_extract_tensor_mut::<half::f16>()?
-            .1
-            .copy_from_slice(d),
+        InputData::F16(d) => value.try_extract_tensor_mut::<half::f16>()?.1.copy_from_slice(d),
         InputData::I64(d) => value.try_extract_tensor_mut::<i64>()?.1.copy_from_slice(d),
         InputData::I32(d) => value.try_extract_tensor_mut::<i32>()?.1.copy_from_slice(d),
     }
@@ -446,39 +405,24 @@ impl Runner for OrtRunner {
                 .ok_or_else(|| Error::Internal(format!("no run options for output {output}")))?,
         };
         let session = self.session.as_mut().ok_or_else(|| Error::Internal("runner without a session".into()))?;
-        let results = session
-            .run_with_options(self.values.as_slice(), options)
-            .map_err(model_error)?;
-        let value = results.get(info.name.as_str()).ok_or_else(|| {
-            Error::Internal(format!("ONNX Runtime returned no output `{}`", info.name))
-        })?;
+        let results = session.run_with_options(self.values.as_slice(), options).map_err(model_error)?;
+        let value = results
+            .get(info.name.as_str())
+            .ok_or_else(|| Error::Internal(format!("ONNX Runtime returned no output `{}`", info.name)))?;
         let ValueType::Tensor { ty, shape, .. } = value.dtype() else {
-            return Err(Error::Model(format!(
-                "{}: output `{}` is not a tensor",
-                path.display(),
-                info.name
-            )));
+            return Err(Error::Model(format!("{}: output `{}` is not a tensor", path.display(), info.name)));
         };
-        let shape: Vec<usize> = shape
-            .iter()
-            .map(|&d| usize::try_from(d).unwrap_or(0))
-            .collect();
+        let shape: Vec<usize> = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
         check_out_len(info, &shape, out)?;
         match ty {
             TensorElementType::Float32 => {
                 out.copy_from_slice(value.try_extract_tensor::<f32>().map_err(model_error)?.1)
             }
-            TensorElementType::Float16 => value
-                .try_extract_tensor::<half::f16>()
-                .map_err(model_error)?
-                .1
-                .convert_to_f32_slice(out),
+            TensorElementType::Float16 => {
+                value.try_extract_tensor::<half::f16>().map_err(model_error)?.1.convert_to_f32_slice(out)
+            }
             other => {
-                return Err(Error::Model(format!(
-                    "{}: output `{}` came back as {other:?}",
-                    path.display(),
-                    info.name
-                )))
+                return Err(Error::Model(format!("{}: output `{}` came back as {other:?}", path.display(), info.name)))
             }
         }
         Ok(shape)

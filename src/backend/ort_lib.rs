@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// How to get the library, appended to every "not found" message.
-pub const INSTALL_HINT: &str =
-    "install it with `bash scripts/install-onnxruntime.sh` (from the diffusion-rt \
+pub const INSTALL_HINT: &str = "install it with `bash scripts/install-onnxruntime.sh` (from the diffusion-rt \
      repository), or point --ort-lib / DRT_ORT_LIB at an existing libonnxruntime";
 
 const INSTALL_DIR: &str = ".ort/lib";
@@ -31,10 +30,7 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf> {
     }
     let mut looked = Vec::new();
     let cwd = std::env::current_dir().ok();
-    let dirs = cwd
-        .iter()
-        .map(|d| d.join(INSTALL_DIR))
-        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join(INSTALL_DIR)]);
+    let dirs = cwd.iter().map(|d| d.join(INSTALL_DIR)).chain([Path::new(env!("CARGO_MANIFEST_DIR")).join(INSTALL_DIR)]);
     for dir in dirs {
         if let Some(lib) = library_in(&dir) {
             return absolute(&lib);
@@ -66,11 +62,7 @@ fn resolve(path: &Path, source: &str) -> Result<PathBuf> {
 /// `libonnxruntime.so` in `dir`, or failing that a versioned `libonnxruntime.so.X.Y.Z` (the PyPI wheel
 /// ships only that name), the highest version first.
 fn library_in(dir: &Path) -> Option<PathBuf> {
-    let plain = format!(
-        "{}onnxruntime{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
+    let plain = format!("{}onnxruntime{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
     let candidate = dir.join(&plain);
     if candidate.is_file() {
         return Some(candidate);
@@ -81,10 +73,7 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| {
-            p.is_file()
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&versioned_prefix))
+            p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&versioned_prefix))
         })
         .collect();
     versioned.sort_by_key(|p| version_key(p));
@@ -93,9 +82,7 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
 
 fn version_key(path: &Path) -> Vec<u64> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.split('.')
-        .filter_map(|part| part.parse().ok())
-        .collect()
+    name.split('.').filter_map(|part| part.parse().ok()).collect()
 }
 
 /// ort resolves a relative path against the executable's folder, not the working directory, so it
@@ -105,9 +92,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     match std::fs::canonicalize(path) {
         Ok(p) => Ok(p),
         Err(_) if path.is_absolute() => Ok(path.to_path_buf()),
-        Err(e) => std::env::current_dir()
-            .map(|cwd| cwd.join(path))
-            .map_err(|_| Error::io(path, e)),
+        Err(e) => std::env::current_dir().map(|cwd| cwd.join(path)).map_err(|_| Error::io(path, e)),
     }
 }
 
@@ -127,9 +112,6 @@ mod tests {
         let err = find(Some(Path::new("/nonexistent/libonnxruntime.so"))).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::BackendUnavailable(_)), "{msg}");
-        assert!(
-            msg.contains("scripts/install-onnxruntime.sh") && msg.contains("/nonexistent"),
-            "{msg}"
-        );
+        assert!(msg.contains("scripts/install-onnxruntime.sh") && msg.contains("/nonexistent"), "{msg}");
     }
 }

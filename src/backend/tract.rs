@@ -14,8 +14,7 @@ use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
 use tract_onnx::tract_core::transform::ModelTransform;
 
 use super::{
-    call_batch, check_inputs, check_out_len, check_output, is_batched, DType, Graph, Input, InputData, IoInfo,
-    Runner,
+    call_batch, check_inputs, check_out_len, check_output, is_batched, DType, Graph, Input, InputData, IoInfo, Runner,
 };
 use crate::error::{Error, Result};
 
@@ -50,9 +49,8 @@ pub(crate) struct TractGraph {
 impl TractGraph {
     pub(crate) fn load(path: &Path, fixed: &[super::FixedDim<'_>]) -> Result<Self> {
         // tract's analysis has panicking paths on malformed graphs; a bad file must stay an error.
-        crate::panic::catch(|| Self::load_inner(path, fixed)).unwrap_or_else(|what| {
-            Err(Error::Model(format!("{}: tract failed while loading: {what}", path.display())))
-        })
+        crate::panic::catch(|| Self::load_inner(path, fixed))
+            .unwrap_or_else(|what| Err(Error::Model(format!("{}: tract failed while loading: {what}", path.display()))))
     }
 
     fn load_inner(path: &Path, fixed: &[super::FixedDim<'_>]) -> Result<Self> {
@@ -62,7 +60,9 @@ impl TractGraph {
                 // tract 0.23.9 translates some float16 operators (Gemm among them) into float32 ones.
                 Error::Model(format!(
                     "{}: tract cannot run this float16 graph ({msg}); run it on ONNX Runtime (backend `ort`) \
-                     or use a float32 export", path.display()))
+                     or use a float32 export",
+                    path.display()
+                ))
             } else {
                 Error::Model(format!("{}: {msg}", path.display()))
             }
@@ -79,30 +79,26 @@ impl TractGraph {
         }
         let mut model = parsed.model;
         for &(name, axis, size) in fixed {
-            let i = model.inputs.iter().position(|o| model.node(o.node).name == name).ok_or_else(|| {
-                Error::Model(format!("{}: no input `{name}`", path.display()))
-            })?;
+            let i = model
+                .inputs
+                .iter()
+                .position(|o| model.node(o.node).name == name)
+                .ok_or_else(|| Error::Model(format!("{}: no input `{name}`", path.display())))?;
             let fact = model.input_fact_mut(i).map_err(err)?;
             if !fact.shape.set_dim(axis, TDim::from(size as i64)) {
-                return Err(Error::Model(format!("{}: input `{name}` has no axis {axis} of size {size}", path.display())));
+                return Err(Error::Model(format!(
+                    "{}: input `{name}` has no axis {axis} of size {size}",
+                    path.display()
+                )));
             }
         }
         // Names come from the graph as parsed: optimisation may fold an input's first op into it and
         // relabel the outlet (a `timestep` feeding a Cast came out as `/Cast_output_0`).
-        let input_names = model
-            .inputs
-            .iter()
-            .map(|o| model.node(o.node).name.clone())
-            .collect::<Vec<_>>();
+        let input_names = model.inputs.iter().map(|o| model.node(o.node).name.clone()).collect::<Vec<_>>();
         let output_names = model
             .outputs
             .iter()
-            .map(|&o| {
-                model
-                    .outlet_label(o)
-                    .unwrap_or(&model.node(o.node).name)
-                    .to_string()
-            })
+            .map(|&o| model.outlet_label(o).unwrap_or(&model.node(o.node).name).to_string())
             .collect::<Vec<_>>();
         let mut model = model.into_typed().map_err(err)?.into_decluttered().map_err(err)?;
         // The graph's own types, which callers see and feed, even where it runs widened.
@@ -114,19 +110,10 @@ impl TractGraph {
         }
         let model = model.into_optimized().map_err(err)?;
         let plan = TypedSimplePlan::new(model).map_err(err)?;
-        log::debug!(
-            "tract loaded {}: inputs {inputs:?}, outputs {outputs:?}",
-            path.display()
-        );
+        log::debug!("tract loaded {}: inputs {inputs:?}, outputs {outputs:?}", path.display());
         let item_by_item = needs_item_by_item(&inputs);
         Ok(TractGraph {
-            shared: Arc::new(Shared {
-                path: path.to_path_buf(),
-                inputs,
-                outputs,
-                item_by_item,
-                widened,
-            }),
+            shared: Arc::new(Shared { path: path.to_path_buf(), inputs, outputs, item_by_item, widened }),
             plan,
         })
     }
@@ -142,23 +129,12 @@ fn needs_item_by_item(inputs: &[IoInfo]) -> bool {
     scalar_int && batched
 }
 
-fn io_infos<'m>(
-    names: Vec<String>,
-    fact: impl Fn(usize) -> TractResult<&'m TypedFact>,
-) -> TractResult<Vec<IoInfo>> {
+fn io_infos<'m>(names: Vec<String>, fact: impl Fn(usize) -> TractResult<&'m TypedFact>) -> TractResult<Vec<IoInfo>> {
     let mut infos = Vec::with_capacity(names.len());
     for (i, name) in names.into_iter().enumerate() {
         let fact = fact(i)?;
-        let shape = fact
-            .shape
-            .iter()
-            .map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok()))
-            .collect();
-        infos.push(IoInfo {
-            name,
-            dtype: dtype_of(fact.datum_type),
-            shape,
-        });
+        let shape = fact.shape.iter().map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok())).collect();
+        infos.push(IoInfo { name, dtype: dtype_of(fact.datum_type), shape });
     }
     Ok(infos)
 }
@@ -190,12 +166,7 @@ impl Graph for TractGraph {
     fn runner(&self) -> Result<Box<dyn Runner>> {
         let state = self.plan.spawn().map_err(|e| self.shared.model_error(e))?;
         let slots = vec![None; self.shared.inputs.len()];
-        Ok(Box::new(TractRunner {
-            shared: self.shared.clone(),
-            plan: self.plan.clone(),
-            state,
-            slots,
-        }))
+        Ok(Box::new(TractRunner { shared: self.shared.clone(), plan: self.plan.clone(), state, slots }))
     }
 
     fn backend_name(&self) -> &'static str {
@@ -272,9 +243,10 @@ impl TractRunner {
         let info = check_output(&self.shared.outputs, output)?;
         let mut values: TVec<TValue> = TVec::with_capacity(inputs.len());
         for (index, slot) in self.slots.iter_mut().enumerate() {
-            let input = inputs.iter().find(|i| i.index == index).ok_or_else(|| {
-                Error::Internal(format!("input {index} vanished after validation"))
-            })?;
+            let input = inputs
+                .iter()
+                .find(|i| i.index == index)
+                .ok_or_else(|| Error::Internal(format!("input {index} vanished after validation")))?;
             fill(slot, input, self.shared.widened).map_err(|e| self.shared.model_error(e))?;
             if let Some(tensor) = slot {
                 values.push(TValue::from_const(tensor.clone()));
@@ -295,14 +267,10 @@ impl TractRunner {
                 )));
             }
         };
-        let value = results
-            .get(output)
-            .ok_or_else(|| Error::Internal(format!("tract returned no output {output}")))?;
+        let value = results.get(output).ok_or_else(|| Error::Internal(format!("tract returned no output {output}")))?;
         let shape = value.shape();
         check_out_len(info, shape, out)?;
-        let view = value
-            .try_as_plain_ram()
-            .map_err(|e| self.shared.model_error(e))?;
+        let view = value.try_as_plain_ram().map_err(|e| self.shared.model_error(e))?;
         match value.datum_type() {
             DatumType::F32 => {
                 let v = view.as_slice::<f32>().map_err(|e| self.shared.model_error(e))?;
@@ -314,10 +282,7 @@ impl TractRunner {
                     out.copy_from_slice(v);
                 }
             }
-            DatumType::F16 => view
-                .as_slice::<f16>()
-                .map_err(|e| self.shared.model_error(e))?
-                .convert_to_f32_slice(out),
+            DatumType::F16 => view.as_slice::<f16>().map_err(|e| self.shared.model_error(e))?.convert_to_f32_slice(out),
             dt => {
                 return Err(Error::Model(format!(
                     "{}: output `{}` came back as {dt:?}",
@@ -360,4 +325,3 @@ fn fill(slot: &mut Option<Arc<Tensor>>, input: &Input<'_>, widened: bool) -> Tra
     *slot = Some(Arc::new(tensor));
     Ok(())
 }
-

@@ -90,7 +90,10 @@ mod tests {
 
     fn model(n: NodeProto, dtype: i32) -> ModelProto {
         let w = TensorProto { name: "w".into(), data_type: dtype, dims: vec![4, 3], ..Default::default() };
-        ModelProto { graph: Some(GraphProto { node: vec![n], initializer: vec![w], ..Default::default() }), ..Default::default() }
+        ModelProto {
+            graph: Some(GraphProto { node: vec![n], initializer: vec![w], ..Default::default() }),
+            ..Default::default()
+        }
     }
 
     fn ops(m: &ModelProto) -> Vec<(String, Vec<String>, Vec<String>)> {

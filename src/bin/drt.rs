@@ -291,7 +291,10 @@ impl SamplingArgs {
                     None => None,
                     Some(&[lo, hi]) => Some((lo, hi)),
                     Some(v) => {
-                        return Err(Error::InvalidArgument(format!("--guidance-interval takes LO,HI; got {} values", v.len())))
+                        return Err(Error::InvalidArgument(format!(
+                            "--guidance-interval takes LO,HI; got {} values",
+                            v.len()
+                        )))
                     }
                 },
             },
@@ -299,7 +302,11 @@ impl SamplingArgs {
                 .step_cache
                 .as_deref()
                 .map(|m| -> Result<CacheOptions> {
-                    Ok(CacheOptions { mode: CacheMode::from_name(m)?, threshold: self.cache_threshold, max_skips: self.cache_max_skips })
+                    Ok(CacheOptions {
+                        mode: CacheMode::from_name(m)?,
+                        threshold: self.cache_threshold,
+                        max_skips: self.cache_max_skips,
+                    })
                 })
                 .transpose()?,
             eta: self.eta,
@@ -361,8 +368,14 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     if !a.quiet {
         eprintln!(
             "{} × {} with {} ({} steps, {} network passes per sample) on {} [{}] in {:.2} s",
-            batch, m.name, gen.sampler.name(), gen.steps, gen.nfe,
-            model.graph().backend_name(), model.graph().execution_provider(), start.elapsed().as_secs_f64()
+            batch,
+            m.name,
+            gen.sampler.name(),
+            gen.steps,
+            gen.nfe,
+            model.graph().backend_name(),
+            model.graph().execution_provider(),
+            start.elapsed().as_secs_f64()
         );
     }
     Ok(())
@@ -397,7 +410,11 @@ fn text_to_image(a: &GenerateArgs) -> Result<()> {
     if !a.quiet {
         eprintln!(
             "{n} image(s) of {iw}×{ih} with {} ({} steps, guidance {}, {} UNet passes per image) in {:.2} s",
-            images.sampler, images.steps, images.guidance, images.nfe, start.elapsed().as_secs_f64()
+            images.sampler,
+            images.steps,
+            images.guidance,
+            images.nfe,
+            start.elapsed().as_secs_f64()
         );
     }
     Ok(())
@@ -442,8 +459,11 @@ impl PromptArgs {
             Some((iw, ih, rgb)) => {
                 // PIL's "L" conversion, which diffusers' mask processor applies before resizing.
                 let byte = |v: f32| (v * 255.0).round() as u32;
-                let grey = rgb.chunks(3)
-                    .map(|c| ((byte(c[0]) * 19595 + byte(c[1]) * 38470 + byte(c[2]) * 7471 + 0x8000) >> 16) as f32 / 255.0)
+                let grey = rgb
+                    .chunks(3)
+                    .map(|c| {
+                        ((byte(c[0]) * 19595 + byte(c[1]) * 38470 + byte(c[2]) * 7471 + 0x8000) >> 16) as f32 / 255.0
+                    })
                     .collect();
                 Some(resized(grey, iw, ih, 1, w, h)?)
             }
@@ -467,8 +487,14 @@ impl PromptArgs {
 
     /// Refuses these options (and `--save-latents`, when `save_latents`) on a model.json directory.
     fn refuse_unless_export(&self, dir: &std::path::Path, save_latents: bool) -> Result<()> {
-        let given = !self.prompts.is_empty() || !self.negative_prompts.is_empty() || self.width.is_some()
-            || self.height.is_some() || self.low_memory || self.vae_tile.is_some() || self.mask.is_some() || save_latents;
+        let given = !self.prompts.is_empty()
+            || !self.negative_prompts.is_empty()
+            || self.width.is_some()
+            || self.height.is_some()
+            || self.low_memory
+            || self.vae_tile.is_some()
+            || self.mask.is_some()
+            || save_latents;
         if !given {
             return Ok(());
         }
@@ -519,7 +545,9 @@ fn numbered(path: &std::path::Path, i: usize) -> PathBuf {
 fn bench(a: &BenchArgs) -> Result<()> {
     if StableDiffusion::is_export(&a.model.model) {
         if a.classifier.is_some() {
-            return Err(Error::InvalidArgument("--classifier judges model.json directories, not Stable Diffusion exports".into()));
+            return Err(Error::InvalidArgument(
+                "--classifier judges model.json directories, not Stable Diffusion exports".into(),
+            ));
         }
         let opts = SdOptions { low_memory: a.prompt.low_memory };
         let make = |sd: &StableDiffusion| a.prompt.request(sd, &a.sampling);
@@ -527,7 +555,12 @@ fn bench(a: &BenchArgs) -> Result<()> {
         return print_report(&report.table(), report.to_json(), a.json.as_deref());
     }
     a.prompt.refuse_unless_export(&a.model.model, false)?;
-    let opts = BenchOptions { runs: a.runs, warmup: a.warmup, classifier: a.classifier.clone(), memory_limit: a.limits.bytes() };
+    let opts = BenchOptions {
+        runs: a.runs,
+        warmup: a.warmup,
+        classifier: a.classifier.clone(),
+        memory_limit: a.limits.bytes(),
+    };
     let params = |m: &Model| a.sampling.params(m.sample_len());
     let report = diffusion_rt::bench::run_with(&a.model.model, &a.model.options()?, params, &opts)?;
     print_report(&report.table(), report.to_json(), a.json.as_deref())

@@ -158,7 +158,10 @@ pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
 
 /// The checked Rust form of a caller's params: the generation's settings and the output length
 /// (`batch * sample_len` floats) they need.
-pub(super) unsafe fn generate_params(p: &drt_generate_params, sample_len: usize) -> Result<(GenerateParams, usize), Error> {
+pub(super) unsafe fn generate_params(
+    p: &drt_generate_params,
+    sample_len: usize,
+) -> Result<(GenerateParams, usize), Error> {
     if p.steps == 0 {
         return Err(invalid("steps must be at least 1"));
     }
@@ -181,7 +184,8 @@ pub(super) unsafe fn generate_params(p: &drt_generate_params, sample_len: usize)
         return Err(invalid("cond_count > 0 needs cond_names and cond_values"));
     }
     for i in 0..p.cond_count as usize {
-        let name = opt_str(*p.cond_names.add(i), "params.cond_names")?.ok_or_else(|| invalid("a cond_names entry is NULL"))?;
+        let name =
+            opt_str(*p.cond_names.add(i), "params.cond_names")?.ok_or_else(|| invalid("a cond_names entry is NULL"))?;
         conds.push((name.to_string(), vec![*p.cond_values.add(i)]));
     }
     let gp = GenerateParams {
@@ -374,9 +378,12 @@ pub unsafe extern "C" fn drt_generate_read(
 pub unsafe extern "C" fn drt_generate_finish(s: *mut drt_session, out: *mut f32, out_len: usize) -> drt_status {
     boundary(|| {
         let mut session = lock(s)?;
-        let (done, total) = session.progress().ok_or_else(|| invalid("no generation in progress: call drt_generate_begin first"))?;
+        let (done, total) =
+            session.progress().ok_or_else(|| invalid("no generation in progress: call drt_generate_begin first"))?;
         if done < total {
-            return Err(invalid(&format!("{done} of {total} steps are done: step to the end, or call drt_generate_abandon")));
+            return Err(invalid(&format!(
+                "{done} of {total} steps are done: step to the end, or call drt_generate_abandon"
+            )));
         }
         write_out(session.current_sample().unwrap_or_default(), out, out_len)?;
         session.finish()?;
@@ -394,4 +401,3 @@ pub unsafe extern "C" fn drt_generate_abandon(s: *mut drt_session) {
         let _ = catch(|| lock(s).map(|mut g| g.abandon()));
     }
 }
-

@@ -12,10 +12,10 @@ use std::ffi::{c_char, CStr, CString};
 use crate::error::Error;
 
 // Declaration order is the header's order.
-mod model;
-mod generate;
 mod bench;
+mod generate;
 mod log;
+mod model;
 mod sd;
 pub use self::bench::*;
 pub use self::generate::*;
@@ -196,7 +196,6 @@ pub extern "C" fn drt_status_string(s: drt_status) -> *const c_char {
     name.as_ptr() as *const c_char
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::ffi::{c_void, CStr};
@@ -244,7 +243,10 @@ mod tests {
     /// (not stderr); a panic outside any call still goes to the previous hook, not the callback.
     #[test]
     fn panics_become_internal_errors_and_log_records() {
-        assert_eq!(unsafe { drt_set_log_callback(Some(collect), drt_log_level::DRT_LOG_ERROR, std::ptr::null_mut()) }, drt_status::DRT_OK);
+        assert_eq!(
+            unsafe { drt_set_log_callback(Some(collect), drt_log_level::DRT_LOG_ERROR, std::ptr::null_mut()) },
+            drt_status::DRT_OK
+        );
         let status = boundary(|| panic!("boom {}", 42));
         assert_eq!(status, drt_status::DRT_ERR_INTERNAL);
         let msg = unsafe { CStr::from_ptr(drt_last_error()) }.to_string_lossy().into_owned();
@@ -253,7 +255,10 @@ mod tests {
         assert_eq!(unsafe { CStr::from_ptr(drt_last_error()) }.to_bytes(), b"", "cleared by a successful call");
 
         assert!(std::panic::catch_unwind(|| panic!("outside")).is_err());
-        assert_eq!(unsafe { drt_set_log_callback(None, drt_log_level::DRT_LOG_OFF, std::ptr::null_mut()) }, drt_status::DRT_OK);
+        assert_eq!(
+            unsafe { drt_set_log_callback(None, drt_log_level::DRT_LOG_OFF, std::ptr::null_mut()) },
+            drt_status::DRT_OK
+        );
         let records = RECORDS.lock().unwrap_or_else(|e| e.into_inner()).clone();
         assert_eq!(records.len(), 1, "{records:?}");
         assert!(records[0].starts_with("DRT_LOG_ERROR diffusion_rt::panic panicked at src/ffi/mod.rs"), "{records:?}");

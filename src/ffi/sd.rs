@@ -5,7 +5,9 @@
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
-use super::generate::{drt_generate_params, drt_generate_params_default, drt_progress_fn, generate_params, progress, write_out};
+use super::generate::{
+    drt_generate_params, drt_generate_params_default, drt_progress_fn, generate_params, progress, write_out,
+};
 use super::model::{backend_options, drt_model_params};
 use super::{boundary, drt_status, invalid, opt_str, read_params};
 use crate::error::Error;
@@ -73,11 +75,7 @@ unsafe fn strings(p: *const *const c_char, len: usize, what: &str) -> Result<Vec
         return Err(invalid(&format!("{what}_len {len} is over {}", crate::pipeline::MAX_BATCH)));
     }
     (0..len)
-        .map(|i| {
-            opt_str(*p.add(i), what)?
-                .map(str::to_string)
-                .ok_or_else(|| invalid(&format!("{what}[{i}] is NULL")))
-        })
+        .map(|i| opt_str(*p.add(i), what)?.map(str::to_string).ok_or_else(|| invalid(&format!("{what}[{i}] is NULL"))))
         .collect()
 }
 
@@ -110,7 +108,9 @@ unsafe fn request(sd: &StableDiffusion, params: *const drt_generate_params) -> R
     let [c, h, w] = sd.latent_shape(width, height)?;
     let (mut params, _) = generate_params(&p, c * h * w)?;
     if !params.classes.is_empty() || !params.conds.is_empty() {
-        return Err(invalid("a Stable Diffusion export takes prompts: class_label, classes and conditioning must be unset"));
+        return Err(invalid(
+            "a Stable Diffusion export takes prompts: class_label, classes and conditioning must be unset",
+        ));
     }
     // img2img: `init` holds the starting image(s), height × width × 3 floats in [0, 1] each.
     let init_image = params.init.take();
@@ -120,7 +120,15 @@ unsafe fn request(sd: &StableDiffusion, params: *const drt_generate_params) -> R
         (false, len) => Some(std::slice::from_raw_parts(p.mask, len).to_vec()),
     };
     let request = TextToImage {
-        prompts, negative_prompts, width, height, vae_tile: size(p.vae_tile), init_image, encoder_noise: None, mask_image, params,
+        prompts,
+        negative_prompts,
+        width,
+        height,
+        vae_tile: size(p.vae_tile),
+        init_image,
+        encoder_noise: None,
+        mask_image,
+        params,
     };
     let f = sd.vae_factor();
     Ok(Request { request, size: (w * f, h * f), progress: p.progress, user_data: p.user_data })
@@ -153,7 +161,12 @@ pub unsafe extern "C" fn drt_sd_image_size(
 }
 
 /// Runs the request `params` make, once `out_len` values of `unit` are known to hold its images.
-unsafe fn generate(sd: *const drt_sd, params: *const drt_generate_params, out_len: usize, unit: &str) -> Result<Images, Error> {
+unsafe fn generate(
+    sd: *const drt_sd,
+    params: *const drt_generate_params,
+    out_len: usize,
+    unit: &str,
+) -> Result<Images, Error> {
     let sd = sd.as_ref().ok_or_else(|| invalid("sd is NULL"))?;
     let req = request(&sd.sd, params)?;
     let needed = req.out_len();

@@ -19,22 +19,14 @@ pub fn check_run(den: &dyn Denoiser, levels: &[Level], x: &[f32]) -> Result<()> 
         )));
     }
     if x.iter().any(|v| !v.is_finite()) {
-        return Err(Error::InvalidArgument(
-            "initial sample contains NaN or infinity".into(),
-        ));
+        return Err(Error::InvalidArgument("initial sample contains NaN or infinity".into()));
     }
     Ok(())
 }
 
 /// Calls the denoiser and refuses a non-finite prediction, so a broken model stops the run with the
 /// step at fault instead of propagating NaN into the output.
-pub(super) fn denoise(
-    den: &mut dyn Denoiser,
-    x: &[f32],
-    level: &Level,
-    step: usize,
-    x0: &mut [f32],
-) -> Result<()> {
+pub(super) fn denoise(den: &mut dyn Denoiser, x: &[f32], level: &Level, step: usize, x0: &mut [f32]) -> Result<()> {
     den.denoise(x, level, step, x0)?;
     if x0.iter().any(|v| !v.is_finite()) {
         return Err(Error::NonFinite { step });
@@ -43,11 +35,7 @@ pub(super) fn denoise(
 }
 
 /// Reports that step `step` (0-based) finished; a `false` from the callback cancels the run.
-pub(super) fn finished(
-    progress: &mut dyn FnMut(usize, usize) -> bool,
-    step: usize,
-    total: usize,
-) -> Result<()> {
+pub(super) fn finished(progress: &mut dyn FnMut(usize, usize) -> bool, step: usize, total: usize) -> Result<()> {
     if progress(step + 1, total) {
         Ok(())
     } else {

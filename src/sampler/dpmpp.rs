@@ -22,12 +22,7 @@ pub(super) struct DpmPp2m {
 impl DpmPp2m {
     pub(super) fn new(n: usize, sde: bool) -> Self {
         let z = if sde { vec![0.0f32; n] } else { Vec::new() };
-        DpmPp2m {
-            sde,
-            x0: vec![0.0f32; n],
-            prev_x0: vec![0.0f32; n],
-            z,
-        }
+        DpmPp2m { sde, x0: vec![0.0f32; n], prev_x0: vec![0.0f32; n], z }
     }
 }
 
@@ -64,17 +59,9 @@ impl Stepper for DpmPp2m {
         // x' = cx x + cd (x0 + w (x0 - prev_x0)) + std z
         let (cx, cd, std) = if self.sde {
             let e2 = e * e;
-            (
-                next.sigma / cur.sigma * e,
-                next.alpha * (1.0 - e2),
-                next.sigma * (1.0 - e2).max(0.0).sqrt(),
-            )
+            (next.sigma / cur.sigma * e, next.alpha * (1.0 - e2), next.sigma * (1.0 - e2).max(0.0).sqrt())
         } else {
-            (
-                next.sigma / cur.sigma,
-                next.alpha - cur.alpha * next.sigma / cur.sigma,
-                0.0,
-            )
+            (next.sigma / cur.sigma, next.alpha - cur.alpha * next.sigma / cur.sigma, 0.0)
         };
         let (k0, k1) = (cd * (1.0 + d1), cd * d1);
         let (x0, prev_x0) = (&self.x0, &self.prev_x0);

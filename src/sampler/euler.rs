@@ -37,16 +37,10 @@ pub(super) struct FirstOrder {
 impl FirstOrder {
     pub(super) fn new(n: usize, eta: f64) -> Result<Self> {
         if !(eta >= 0.0 && eta.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "eta must be a finite value >= 0, got {eta}"
-            )));
+            return Err(Error::InvalidArgument(format!("eta must be a finite value >= 0, got {eta}")));
         }
         let z = if eta > 0.0 { vec![0.0f32; n] } else { Vec::new() };
-        Ok(FirstOrder {
-            eta,
-            x0: vec![0.0f32; n],
-            z,
-        })
+        Ok(FirstOrder { eta, x0: vec![0.0f32; n], z })
     }
 }
 
@@ -80,11 +74,7 @@ mod tests {
     use super::*;
 
     fn vp(acp: f64) -> Level {
-        Level {
-            alpha: acp.sqrt(),
-            sigma: (1.0 - acp).sqrt(),
-            timestep: 0.0,
-        }
+        Level { alpha: acp.sqrt(), sigma: (1.0 - acp).sqrt(), timestep: 0.0 }
     }
 
     #[test]
@@ -110,16 +100,8 @@ mod tests {
     fn eta_one_in_ve_coordinates_is_euler_ancestral() {
         // alpha = 1: sigma_up^2 = s1^2 (s^2 - s1^2) / s^2, sigma_down^2 = s1^2 - sigma_up^2.
         let (s, s1) = (3.0f64, 1.5f64);
-        let cur = Level {
-            alpha: 1.0,
-            sigma: s,
-            timestep: 0.0,
-        };
-        let next = Level {
-            alpha: 1.0,
-            sigma: s1,
-            timestep: 0.0,
-        };
+        let cur = Level { alpha: 1.0, sigma: s, timestep: 0.0 };
+        let next = Level { alpha: 1.0, sigma: s1, timestep: 0.0 };
         let (cx, cx0, std) = step_coefficients(&cur, &next, 1.0);
         let up = (s1 * s1 * (s * s - s1 * s1) / (s * s)).sqrt();
         let down = (s1 * s1 - up * up).sqrt();
@@ -130,16 +112,8 @@ mod tests {
 
     #[test]
     fn flow_start_with_zero_alpha_stays_finite() {
-        let cur = Level {
-            alpha: 0.0,
-            sigma: 1.0,
-            timestep: 1.0,
-        };
-        let next = Level {
-            alpha: 0.25,
-            sigma: 0.75,
-            timestep: 0.75,
-        };
+        let cur = Level { alpha: 0.0, sigma: 1.0, timestep: 1.0 };
+        let next = Level { alpha: 0.25, sigma: 0.75, timestep: 0.75 };
         for eta in [0.0, 1.0] {
             let (cx, cx0, std) = step_coefficients(&cur, &next, eta);
             assert!(cx.is_finite() && cx0.is_finite() && std.is_finite());

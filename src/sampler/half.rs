@@ -59,9 +59,15 @@ pub(super) fn stepper(kind: SamplerKind, plain: Box<dyn Stepper>, n: usize, eta:
 enum How {
     /// A clean-sample stepper fed diffusers' float16 estimate (it keeps its own `x0`).
     Clean(Box<dyn Stepper>),
-    Ddim { x0: Vec<f32> },
+    Ddim {
+        x0: Vec<f32>,
+    },
     /// The float16 sample in variance-exploding coordinates and the network input made from it.
-    Euler { ve: Vec<f32>, input: Vec<f32>, x0: Vec<f32> },
+    Euler {
+        ve: Vec<f32>,
+        input: Vec<f32>,
+        x0: Vec<f32>,
+    },
 }
 
 struct Half {
@@ -88,7 +94,14 @@ impl Denoiser for Estimate<'_> {
 }
 
 impl Stepper for Half {
-    fn step(&mut self, den: &mut dyn Denoiser, levels: &[Level], i: usize, x: &mut [f32], noise: &mut dyn NoiseSource) -> Result<()> {
+    fn step(
+        &mut self,
+        den: &mut dyn Denoiser,
+        levels: &[Level],
+        i: usize,
+        x: &mut [f32],
+        noise: &mut dyn NoiseSource,
+    ) -> Result<()> {
         let (cur, next) = (&levels[i], &levels[i + 1]);
         match &mut self.how {
             How::Clean(inner) => inner.step(&mut Estimate { den, eps: &mut self.eps }, levels, i, x, noise),

@@ -27,20 +27,14 @@ pub(super) struct Heun {
 
 impl Heun {
     pub(super) fn new(n: usize, levels: &[Level]) -> Result<Self> {
-        let flow = levels
-            .iter()
-            .all(|l| (l.alpha + l.sigma - 1.0).abs() < 1e-6);
+        let flow = levels.iter().all(|l| (l.alpha + l.sigma - 1.0).abs() < 1e-6);
         if !flow && levels.first().is_some_and(|l| l.alpha == 0.0) {
             return Err(Error::InvalidArgument(
-                "heun integrates in sigma/alpha and needs alpha > 0 at the first level (except on flow schedules)".into(),
+                "heun integrates in sigma/alpha and needs alpha > 0 at the first level (except on flow schedules)"
+                    .into(),
             ));
         }
-        Ok(Heun {
-            flow,
-            x0: vec![0.0f32; n],
-            x2: vec![0.0f32; n],
-            x0b: vec![0.0f32; n],
-        })
+        Ok(Heun { flow, x0: vec![0.0f32; n], x2: vec![0.0f32; n], x0b: vec![0.0f32; n] })
     }
 }
 

@@ -19,10 +19,7 @@ pub struct ConsistencyBoundary {
 impl Default for ConsistencyBoundary {
     /// diffusers' LCMScheduler values.
     fn default() -> Self {
-        ConsistencyBoundary {
-            timestep_scaling: 10.0,
-            sigma_data: 0.5,
-        }
+        ConsistencyBoundary { timestep_scaling: 10.0, sigma_data: 0.5 }
     }
 }
 
@@ -42,11 +39,7 @@ pub(super) struct Lcm {
 
 impl Lcm {
     pub(super) fn new(n: usize, boundary: Option<ConsistencyBoundary>) -> Self {
-        Lcm {
-            boundary,
-            x0: vec![0.0f32; n],
-            z: vec![0.0f32; n],
-        }
+        Lcm { boundary, x0: vec![0.0f32; n], z: vec![0.0f32; n] }
     }
 }
 
@@ -61,9 +54,7 @@ impl Stepper for Lcm {
     ) -> Result<()> {
         let (cur, next) = (&levels[i], &levels[i + 1]);
         denoise(den, x, cur, i, &mut self.x0)?;
-        let (c_skip, c_out) = self
-            .boundary
-            .map_or((0.0, 1.0), |b| b.scalings(cur.timestep));
+        let (c_skip, c_out) = self.boundary.map_or((0.0, 1.0), |b| b.scalings(cur.timestep));
         if next.sigma > 0.0 {
             noise.fill(i, &mut self.z)?;
             for ((x, &p), &z) in x.iter_mut().zip(&self.x0).zip(&self.z) {

@@ -96,8 +96,6 @@ pub struct NoNoise;
 
 impl NoiseSource for NoNoise {
     fn fill(&mut self, step: usize, _out: &mut [f32]) -> Result<()> {
-        Err(crate::error::Error::Internal(format!(
-            "a deterministic sampler asked for noise at step {step}"
-        )))
+        Err(crate::error::Error::Internal(format!("a deterministic sampler asked for noise at step {step}")))
     }
 }

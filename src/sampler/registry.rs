@@ -34,11 +34,7 @@ pub struct SamplerOptions {
 
 impl Default for SamplerOptions {
     fn default() -> Self {
-        SamplerOptions {
-            eta: 0.0,
-            lcm_boundary: Some(ConsistencyBoundary::default()),
-            half: false,
-        }
+        SamplerOptions { eta: 0.0, lcm_boundary: Some(ConsistencyBoundary::default()), half: false }
     }
 }
 
@@ -75,10 +71,9 @@ impl SamplerKind {
             SamplerKind::Ddim => Grid::Ddim,
             SamplerKind::Ddpm => Grid::Ddpm,
             SamplerKind::Lcm => Grid::Lcm,
-            SamplerKind::Euler
-            | SamplerKind::EulerAncestral
-            | SamplerKind::Heun
-            | SamplerKind::FlowEuler => Grid::Euler,
+            SamplerKind::Euler | SamplerKind::EulerAncestral | SamplerKind::Heun | SamplerKind::FlowEuler => {
+                Grid::Euler
+            }
             SamplerKind::DpmPp2m | SamplerKind::DpmPp2mSde => Grid::Dpm,
         }
     }
@@ -86,15 +81,21 @@ impl SamplerKind {
     /// One line for `--help`: the method and the grid it walks on discrete-time models.
     pub fn description(self) -> &'static str {
         match self {
-            SamplerKind::Ddim => "DDIM (eta 0 = deterministic); DDIMScheduler's integer timesteps, ending on the final alpha",
+            SamplerKind::Ddim => {
+                "DDIM (eta 0 = deterministic); DDIMScheduler's integer timesteps, ending on the final alpha"
+            }
             SamplerKind::Ddpm => "DDPM ancestral sampling (fixed_small variance); DDPMScheduler's integer timesteps",
             SamplerKind::Euler => "Euler ODE step; EulerDiscreteScheduler's sigma grid (karras/exponential allowed)",
-            SamplerKind::EulerAncestral => "Euler ancestral (noise re-injected each step); EulerAncestralDiscreteScheduler's sigma grid",
+            SamplerKind::EulerAncestral => {
+                "Euler ancestral (noise re-injected each step); EulerAncestralDiscreteScheduler's sigma grid"
+            }
             SamplerKind::Heun => "Heun 2nd order, two denoiser calls per step; HeunDiscreteScheduler's sigma grid",
             SamplerKind::DpmPp2m => "DPM-Solver++(2M); DPMSolverMultistepScheduler's grid (karras/exponential allowed)",
             SamplerKind::DpmPp2mSde => "DPM-Solver++(2M) SDE, stochastic; DPMSolverMultistepScheduler's grid",
             SamplerKind::Lcm => "latent-consistency multistep (predict, re-noise); LCMScheduler's skip grid",
-            SamplerKind::FlowEuler => "Euler step as FlowMatchEulerDiscrete takes it; the flow grid (sigma grid on other models)",
+            SamplerKind::FlowEuler => {
+                "Euler step as FlowMatchEulerDiscrete takes it; the flow grid (sigma grid on other models)"
+            }
         }
     }
 
@@ -109,42 +110,25 @@ impl SamplerKind {
     /// Whether a run draws noise after the initial sample.
     pub fn is_stochastic(self, opts: &SamplerOptions) -> bool {
         match self {
-            SamplerKind::Ddpm
-            | SamplerKind::EulerAncestral
-            | SamplerKind::DpmPp2mSde
-            | SamplerKind::Lcm => true,
+            SamplerKind::Ddpm | SamplerKind::EulerAncestral | SamplerKind::DpmPp2mSde | SamplerKind::Lcm => true,
             SamplerKind::Ddim => opts.eta > 0.0,
             _ => false,
         }
     }
 
     /// The schedule this sampler walks for `steps` steps of a model trained on `noise`.
-    pub fn schedule(
-        self,
-        noise: &NoiseSchedule,
-        steps: usize,
-        spacing: SigmaSpacing,
-    ) -> Result<Schedule> {
+    pub fn schedule(self, noise: &NoiseSchedule, steps: usize, spacing: SigmaSpacing) -> Result<Schedule> {
         noise.schedule(self.grid(), steps, spacing)
     }
 
     /// The state machine of this sampler for samples of `n` values over `levels`; refuses options
     /// and schedules the method cannot run.
-    pub fn stepper(
-        self,
-        levels: &[Level],
-        n: usize,
-        opts: &SamplerOptions,
-    ) -> Result<Box<dyn Stepper>> {
+    pub fn stepper(self, levels: &[Level], n: usize, opts: &SamplerOptions) -> Result<Box<dyn Stepper>> {
         use super::{dpmpp, euler, half, heun, lcm};
         let plain: Box<dyn Stepper> = match self {
             SamplerKind::Ddim => Box::new(euler::FirstOrder::new(n, opts.eta)?),
-            SamplerKind::Euler | SamplerKind::FlowEuler => {
-                Box::new(euler::FirstOrder::new(n, 0.0)?)
-            }
-            SamplerKind::Ddpm | SamplerKind::EulerAncestral => {
-                Box::new(euler::FirstOrder::new(n, 1.0)?)
-            }
+            SamplerKind::Euler | SamplerKind::FlowEuler => Box::new(euler::FirstOrder::new(n, 0.0)?),
+            SamplerKind::Ddpm | SamplerKind::EulerAncestral => Box::new(euler::FirstOrder::new(n, 1.0)?),
             SamplerKind::Heun => Box::new(heun::Heun::new(n, levels)?),
             SamplerKind::DpmPp2m => Box::new(dpmpp::DpmPp2m::new(n, false)),
             SamplerKind::DpmPp2mSde => Box::new(dpmpp::DpmPp2m::new(n, true)),
@@ -184,14 +168,7 @@ pub fn sampler_names() -> Vec<&'static str> {
 
 /// Looks a sampler up by its CLI name.
 pub fn sampler_by_name(name: &str) -> Result<SamplerKind> {
-    SamplerKind::ALL
-        .iter()
-        .copied()
-        .find(|k| k.name() == name)
-        .ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "unknown sampler '{name}'; valid: {}",
-                sampler_names().join(", ")
-            ))
-        })
+    SamplerKind::ALL.iter().copied().find(|k| k.name() == name).ok_or_else(|| {
+        Error::InvalidArgument(format!("unknown sampler '{name}'; valid: {}", sampler_names().join(", ")))
+    })
 }

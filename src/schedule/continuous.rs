@@ -9,10 +9,7 @@ use crate::sampler::Level;
 
 fn check_steps(steps: usize) -> Result<()> {
     if !(1..=super::MAX_STEPS).contains(&steps) {
-        return Err(Error::InvalidArgument(format!(
-            "steps must be between 1 and {}, got {steps}",
-            super::MAX_STEPS
-        )));
+        return Err(Error::InvalidArgument(format!("steps must be between 1 and {}, got {steps}", super::MAX_STEPS)));
     }
     Ok(())
 }
@@ -20,11 +17,7 @@ fn check_steps(steps: usize) -> Result<()> {
 /// EDMEulerScheduler `set_timesteps`: Karras (rho) or exponential sigmas from `sigma_max` down to
 /// `sigma_min` in float64, stored as float32, then a final 0. `Level.timestep` is the sigma itself;
 /// the model adapter derives `c_noise` from it.
-pub(super) fn edm_levels(
-    cfg: &EdmSchedule,
-    steps: usize,
-    spacing: SigmaSpacing,
-) -> Result<Vec<Level>> {
+pub(super) fn edm_levels(cfg: &EdmSchedule, steps: usize, spacing: SigmaSpacing) -> Result<Vec<Level>> {
     check_steps(steps)?;
     if !(cfg.sigma_min > 0.0 && cfg.sigma_max > cfg.sigma_min && cfg.rho > 0.0) {
         return Err(Error::InvalidArgument(format!(
@@ -34,21 +27,14 @@ pub(super) fn edm_levels(
     }
     let sigmas: Vec<f64> = match spacing {
         SigmaSpacing::Default | SigmaSpacing::Karras => {
-            let (min_inv, max_inv) = (
-                cfg.sigma_min.powf(1.0 / cfg.rho),
-                cfg.sigma_max.powf(1.0 / cfg.rho),
-            );
+            let (min_inv, max_inv) = (cfg.sigma_min.powf(1.0 / cfg.rho), cfg.sigma_max.powf(1.0 / cfg.rho));
             torch_linspace_f64(0.0, 1.0, steps)
                 .into_iter()
                 .map(|r| (max_inv + r * (min_inv - max_inv)).powf(cfg.rho))
                 .collect()
         }
         SigmaSpacing::Exponential => {
-            torch_linspace_f64(cfg.sigma_min.ln(), cfg.sigma_max.ln(), steps)
-                .into_iter()
-                .rev()
-                .map(f64::exp)
-                .collect()
+            torch_linspace_f64(cfg.sigma_min.ln(), cfg.sigma_max.ln(), steps).into_iter().rev().map(f64::exp).collect()
         }
     };
     let mut levels: Vec<Level> = sigmas.iter().map(|&s| edm_level(s as f32)).collect();
@@ -57,20 +43,12 @@ pub(super) fn edm_levels(
 }
 
 pub(super) fn edm_level(s: f32) -> Level {
-    Level {
-        alpha: 1.0,
-        sigma: s as f64,
-        timestep: s as f64,
-    }
+    Level { alpha: 1.0, sigma: s as f64, timestep: s as f64 }
 }
 
 pub(super) fn flow_level(t: f32) -> Level {
     let t = t as f64;
-    Level {
-        alpha: 1.0 - t,
-        sigma: t,
-        timestep: t,
-    }
+    Level { alpha: 1.0 - t, sigma: t, timestep: t }
 }
 
 /// FlowMatchEulerDiscreteScheduler with a static `shift`.
@@ -79,11 +57,7 @@ pub(super) fn flow_level(t: f32) -> Level {
 /// `steps` points linearly between that grid's first and last value and shifts them again, so the
 /// smallest sigma is shifted twice. We reproduce that (it is what the scheduler feeds the network).
 /// `Level.timestep` is the flow time `t` in [0, 1]; diffusers feeds `t * num_train_timesteps`.
-pub(super) fn flow_levels(
-    cfg: &FlowSchedule,
-    steps: usize,
-    spacing: SigmaSpacing,
-) -> Result<Vec<Level>> {
+pub(super) fn flow_levels(cfg: &FlowSchedule, steps: usize, spacing: SigmaSpacing) -> Result<Vec<Level>> {
     check_steps(steps)?;
     let t = cfg.num_train_timesteps;
     if !((1..=super::MAX_STEPS).contains(&t) && cfg.shift > 0.0 && cfg.shift.is_finite()) {
@@ -128,10 +102,7 @@ mod tests {
 
     #[test]
     fn flow_without_shift_is_linear_in_t() {
-        let cfg = FlowSchedule {
-            num_train_timesteps: 1000,
-            shift: 1.0,
-        };
+        let cfg = FlowSchedule { num_train_timesteps: 1000, shift: 1.0 };
         let l = flow_levels(&cfg, 4, SigmaSpacing::Default).unwrap();
         assert_eq!(l[0].sigma, 1.0);
         assert_eq!(l[0].alpha, 0.0);
@@ -142,35 +113,15 @@ mod tests {
 
     #[test]
     fn flow_shift_moves_levels_up() {
-        let base = flow_levels(
-            &FlowSchedule {
-                num_train_timesteps: 1000,
-                shift: 1.0,
-            },
-            10,
-            SigmaSpacing::Default,
-        )
-        .unwrap();
-        let shifted = flow_levels(
-            &FlowSchedule {
-                num_train_timesteps: 1000,
-                shift: 3.0,
-            },
-            10,
-            SigmaSpacing::Default,
-        )
-        .unwrap();
+        let base =
+            flow_levels(&FlowSchedule { num_train_timesteps: 1000, shift: 1.0 }, 10, SigmaSpacing::Default).unwrap();
+        let shifted =
+            flow_levels(&FlowSchedule { num_train_timesteps: 1000, shift: 3.0 }, 10, SigmaSpacing::Default).unwrap();
         for (b, s) in base[1..10].iter().zip(&shifted[1..10]) {
             assert!(s.sigma > b.sigma);
         }
-        assert!(flow_levels(
-            &FlowSchedule {
-                num_train_timesteps: 1000,
-                shift: -1.0
-            },
-            10,
-            SigmaSpacing::Default
-        )
-        .is_err());
+        assert!(
+            flow_levels(&FlowSchedule { num_train_timesteps: 1000, shift: -1.0 }, 10, SigmaSpacing::Default).is_err()
+        );
     }
 }

@@ -4,9 +4,7 @@
 //! float32 round trips in between; every cast below mirrors one of theirs, because the timestep a
 //! network is fed is rounded or interpolated from those float32 tables.
 
-use super::numpy::{
-    np_arange, np_interp_index, np_linspace, np_linspace_open, np_round, torch_linspace_f32,
-};
+use super::numpy::{np_arange, np_interp_index, np_linspace, np_linspace_open, np_round, torch_linspace_f32};
 use super::{BetaSchedule, DiscreteSchedule, FinalSigmas, SigmaSpacing, TimestepSpacing};
 use crate::error::{Error, Result};
 use crate::sampler::Level;
@@ -26,10 +24,7 @@ fn betas(cfg: &DiscreteSchedule) -> Vec<f32> {
     match cfg.beta_schedule {
         BetaSchedule::Linear => torch_linspace_f32(cfg.beta_start, cfg.beta_end, t),
         BetaSchedule::ScaledLinear => {
-            torch_linspace_f32(cfg.beta_start.sqrt(), cfg.beta_end.sqrt(), t)
-                .into_iter()
-                .map(|b| b * b)
-                .collect()
+            torch_linspace_f32(cfg.beta_start.sqrt(), cfg.beta_end.sqrt(), t).into_iter().map(|b| b * b).collect()
         }
         BetaSchedule::SquaredcosCapV2 => {
             // Computed in Python floats, then stored as float32.
@@ -74,11 +69,7 @@ pub(super) fn tables(cfg: &DiscreteSchedule) -> Result<Tables> {
         .collect();
     let sigmas: Vec<f32> = acp.iter().map(|&a| ((1.0f32 - a) / a).sqrt()).collect();
     let log_sigmas = sigmas.iter().map(|&s| (s as f64).ln() as f32).collect();
-    Ok(Tables {
-        acp,
-        sigmas,
-        log_sigmas,
-    })
+    Ok(Tables { acp, sigmas, log_sigmas })
 }
 
 /// diffusers' `_sigma_to_t`: the (fractional) train timestep whose log-sigma matches, by linear
@@ -118,32 +109,20 @@ fn check_steps(cfg: &DiscreteSchedule, steps: usize) -> Result<()> {
 fn ddpm_timesteps(cfg: &DiscreteSchedule, steps: usize, spacing: TimestepSpacing) -> Vec<f64> {
     let t = cfg.num_train_timesteps;
     match spacing {
-        TimestepSpacing::Linspace => np_linspace(0.0, (t - 1) as f64, steps)
-            .into_iter()
-            .rev()
-            .map(np_round)
-            .collect(),
+        TimestepSpacing::Linspace => np_linspace(0.0, (t - 1) as f64, steps).into_iter().rev().map(np_round).collect(),
         TimestepSpacing::Leading => {
             let ratio = t / steps;
-            (0..steps)
-                .rev()
-                .map(|i| (i * ratio + cfg.steps_offset) as f64)
-                .collect()
+            (0..steps).rev().map(|i| (i * ratio + cfg.steps_offset) as f64).collect()
         }
-        TimestepSpacing::Trailing => np_arange(t as f64, 0.0, -(t as f64 / steps as f64))
-            .into_iter()
-            .map(|x| np_round(x) - 1.0)
-            .collect(),
+        TimestepSpacing::Trailing => {
+            np_arange(t as f64, 0.0, -(t as f64 / steps as f64)).into_iter().map(|x| np_round(x) - 1.0).collect()
+        }
     }
 }
 
 fn acp_level(tab: &Tables, t: f64) -> Level {
     let a = tab.acp[t as usize] as f64;
-    Level {
-        alpha: a.sqrt(),
-        sigma: (1.0 - a).sqrt(),
-        timestep: t,
-    }
+    Level { alpha: a.sqrt(), sigma: (1.0 - a).sqrt(), timestep: t }
 }
 
 fn check_range(tab: &Tables, ts: &[f64]) -> Result<()> {
@@ -165,22 +144,14 @@ fn check_range(tab: &Tables, ts: &[f64]) -> Result<()> {
 /// evaluated at a noise level the sample is not at. We always step to the next listed timestep, so
 /// DDIM with `linspace` spacing (and `trailing` with `T % steps != 0`) is the consistent grid, not a
 /// copy of that inconsistency.
-pub(super) fn ddim_levels(
-    cfg: &DiscreteSchedule,
-    steps: usize,
-    spacing: TimestepSpacing,
-) -> Result<Vec<Level>> {
+pub(super) fn ddim_levels(cfg: &DiscreteSchedule, steps: usize, spacing: TimestepSpacing) -> Result<Vec<Level>> {
     check_steps(cfg, steps)?;
     let tab = tables(cfg)?;
     let ts = ddpm_timesteps(cfg, steps, spacing);
     check_range(&tab, &ts)?;
     let mut levels: Vec<Level> = ts.iter().map(|&t| acp_level(&tab, t)).collect();
     levels.push(if cfg.set_alpha_to_one {
-        Level {
-            alpha: 1.0,
-            sigma: 0.0,
-            timestep: -1.0,
-        }
+        Level { alpha: 1.0, sigma: 0.0, timestep: -1.0 }
     } else {
         acp_level(&tab, 0.0)
     });
@@ -188,21 +159,13 @@ pub(super) fn ddim_levels(
 }
 
 /// DDPM: same timesteps as DDIM; the posterior always ends on clean data (`alpha_prod = 1`).
-pub(super) fn ddpm_levels(
-    cfg: &DiscreteSchedule,
-    steps: usize,
-    spacing: TimestepSpacing,
-) -> Result<Vec<Level>> {
+pub(super) fn ddpm_levels(cfg: &DiscreteSchedule, steps: usize, spacing: TimestepSpacing) -> Result<Vec<Level>> {
     check_steps(cfg, steps)?;
     let tab = tables(cfg)?;
     let ts = ddpm_timesteps(cfg, steps, spacing);
     check_range(&tab, &ts)?;
     let mut levels: Vec<Level> = ts.iter().map(|&t| acp_level(&tab, t)).collect();
-    levels.push(Level {
-        alpha: 1.0,
-        sigma: 0.0,
-        timestep: -1.0,
-    });
+    levels.push(Level { alpha: 1.0, sigma: 0.0, timestep: -1.0 });
     Ok(levels)
 }
 
@@ -228,11 +191,7 @@ pub(super) fn lcm_levels(cfg: &DiscreteSchedule, steps: usize) -> Result<Vec<Lev
         .into_iter()
         .map(|x| acp_level(&tab, origin[x.floor() as usize] as f64))
         .collect();
-    levels.push(Level {
-        alpha: 1.0,
-        sigma: 0.0,
-        timestep: -1.0,
-    });
+    levels.push(Level { alpha: 1.0, sigma: 0.0, timestep: -1.0 });
     Ok(levels)
 }
 
@@ -241,27 +200,17 @@ pub(super) fn lcm_levels(cfg: &DiscreteSchedule, steps: usize) -> Result<Vec<Lev
 pub(super) fn ve_level(s: f32, timestep: f64) -> Level {
     let s = s as f64;
     let alpha = 1.0 / (s * s + 1.0).sqrt();
-    Level {
-        alpha,
-        sigma: s * alpha,
-        timestep,
-    }
+    Level { alpha, sigma: s * alpha, timestep }
 }
 
 fn karras(sigma_min: f64, sigma_max: f64, steps: usize) -> Vec<f64> {
     let rho = 7.0;
     let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
-    np_linspace(0.0, 1.0, steps)
-        .into_iter()
-        .map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho))
-        .collect()
+    np_linspace(0.0, 1.0, steps).into_iter().map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho)).collect()
 }
 
 fn exponential(sigma_min: f64, sigma_max: f64, steps: usize) -> Vec<f64> {
-    np_linspace(sigma_max.ln(), sigma_min.ln(), steps)
-        .into_iter()
-        .map(f64::exp)
-        .collect()
+    np_linspace(sigma_max.ln(), sigma_min.ln(), steps).into_iter().map(f64::exp).collect()
 }
 
 /// Re-spaces `in_sigmas` (descending) as diffusers' `_convert_to_karras` / `_convert_to_exponential`.
@@ -287,45 +236,29 @@ pub(super) fn euler_levels(
     let tab = tables(cfg)?;
     let t = cfg.num_train_timesteps;
     let mut ts: Vec<f32> = match timestep_spacing {
-        TimestepSpacing::Linspace => np_linspace(0.0, (t - 1) as f64, steps)
-            .into_iter()
-            .rev()
-            .map(|x| x as f32)
-            .collect(),
+        TimestepSpacing::Linspace => {
+            np_linspace(0.0, (t - 1) as f64, steps).into_iter().rev().map(|x| x as f32).collect()
+        }
         TimestepSpacing::Leading => {
             let ratio = t / steps;
-            (0..steps)
-                .rev()
-                .map(|i| (i * ratio) as f32 + cfg.steps_offset as f32)
-                .collect()
+            (0..steps).rev().map(|i| (i * ratio) as f32 + cfg.steps_offset as f32).collect()
         }
-        TimestepSpacing::Trailing => np_arange(t as f64, 0.0, -(t as f64 / steps as f64))
-            .into_iter()
-            .map(|x| np_round(x) as f32 - 1.0)
-            .collect(),
+        TimestepSpacing::Trailing => {
+            np_arange(t as f64, 0.0, -(t as f64 / steps as f64)).into_iter().map(|x| np_round(x) as f32 - 1.0).collect()
+        }
     };
     let ts64: Vec<f64> = ts.iter().map(|&x| x as f64).collect();
     check_range(&tab, &ts64.iter().map(|x| x.floor()).collect::<Vec<_>>())?;
-    let mut sigmas: Vec<f64> = ts
-        .iter()
-        .map(|&x| np_interp_index(x as f64, &tab.sigmas))
-        .collect();
+    let mut sigmas: Vec<f64> = ts.iter().map(|&x| np_interp_index(x as f64, &tab.sigmas)).collect();
     if spacing != SigmaSpacing::Default {
         sigmas = respace(&sigmas, steps, spacing);
-        ts = sigmas
-            .iter()
-            .map(|&s| sigma_to_t(s, &tab.log_sigmas) as f32)
-            .collect();
+        ts = sigmas.iter().map(|&s| sigma_to_t(s, &tab.log_sigmas) as f32).collect();
     }
     let last = match cfg.final_sigmas_type {
         FinalSigmas::Zero => 0.0,
         FinalSigmas::SigmaMin => tab.sigmas[0] as f64,
     };
-    let mut levels: Vec<Level> = sigmas
-        .iter()
-        .zip(&ts)
-        .map(|(&s, &t)| ve_level(s as f32, t as f64))
-        .collect();
+    let mut levels: Vec<Level> = sigmas.iter().zip(&ts).map(|(&s, &t)| ve_level(s as f32, t as f64)).collect();
     levels.push(ve_level(last as f32, 0.0));
     Ok(levels)
 }
@@ -347,37 +280,26 @@ pub(super) fn dpm_levels(
     if spacing == SigmaSpacing::Default {
         let ts: Vec<f64> = match timestep_spacing {
             TimestepSpacing::Linspace => {
-                let mut v: Vec<f64> = np_linspace(0.0, (t - 1) as f64, steps + 1)
-                    .into_iter()
-                    .rev()
-                    .map(np_round)
-                    .collect();
+                let mut v: Vec<f64> =
+                    np_linspace(0.0, (t - 1) as f64, steps + 1).into_iter().rev().map(np_round).collect();
                 v.pop();
                 v
             }
             TimestepSpacing::Leading => {
                 let ratio = t / (steps + 1);
-                (1..=steps)
-                    .rev()
-                    .map(|i| (i * ratio + cfg.steps_offset) as f64)
-                    .collect()
+                (1..=steps).rev().map(|i| (i * ratio + cfg.steps_offset) as f64).collect()
             }
-            TimestepSpacing::Trailing => np_arange(t as f64, 0.0, -(t as f64 / steps as f64))
-                .into_iter()
-                .map(|x| np_round(x) - 1.0)
-                .collect(),
+            TimestepSpacing::Trailing => {
+                np_arange(t as f64, 0.0, -(t as f64 / steps as f64)).into_iter().map(|x| np_round(x) - 1.0).collect()
+            }
         };
         check_range(&tab, &ts)?;
-        sigmas = ts
-            .iter()
-            .map(|&x| np_interp_index(x, &tab.sigmas))
-            .collect();
+        sigmas = ts.iter().map(|&x| np_interp_index(x, &tab.sigmas)).collect();
         levels_ts = ts;
     } else {
         let full: Vec<f64> = tab.sigmas.iter().rev().map(|&s| s as f64).collect();
         sigmas = respace(&full, steps, spacing);
-        let round =
-            spacing == SigmaSpacing::Karras && cfg.beta_schedule != BetaSchedule::SquaredcosCapV2;
+        let round = spacing == SigmaSpacing::Karras && cfg.beta_schedule != BetaSchedule::SquaredcosCapV2;
         levels_ts = sigmas
             .iter()
             .map(|&s| {
@@ -394,11 +316,7 @@ pub(super) fn dpm_levels(
         FinalSigmas::Zero => 0.0f32,
         FinalSigmas::SigmaMin => tab.sigmas[0],
     };
-    let mut levels: Vec<Level> = sigmas
-        .iter()
-        .zip(&levels_ts)
-        .map(|(&s, &t)| ve_level(s as f32, t))
-        .collect();
+    let mut levels: Vec<Level> = sigmas.iter().zip(&levels_ts).map(|(&s, &t)| ve_level(s as f32, t)).collect();
     levels.push(ve_level(last, 0.0));
     Ok(levels)
 }
@@ -433,10 +351,7 @@ mod tests {
     fn leading_spacing_adds_the_offset() {
         let l = ddim_levels(&sd(), 10, TimestepSpacing::Leading).unwrap();
         let ts: Vec<f64> = l.iter().map(|l| l.timestep).collect();
-        assert_eq!(
-            ts,
-            vec![901.0, 801.0, 701.0, 601.0, 501.0, 401.0, 301.0, 201.0, 101.0, 1.0, -1.0]
-        );
+        assert_eq!(ts, vec![901.0, 801.0, 701.0, 601.0, 501.0, 401.0, 301.0, 201.0, 101.0, 1.0, -1.0]);
     }
 
     #[test]
@@ -459,10 +374,7 @@ mod tests {
     fn dpm_linspace_drops_the_last_of_steps_plus_one_points() {
         let l = dpm_levels(&sd(), 10, TimestepSpacing::Linspace, SigmaSpacing::Default).unwrap();
         let ts: Vec<f64> = l[..10].iter().map(|l| l.timestep).collect();
-        assert_eq!(
-            ts,
-            vec![999.0, 899.0, 799.0, 699.0, 599.0, 500.0, 400.0, 300.0, 200.0, 100.0]
-        );
+        assert_eq!(ts, vec![999.0, 899.0, 799.0, 699.0, 599.0, 500.0, 400.0, 300.0, 200.0, 100.0]);
         assert_eq!(l[10].sigma, 0.0);
     }
 

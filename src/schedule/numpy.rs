@@ -16,13 +16,7 @@ pub fn np_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     let delta = stop - start;
     let step = delta / div;
     let mut y: Vec<f64> = (0..num)
-        .map(|i| {
-            if step == 0.0 {
-                (i as f64 / div) * delta + start
-            } else {
-                i as f64 * step + start
-            }
-        })
+        .map(|i| if step == 0.0 { (i as f64 / div) * delta + start } else { i as f64 * step + start })
         .collect();
     y[num - 1] = stop;
     y
@@ -120,15 +114,7 @@ pub fn torch_linspace_f64(start: f64, end: f64, steps: usize) -> Vec<f64> {
     }
     let step = (end - start) / (steps - 1) as f64;
     let half = steps / 2;
-    (0..steps)
-        .map(|i| {
-            if i < half {
-                start + step * i as f64
-            } else {
-                end - step * (steps - i - 1) as f64
-            }
-        })
-        .collect()
+    (0..steps).map(|i| if i < half { start + step * i as f64 } else { end - step * (steps - i - 1) as f64 }).collect()
 }
 
 #[cfg(test)]

@@ -50,7 +50,8 @@ pub fn run(
 ) -> Result<SdBenchReport> {
     if runs == 0 || runs.saturating_add(warmup) > MAX_RUNS {
         return Err(Error::InvalidArgument(format!(
-            "runs must be at least 1 and runs + warmup at most {MAX_RUNS}, got {runs} + {warmup}")));
+            "runs must be at least 1 and runs + warmup at most {MAX_RUNS}, got {runs} + {warmup}"
+        )));
     }
     let started = Instant::now();
     let sd = StableDiffusion::load(dir, backend, opts)?;
@@ -100,9 +101,21 @@ impl SdBenchReport {
             ("device", format!("{} ({} cores, {})", self.device.cpu, self.device.cores, self.device.os)),
             ("model", self.model.clone()),
             ("images", format!("{} of {}×{}", self.batch, self.width, self.height)),
-            ("sampling", format!("{} × {} steps, guidance {}, {} UNet passes per image", self.sampler, self.steps, self.guidance, self.nfe)),
-            ("memory", format!("low-memory {}, VAE tile {}", if self.low_memory { "on" } else { "off" },
-                self.vae_tile.map_or("off".to_string(), |t| format!("{t} latents")))),
+            (
+                "sampling",
+                format!(
+                    "{} × {} steps, guidance {}, {} UNet passes per image",
+                    self.sampler, self.steps, self.guidance, self.nfe
+                ),
+            ),
+            (
+                "memory",
+                format!(
+                    "low-memory {}, VAE tile {}",
+                    if self.low_memory { "on" } else { "off" },
+                    self.vae_tile.map_or("off".to_string(), |t| format!("{t} latents"))
+                ),
+            ),
             ("runs", format!("{} measured after {} warm-up", self.runs, self.warmup)),
             ("load", format!("{:.1} ms", self.load_ms)),
             ("generation p50 / p90", format!("{:.1} / {:.1} ms", self.total_ms_p50, self.total_ms_p90)),

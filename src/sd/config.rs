@@ -89,8 +89,17 @@ impl SchedulerConfig {
         };
         let mut schedule = serde_json::Map::new();
         schedule.insert("type".into(), "discrete".into());
-        for k in ["num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "timestep_spacing", "steps_offset",
-                  "set_alpha_to_one", "final_sigmas_type", "original_inference_steps"] {
+        for k in [
+            "num_train_timesteps",
+            "beta_schedule",
+            "beta_start",
+            "beta_end",
+            "timestep_spacing",
+            "steps_offset",
+            "set_alpha_to_one",
+            "final_sigmas_type",
+            "original_inference_steps",
+        ] {
             if let Some(v) = obj.get(k).filter(|v| !v.is_null()) {
                 schedule.insert(k.into(), v.clone());
             }
@@ -164,15 +173,19 @@ mod tests {
 
     #[test]
     fn scheduler_classes_pick_their_sampler_and_keys() {
-        let c = scheduler(r#"{"_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+        let c = scheduler(
+            r#"{"_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
             "beta_schedule": "scaled_linear", "timestep_spacing": "trailing", "prediction_type": "v_prediction",
-            "use_karras_sigmas": true, "interpolation_type": "linear", "trained_betas": null}"#).unwrap();
+            "use_karras_sigmas": true, "interpolation_type": "linear", "trained_betas": null}"#,
+        )
+        .unwrap();
         assert_eq!((c.sampler, c.prediction, c.spacing), ("euler", "v_prediction", SigmaSpacing::Karras));
         assert_eq!(c.noise_schedule["timestep_spacing"], "trailing");
         assert!(c.noise_schedule.get("interpolation_type").is_none());
         let c = scheduler(r#"{"_class_name": "PNDMScheduler"}"#).unwrap();
         assert_eq!(c.sampler, FALLBACK_SAMPLER);
-        let c = scheduler(r#"{"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"}"#).unwrap();
+        let c = scheduler(r#"{"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"}"#)
+            .unwrap();
         assert_eq!(c.sampler, "dpmpp-2m-sde");
     }
 

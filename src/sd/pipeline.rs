@@ -8,17 +8,17 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use super::model_err;
 use super::config::{read_json, unet_sample_size, SchedulerConfig, VaeConfig};
+use super::model_err;
 use super::tokenizer::ClipTokenizer;
 use super::vae::{self, VaeDecoder};
-use start::Start;
 use crate::backend::{self, BackendOptions, DType, Graph, Input, InputData};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::model::Model;
 use crate::pipeline::{GenerateParams, Session, MAX_BATCH};
 use crate::schedule::SigmaSpacing;
+use start::Start;
 
 mod start;
 
@@ -166,11 +166,24 @@ impl StableDiffusion {
         // low-memory mode each is dropped again before the next loads).
         let unet = sd.graph(Part::Unet, (default_latent, default_latent))?;
         let unet_path = dir.join("unet/model.onnx");
-        let sample = unet.inputs().iter().find(|i| i.name == "sample").ok_or_else(|| model_err(&unet_path, "no input `sample`"))?;
-        let output = unet.outputs().iter().find(|o| o.name == "out_sample").ok_or_else(|| model_err(&unet_path, "no output `out_sample`"))?;
+        let sample = unet
+            .inputs()
+            .iter()
+            .find(|i| i.name == "sample")
+            .ok_or_else(|| model_err(&unet_path, "no input `sample`"))?;
+        let output = unet
+            .outputs()
+            .iter()
+            .find(|o| o.name == "out_sample")
+            .ok_or_else(|| model_err(&unet_path, "no output `out_sample`"))?;
         let (c_in, c_out) = match (sample.shape.as_slice(), output.shape.as_slice()) {
             ([_, Some(i), _, _], [_, Some(o), _, _]) => (*i, *o),
-            _ => return Err(model_err(&unet_path, format!("`{sample}` and `{output}` are not [batch, channels, height, width]"))),
+            _ => {
+                return Err(model_err(
+                    &unet_path,
+                    format!("`{sample}` and `{output}` are not [batch, channels, height, width]"),
+                ))
+            }
         };
         if c_in != c_out && c_in != 2 * c_out + 1 {
             return Err(model_err(&unet_path, format!(
@@ -229,11 +242,25 @@ impl StableDiffusion {
         let f = self.vae.factor;
         let mut d = String::new();
         let _ = writeln!(d, "export      {}", self.dir.display());
-        let _ = writeln!(d, "sampler     {} ({:?} sigmas), prediction {}", self.scheduler.sampler, self.scheduler.spacing, self.scheduler.prediction);
+        let _ = writeln!(
+            d,
+            "sampler     {} ({:?} sigmas), prediction {}",
+            self.scheduler.sampler, self.scheduler.spacing, self.scheduler.prediction
+        );
         let _ = writeln!(d, "schedule    {}", self.scheduler.noise_schedule);
-        let _ = writeln!(d, "latents     {} channels{}, default {}×{} px, VAE factor {f}, scaling {}", self.channels,
-            if self.extra_channels > 0 { format!(" (+{} inpainting inputs)", self.extra_channels) } else { String::new() },
-            self.default_latent * f, self.default_latent * f, self.vae.scaling_factor);
+        let _ = writeln!(
+            d,
+            "latents     {} channels{}, default {}×{} px, VAE factor {f}, scaling {}",
+            self.channels,
+            if self.extra_channels > 0 {
+                format!(" (+{} inpainting inputs)", self.extra_channels)
+            } else {
+                String::new()
+            },
+            self.default_latent * f,
+            self.default_latent * f,
+            self.vae.scaling_factor
+        );
         let _ = writeln!(d, "tokens      {} per prompt", self.tokenizer.max_length());
         for part in [Part::TextEncoder, Part::Unet, Part::VaeDecoder] {
             let g = self.graph(part, (self.default_latent, self.default_latent))?;
@@ -255,7 +282,8 @@ impl StableDiffusion {
             let px = v.unwrap_or(self.default_latent * f);
             if px == 0 || px > MAX_SIDE || px % f != 0 {
                 return Err(Error::InvalidArgument(format!(
-                    "{what} {px} must be a multiple of {f} (the VAE's factor) between {f} and {MAX_SIDE}")));
+                    "{what} {px} must be a multiple of {f} (the VAE's factor) between {f} and {MAX_SIDE}"
+                )));
             }
             Ok(px / f)
         };
@@ -321,7 +349,12 @@ impl StableDiffusion {
         });
         let source = self.dir.join("scheduler/scheduler_config.json");
         let manifest = Manifest::parse(&manifest.to_string()).map_err(|e| model_err(&source, e))?;
-        Model::from_manifest(&self.dir, manifest, &self.dir.join("unet/model.onnx"), self.graph(Part::Unet, (shape[1], shape[2]))?)
+        Model::from_manifest(
+            &self.dir,
+            manifest,
+            &self.dir.join("unet/model.onnx"),
+            self.graph(Part::Unet, (shape[1], shape[2]))?,
+        )
     }
 
     /// Decodes `n` latents of `shape` (unscaled, as sampled) to `n × H × W × 3` values in [0, 1],
@@ -370,7 +403,9 @@ impl StableDiffusion {
     pub fn generate_with(&self, req: &TextToImage, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<Images> {
         let p = &req.params;
         if !p.classes.is_empty() || !p.conds.is_empty() || p.context.is_some() || p.uncond_context.is_some() {
-            return Err(Error::InvalidArgument("a Stable Diffusion request takes prompts, not classes, conditioning or context".into()));
+            return Err(Error::InvalidArgument(
+                "a Stable Diffusion request takes prompts, not classes, conditioning or context".into(),
+            ));
         }
         let batch = if p.batch > 0 { p.batch } else { req.prompts.len().max(1) };
         if batch > MAX_BATCH {

@@ -82,10 +82,19 @@ impl Pass {
 /// Pillow's Lanczos filter resizes it. Pillow 13 takes the vertical pass first when the height
 /// shrinks by more than twice as many rows as the width loses columns (earlier versions always
 /// went horizontal first, which can move a pixel by a level); this follows Pillow 13.
-pub fn lanczos_resize(pixels: &[u8], width: usize, height: usize, channels: usize, out_w: usize, out_h: usize) -> Result<Vec<u8>> {
+pub fn lanczos_resize(
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+    out_w: usize,
+    out_h: usize,
+) -> Result<Vec<u8>> {
     if pixels.len() != width * height * channels || width == 0 || height == 0 || out_w == 0 || out_h == 0 {
         return Err(Error::InvalidArgument(format!(
-            "cannot resize {} values as a {width}×{height}×{channels} image to {out_w}×{out_h}", pixels.len())));
+            "cannot resize {} values as a {width}×{height}×{channels} image to {out_w}×{out_h}",
+            pixels.len()
+        )));
     }
     let image = Image { pixels: pixels.to_vec(), width, height, channels };
     let vertical_first = out_h < height && (height - out_h) as i64 > 2 * (width as i64 - out_w as i64);

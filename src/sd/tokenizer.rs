@@ -101,9 +101,10 @@ impl ClipTokenizer {
         let mut specials: Vec<(String, i64)> = Vec::new();
         let mut id = |spec: &Option<TokenSpec>, default: &str, what: &str| -> Result<i64> {
             let token = spec.as_ref().map_or(default, |s| s.content());
-            let id = vocab.get(token).copied().ok_or_else(|| {
-                Error::Model(format!("the {what} token `{token}` is not in vocab.json"))
-            })?;
+            let id = vocab
+                .get(token)
+                .copied()
+                .ok_or_else(|| Error::Model(format!("the {what} token `{token}` is not in vocab.json")))?;
             if !token.is_empty() && !specials.iter().any(|(s, _)| s == token) {
                 specials.push((token.to_string(), id));
             }
@@ -116,24 +117,14 @@ impl ClipTokenizer {
             Some(n) if (2.0..=4096.0).contains(&n) && n.fract() == 0.0 => n as usize,
             // transformers writes a huge sentinel when no length is set; CLIP's is 77.
             Some(n) if n > 4096.0 => 77,
-            Some(n) => return Err(Error::Model(format!("tokenizer_config.json: model_max_length {n} is not a length"))),
+            Some(n) => {
+                return Err(Error::Model(format!("tokenizer_config.json: model_max_length {n} is not a length")))
+            }
         };
-        let pattern = Regex::new(
-            r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+",
-        )
-        .map_err(|e| Error::Internal(format!("CLIP pattern: {e}")))?;
-        Ok(ClipTokenizer {
-            bos,
-            eos,
-            pad,
-            unk,
-            specials,
-            vocab,
-            ranks,
-            pattern,
-            byte_chars: byte_chars(),
-            max_length,
-        })
+        let pattern =
+            Regex::new(r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+")
+                .map_err(|e| Error::Internal(format!("CLIP pattern: {e}")))?;
+        Ok(ClipTokenizer { bos, eos, pad, unk, specials, vocab, ranks, pattern, byte_chars: byte_chars(), max_length })
     }
 
     /// Ids per prompt: `max_length` of them, start and end tokens included.
@@ -235,11 +226,7 @@ fn basic_clean(text: &str) -> String {
         }
     }
     let nfc: String = cleaned.nfc().collect();
-    nfc.split(char::is_whitespace)
-        .filter(|t| !t.is_empty())
-        .map(str::to_lowercase)
-        .collect::<Vec<_>>()
-        .join(" ")
+    nfc.split(char::is_whitespace).filter(|t| !t.is_empty()).map(str::to_lowercase).collect::<Vec<_>>().join(" ")
 }
 
 /// Unicode category C* other than tab, newline and carriage return (BERT's `_is_control`).

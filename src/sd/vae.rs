@@ -113,7 +113,8 @@ impl<'a> VaeDecoder<'a> {
                 let rgb = self.run(&part, [c, th, tw])?;
                 let (qh, qw) = (th * f, tw * f);
                 // Ramps as wide as the overlap with each neighbour.
-                let overlap_px = |starts: &[usize], k: usize, len: usize| (starts[k] + len).saturating_sub(starts[k + 1]) * f;
+                let overlap_px =
+                    |starts: &[usize], k: usize, len: usize| (starts[k] + len).saturating_sub(starts[k + 1]) * f;
                 let (top, bottom) = (
                     if iy > 0 { overlap_px(&ys, iy - 1, th) } else { 0 },
                     if iy + 1 < ys.len() { overlap_px(&ys, iy, th) } else { 0 },

@@ -49,7 +49,9 @@ pub fn options(backend: BackendKind) -> BackendOptions {
 }
 
 pub fn load(dir: &Path, backend: BackendKind) -> Arc<Model> {
-    Arc::new(Model::load(dir, &options(backend)).unwrap_or_else(|e| panic!("loading {} on {backend:?}: {e}", dir.display())))
+    Arc::new(
+        Model::load(dir, &options(backend)).unwrap_or_else(|e| panic!("loading {} on {backend:?}: {e}", dir.display())),
+    )
 }
 
 /// Relative L2 distance `|a - b| / |b|`.
@@ -67,7 +69,8 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!("drt-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let p =
+            std::env::temp_dir().join(format!("drt-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
         std::fs::create_dir_all(&p).expect("create temp dir");
         TempDir(p)
     }

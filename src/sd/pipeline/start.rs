@@ -2,11 +2,11 @@
 //! image and a mask (inpainting, by latent blending or through an inpainting UNet's extra channels).
 
 use super::{Part, StableDiffusion, TextToImage};
-use crate::sd::model_err;
 use crate::backend::{DType, Input, InputData};
 use crate::error::{Error, Result};
 use crate::pipeline::Inpaint;
 use crate::rng::PhiloxNoise;
+use crate::sd::model_err;
 
 /// Mixed into the seed for the VAE posterior's noise of the init image.
 const ENCODER_NOISE_STREAM: u64 = 0x5EED_E4C0_DE00_0001;
@@ -26,7 +26,9 @@ impl StableDiffusion {
         let p = &req.params;
         let arg = |msg: &str| Err(Error::InvalidArgument(msg.into()));
         if p.init.is_some() || p.inpaint.is_some() || p.sample_extra.is_some() {
-            return arg("a Stable Diffusion request starts from an init_image (and mask_image), not from latents in params");
+            return arg(
+                "a Stable Diffusion request starts from an init_image (and mask_image), not from latents in params",
+            );
         }
         let n = batch * shape.iter().product::<usize>();
         let noise = |stream: u64| match &req.encoder_noise {
@@ -41,13 +43,18 @@ impl StableDiffusion {
         let plain = Start { init: None, inpaint: None, strength: p.strength, sample_extra: None };
         match (&req.init_image, &req.mask_image) {
             (None, None) if req.encoder_noise.is_some() => arg("encoder noise without an init image"),
-            (None, None) if self.extra_channels > 0 => arg("this export's UNet is an inpainting UNet: give an init image and a mask"),
+            (None, None) if self.extra_channels > 0 => {
+                arg("this export's UNet is an inpainting UNet: give an init image and a mask")
+            }
             (None, None) => Ok(plain),
             (None, Some(_)) => arg("a mask image needs an init image to inpaint"),
-            (Some(_), None) if self.extra_channels > 0 => arg("this export's UNet is an inpainting UNet: give a mask too"),
-            (Some(images), None) => {
-                Ok(Start { init: Some(self.encode_images(images, batch, shape, &noise(ENCODER_NOISE_STREAM))?), ..plain })
+            (Some(_), None) if self.extra_channels > 0 => {
+                arg("this export's UNet is an inpainting UNet: give a mask too")
             }
+            (Some(images), None) => Ok(Start {
+                init: Some(self.encode_images(images, batch, shape, &noise(ENCODER_NOISE_STREAM))?),
+                ..plain
+            }),
             (Some(images), Some(mask)) => {
                 // diffusers starts inpainting from pure noise at strength 1, not from the noised image.
                 let strength = p.strength.unwrap_or(1.0);
@@ -67,12 +74,22 @@ impl StableDiffusion {
                         true => Some(self.encode_images(images, batch, shape, &noise(ENCODER_NOISE_STREAM))?),
                         false => None,
                     };
-                    return Ok(Start { init, inpaint: None, strength: partial.then_some(strength), sample_extra: Some(extra) });
+                    return Ok(Start {
+                        init,
+                        inpaint: None,
+                        strength: partial.then_some(strength),
+                        sample_extra: Some(extra),
+                    });
                 }
                 let known = self.encode_images(images, batch, shape, &noise(ENCODER_NOISE_STREAM))?;
                 let mask = self.latent_mask(mask, batch, shape)?;
                 let init = partial.then(|| known.clone());
-                Ok(Start { init, inpaint: Some(Inpaint { known, mask }), strength: partial.then_some(strength), sample_extra: None })
+                Ok(Start {
+                    init,
+                    inpaint: Some(Inpaint { known, mask }),
+                    strength: partial.then_some(strength),
+                    sample_extra: None,
+                })
             }
         }
     }
@@ -85,13 +102,19 @@ impl StableDiffusion {
         let per = ph * pw * 3;
         if images.len() != per && images.len() != n * per {
             return Err(Error::InvalidArgument(format!(
-                "the init image has {} values; a {pw}×{ph} RGB image has {per} (one for all, or {n} of them)", images.len())));
+                "the init image has {} values; a {pw}×{ph} RGB image has {per} (one for all, or {n} of them)",
+                images.len()
+            )));
         }
         if images.iter().any(|v| !v.is_finite()) {
             return Err(Error::InvalidArgument("the init image contains NaN or infinity".into()));
         }
         if noise.len() != n * c * h * w {
-            return Err(Error::InvalidArgument(format!("encoder noise has {} values, expected {}", noise.len(), n * c * h * w)));
+            return Err(Error::InvalidArgument(format!(
+                "encoder noise has {} values, expected {}",
+                noise.len(),
+                n * c * h * w
+            )));
         }
         let path = self.dir.join("vae_encoder/model.onnx");
         let graph = self.graph(Part::VaeEncoder, (h, w))?;
@@ -147,7 +170,9 @@ impl StableDiffusion {
         let per = ph * pw;
         if mask.len() != per && mask.len() != n * per {
             return Err(Error::InvalidArgument(format!(
-                "the mask has {} values; a {pw}×{ph} mask has {per} (one for all, or {n} of them)", mask.len())));
+                "the mask has {} values; a {pw}×{ph} mask has {per} (one for all, or {n} of them)",
+                mask.len()
+            )));
         }
         if mask.iter().any(|v| !v.is_finite()) {
             return Err(Error::InvalidArgument("the mask contains NaN or infinity".into()));
@@ -172,7 +197,10 @@ impl StableDiffusion {
         let per = h * self.vae.factor * w * self.vae.factor;
         if (images.len() != 3 * per && images.len() != 3 * n * per) || (mask.len() != per && mask.len() != n * per) {
             return Err(Error::InvalidArgument(format!(
-                "init image ({} values) and mask ({} values) do not match {n} images of {per} pixels", images.len(), mask.len())));
+                "init image ({} values) and mask ({} values) do not match {n} images of {per} pixels",
+                images.len(),
+                mask.len()
+            )));
         }
         let mut out = Vec::with_capacity(3 * n * per);
         for k in 0..n {
