@@ -400,12 +400,23 @@ fn check() -> Res<()> {
         let ok = now.nfe.abs_diff(stored.nfe) <= stored.nfe / 10
             && (now.class_accuracy - stored.class_accuracy).abs() <= 0.005
             && (now.frechet_distance / stored.frechet_distance - 1.0).abs() <= 0.03;
-        eprintln!("{name} at {steps} steps: stored {stored:?}, now {now:?}");
+        let show =
+            |p: &Point| format!("{} NFE, {:.1} %, FD {:.1}", p.nfe, 100.0 * p.class_accuracy, p.frechet_distance);
+        eprintln!(
+            "{name} at {steps} steps: {} (stored: {}) {}",
+            show(&now),
+            show(stored),
+            if ok { "ok" } else { "DIFFERS" }
+        );
         if !ok {
-            problems.push(format!("{name} at {steps} steps measures {now:?}, {JSON} has {stored:?}"));
+            problems.push(format!("{name} at {steps} steps measures {}, {JSON} has {}", show(&now), show(stored)));
         }
     }
     if problems.is_empty() {
+        eprintln!(
+            "nfe_study: ok ({README} tables and {PNG} drawn from {JSON}; {} points re-measured within tolerance)",
+            RECHECK.len()
+        );
         Ok(())
     } else {
         Err(problems.join("\n") + "\nregenerate with `cargo bench --bench nfe_study`")

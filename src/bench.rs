@@ -17,7 +17,7 @@ use crate::cache::CacheMode;
 use crate::error::{Error, Result};
 use crate::guidance::GuidanceRules;
 use crate::model::Model;
-use crate::pipeline::{GenerateParams, Session};
+use crate::pipeline::{GenerateParams, Generation, Session};
 use crate::quality::Judge;
 use crate::sysinfo::{self, Device};
 
@@ -79,6 +79,12 @@ pub struct BenchReport {
     pub adaptive_guidance: Option<f32>,
     /// The guidance interval in sigma, when on.
     pub guidance_interval: Option<[f64; 2]>,
+    /// The interval is the model's default recipe rather than the request's.
+    #[serde(skip)]
+    pub interval_from_model: bool,
+    /// Every sample asked for the null class: guidance compares it with itself.
+    #[serde(skip)]
+    pub unconditional: bool,
     /// Step caching, when on.
     pub step_cache: Option<StepCacheReport>,
     /// With any of the options above: relative L2 distance of the first measured run's samples to
@@ -133,6 +139,37 @@ pub fn run_with(
     make_params: impl FnOnce(&Model) -> Result<GenerateParams>,
     opts: &BenchOptions,
 ) -> Result<BenchReport> {
+    check_options(opts)?;
+    let started = Instant::now();
+    let model = Arc::new(Model::load(dir, backend)?);
+    let mut session = Session::new(&model)?;
+    if let Some(limit) = opts.memory_limit {
+        session.set_memory_limit(limit);
+    }
+    let load_ms = ms(started.elapsed());
+
+    let mut params = make_params(&model)?;
+    let classes = classes_to_judge(&model, &mut params, opts);
+    let measured = measure(&mut session, &params, opts)?;
+    let peak_rss_mb = sysinfo::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0));
+    let rules = crate::pipeline::guidance_rules(&model, &params);
+    let rel_l2_to_baseline = distance_to_baseline(&mut session, &params, rules, opts, &measured)?;
+    let mut report = report(&model, &params, rules, opts, &measured, load_ms, peak_rss_mb, rel_l2_to_baseline);
+    if let Some(dir) = &opts.classifier {
+        let mut judge = Judge::load(dir, backend)?;
+        let wanted: Vec<i64> = match classes {
+            Some(c) => (0..opts.runs).flat_map(|_| c.iter().copied()).collect(),
+            None => Vec::new(),
+        };
+        let q = judge.judge(&measured.judged, &wanted)?;
+        report.judged_samples = Some(q.samples);
+        report.class_accuracy = q.class_accuracy;
+        report.frechet_distance = Some(q.frechet_distance);
+    }
+    Ok(report)
+}
+
+fn check_options(opts: &BenchOptions) -> Result<()> {
     if opts.runs == 0 || opts.runs.saturating_add(opts.warmup) > MAX_RUNS {
         return Err(Error::InvalidArgument(format!(
             "runs must be at least 1 and runs + warmup at most {MAX_RUNS}, got {} + {}",
@@ -146,22 +183,32 @@ pub fn run_with(
             std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
         }
     }
-    let started = Instant::now();
-    let model = Arc::new(Model::load(dir, backend)?);
-    let mut session = Session::new(&model)?;
-    if let Some(limit) = opts.memory_limit {
-        session.set_memory_limit(limit);
-    }
-    let load_ms = ms(started.elapsed());
+    Ok(())
+}
 
-    let mut params = make_params(&model)?;
-    let classes = classes_to_judge(&model, &mut params, opts);
-    let (mut totals, mut backends, mut steps_ms) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut first_step_ms, mut judged, mut nfes) = (0.0, Vec::new(), Vec::new());
-    let mut first_measured: Option<Vec<f32>> = None;
-    let mut last = None;
+/// What the timed generations measured.
+struct Measured {
+    /// Per measured run: the whole generation, and the time inside the backend (ms).
+    totals: Vec<f64>,
+    backends: Vec<f64>,
+    /// Every measured step (ms).
+    steps_ms: Vec<f64>,
+    /// The very first step after loading (ms).
+    first_step_ms: f64,
+    nfes: Vec<f64>,
+    /// The first measured run's samples, and all measured samples when a classifier judges them.
+    first: Vec<f32>,
+    judged: Vec<f32>,
+    last: Generation,
+}
+
+/// Runs the warm-up and measured generations step by step, timing each step.
+fn measure(session: &mut Session, params: &GenerateParams, opts: &BenchOptions) -> Result<Measured> {
+    let (mut totals, mut backends, mut steps_ms, mut nfes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut first_step_ms, mut first, mut judged, mut last) = (0.0, Vec::new(), Vec::new(), None);
     for k in 0..opts.warmup + opts.runs {
         let p = GenerateParams { seed: params.seed.wrapping_add(k as u64), ..params.clone() };
+        let measured = k >= opts.warmup;
         let t0 = Instant::now();
         let total = session.begin(&p)?;
         for i in 0..total {
@@ -171,17 +218,17 @@ pub fn run_with(
             if k == 0 && i == 0 {
                 first_step_ms = step;
             }
-            if k >= opts.warmup {
+            if measured {
                 steps_ms.push(step);
             }
         }
         let gen = session.finish()?;
         let elapsed = t0.elapsed();
-        if k >= opts.warmup {
+        if measured {
             totals.push(ms(elapsed));
             nfes.push(gen.nfe as f64);
-            if first_measured.is_none() {
-                first_measured = Some(gen.samples.clone());
+            if k == opts.warmup {
+                first = gen.samples.clone();
             }
             backends.push(ms(gen.backend_time));
             if opts.classifier.is_some() {
@@ -190,53 +237,75 @@ pub fn run_with(
         }
         last = Some(gen);
     }
-    let peak_rss_mb = sysinfo::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0));
-    // With an acceleration rule on: how far the first measured run lands from the same run without it.
-    let rules = crate::pipeline::guidance_rules(&model, &params);
-    let accelerated = rules != GuidanceRules::default() || params.step_cache.is_some();
-    let rel_l2_to_baseline = match (&first_measured, accelerated) {
-        (Some(fast), true) => {
-            let p = GenerateParams {
-                seed: params.seed.wrapping_add(opts.warmup as u64),
-                guidance_rules: GuidanceRules::default(),
-                // An explicit scale: the model's default interval stays off too.
-                guidance: last.as_ref().map(|g| g.guidance),
-                step_cache: None,
-                ..params.clone()
-            };
-            let base = session.generate(&p, &mut |_, _| true)?.samples;
-            Some(rel_l2(fast, &base))
-        }
-        _ => None,
-    };
-    let gen = last.ok_or_else(|| Error::Internal("no generation ran".into()))?;
-    let ratios: Vec<f64> = totals.iter().zip(&backends).map(|(t, b)| t / b.max(1e-9)).collect();
+    let last = last.ok_or_else(|| Error::Internal("no generation ran".into()))?;
+    Ok(Measured { totals, backends, steps_ms, first_step_ms, nfes, first, judged, last })
+}
 
-    let mut report = BenchReport {
+/// With a guidance rule or step caching on: how far the first measured run lands from the same
+/// run (seed, scale) without them.
+fn distance_to_baseline(
+    session: &mut Session,
+    params: &GenerateParams,
+    rules: GuidanceRules,
+    opts: &BenchOptions,
+    m: &Measured,
+) -> Result<Option<f64>> {
+    if rules == GuidanceRules::default() && params.step_cache.is_none() {
+        return Ok(None);
+    }
+    let p = GenerateParams {
+        seed: params.seed.wrapping_add(opts.warmup as u64),
+        guidance_rules: GuidanceRules::default(),
+        // An explicit scale: the model's default interval stays off too.
+        guidance: Some(m.last.guidance),
+        step_cache: None,
+        ..params.clone()
+    };
+    let base = session.generate(&p, &mut |_, _| true)?.samples;
+    Ok(Some(rel_l2(&m.first, &base)))
+}
+
+#[allow(clippy::too_many_arguments)] // the report's sources, each named
+fn report(
+    model: &Model,
+    params: &GenerateParams,
+    rules: GuidanceRules,
+    opts: &BenchOptions,
+    m: &Measured,
+    load_ms: f64,
+    peak_rss_mb: Option<f64>,
+    rel_l2_to_baseline: Option<f64>,
+) -> BenchReport {
+    let ratios: Vec<f64> = m.totals.iter().zip(&m.backends).map(|(t, b)| t / b.max(1e-9)).collect();
+    let null_class = model.manifest().denoiser.class_input.as_ref().and_then(|c| c.null_class);
+    BenchReport {
         device: Device::this(),
         version: env!("CARGO_PKG_VERSION"),
         backend: model.graph().backend_name(),
         execution_provider: model.graph().execution_provider(),
         model: model.manifest().name.clone(),
-        precision: precision(&model),
+        precision: precision(model),
         batch: params.batch,
-        sampler: gen.sampler.name(),
-        steps: gen.steps,
-        guidance: gen.guidance,
+        sampler: m.last.sampler.name(),
+        steps: m.last.steps,
+        guidance: m.last.guidance,
         threads: model.graph().threads(),
-        nfe: quantile(&nfes, 0.5).round() as usize,
+        nfe: quantile(&m.nfes, 0.5).round() as usize,
         runs: opts.runs,
         warmup: opts.warmup,
         load_ms,
-        first_step_ms,
-        step_ms_p50: quantile(&steps_ms, 0.5),
-        step_ms_p90: quantile(&steps_ms, 0.9),
-        total_ms_p50: quantile(&totals, 0.5),
-        backend_ms_p50: quantile(&backends, 0.5),
+        first_step_ms: m.first_step_ms,
+        step_ms_p50: quantile(&m.steps_ms, 0.5),
+        step_ms_p90: quantile(&m.steps_ms, 0.9),
+        total_ms_p50: quantile(&m.totals, 0.5),
+        backend_ms_p50: quantile(&m.backends, 0.5),
         overhead_ratio: quantile(&ratios, 0.5),
         peak_rss_mb,
         adaptive_guidance: rules.adaptive,
         guidance_interval: rules.interval.map(|(lo, hi)| [lo, hi]),
+        interval_from_model: params.guidance_rules.interval.is_none() && rules.interval.is_some(),
+        unconditional: null_class.is_some()
+            && (params.classes.is_empty() || params.classes.iter().all(|c| Some(*c) == null_class)),
         step_cache: params.step_cache.map(|c| StepCacheReport {
             mode: match c.mode {
                 CacheMode::Skip => "skip",
@@ -249,19 +318,7 @@ pub fn run_with(
         judged_samples: None,
         class_accuracy: None,
         frechet_distance: None,
-    };
-    if let Some(dir) = &opts.classifier {
-        let mut judge = Judge::load(dir, backend)?;
-        let wanted: Vec<i64> = match classes {
-            Some(c) => (0..opts.runs).flat_map(|_| c.iter().copied()).collect(),
-            None => Vec::new(),
-        };
-        let q = judge.judge(&judged, &wanted)?;
-        report.judged_samples = Some(q.samples);
-        report.class_accuracy = q.class_accuracy;
-        report.frechet_distance = Some(q.frechet_distance);
     }
-    Ok(report)
 }
 
 /// The class each sample of a generation asks for, when a classifier will judge them. Without
@@ -308,45 +365,73 @@ impl BenchReport {
     /// A human-readable table of the figures.
     pub fn table(&self) -> String {
         let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let unconditional = if self.unconditional && self.guidance != 1.0 {
+            " (no class given: guidance compares the null class with itself)"
+        } else {
+            ""
+        };
         let rows: Vec<(&str, String)> = vec![
             ("device", format!("{} ({} cores, {})", self.device.cpu, self.device.cores, self.device.os)),
             ("model", format!("{} [{}]", self.model, self.precision)),
-            ("backend", format!("{} on {} ({} threads)", self.backend, self.execution_provider, self.threads)),
+            (
+                "backend",
+                format!(
+                    "{} on {} ({})",
+                    self.backend,
+                    self.execution_provider,
+                    plural(self.threads, "thread", "threads")
+                ),
+            ),
             (
                 "sampling",
                 format!(
-                    "{} × {} steps, guidance {}, batch {}, {} network passes per sample",
-                    self.sampler, self.steps, self.guidance, self.batch, self.nfe
+                    "{} × {}, guidance {}{unconditional}, batch {}, {} per sample",
+                    self.sampler,
+                    plural(self.steps, "step", "steps"),
+                    self.guidance,
+                    self.batch,
+                    plural(self.nfe, "network pass", "network passes")
                 ),
             ),
             ("runs", format!("{} measured after {} warm-up", self.runs, self.warmup)),
-            (
-                "acceleration",
-                match (self.adaptive_guidance, self.guidance_interval, &self.step_cache) {
-                    (None, None, None) => "-".to_string(),
-                    (a, i, c) => format!(
-                        "adaptive guidance {}, guidance interval {}, step cache {}; rel. L2 to the run without: {}",
-                        a.map_or("off".into(), |g| g.to_string()),
-                        i.map_or("off".into(), |[lo, hi]| format!("[{lo}, {hi}]")),
-                        c.as_ref().map_or("off".into(), |c| format!(
-                            "{} (threshold {}, max skips {})",
-                            c.mode, c.threshold, c.max_skips
-                        )),
-                        opt(self.rel_l2_to_baseline, 4)
-                    ),
-                },
-            ),
+            ("acceleration", self.acceleration()),
             ("load", format!("{:.1} ms", self.load_ms)),
             ("first step", format!("{:.2} ms", self.first_step_ms)),
             ("step p50 / p90", format!("{:.2} / {:.2} ms", self.step_ms_p50, self.step_ms_p90)),
             ("generation p50", format!("{:.1} ms", self.total_ms_p50)),
             ("in backend p50", format!("{:.1} ms", self.backend_ms_p50)),
             ("overhead ratio", format!("{:.4}", self.overhead_ratio)),
-            ("peak RSS", format!("{} MB", opt(self.peak_rss_mb, 1))),
-            ("class accuracy", opt(self.class_accuracy.map(|a| a * 100.0), 1) + " %"),
+            ("peak RSS", self.peak_rss_mb.map_or("-".into(), |v| format!("{v:.1} MB"))),
+            ("class accuracy", self.class_accuracy.map_or("-".into(), |a| format!("{:.1} %", a * 100.0))),
             ("Fréchet distance", opt(self.frechet_distance, 2)),
         ];
         rows.iter().map(|(k, v)| format!("{k:<17} {v}\n")).collect()
+    }
+
+    /// The acceleration row: which rules ran, and how far they moved the samples.
+    fn acceleration(&self) -> String {
+        if self.adaptive_guidance.is_none() && self.guidance_interval.is_none() && self.step_cache.is_none() {
+            return "-".into();
+        }
+        let interval = self.guidance_interval.map_or("off".into(), |[lo, hi]| {
+            let whose = if self.interval_from_model { " (the model's default)" } else { "" };
+            format!("[{lo}, {hi}]{whose}")
+        });
+        let cache = self
+            .step_cache
+            .as_ref()
+            .map_or("off".into(), |c| format!("{} (threshold {}, max skips {})", c.mode, c.threshold, c.max_skips));
+        let distance = match self.rel_l2_to_baseline {
+            None => "-".into(),
+            Some(0.0) => "0 (the same samples)".into(),
+            Some(d) if d < 1e-3 => format!("{d:.2e}"),
+            Some(d) => format!("{d:.4}"),
+        };
+        format!(
+            "adaptive guidance {}, guidance interval {interval}, step cache {cache}; rel. L2 to the run without: {distance}",
+            self.adaptive_guidance.map_or("off".into(), |g| g.to_string()),
+        )
     }
 }
 

@@ -28,6 +28,35 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The same kind of error with its message rewritten by `f` (a caller adding context), so a
+    /// message never repeats the kind's prefix.
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Error {
+        match self {
+            Error::InvalidArgument(m) => Error::InvalidArgument(f(m)),
+            Error::Io(m) => Error::Io(f(m)),
+            Error::Model(m) => Error::Model(f(m)),
+            Error::Manifest(m) => Error::Manifest(f(m)),
+            Error::BackendUnavailable(m) => Error::BackendUnavailable(f(m)),
+            Error::OutOfMemory(m) => Error::OutOfMemory(f(m)),
+            Error::Internal(m) => Error::Internal(f(m)),
+            e @ (Error::Cancelled { .. } | Error::NonFinite { .. }) => e,
+        }
+    }
+
+    /// The message without the kind's prefix, for a caller that reports it under another kind.
+    pub fn message(&self) -> String {
+        match self {
+            Error::InvalidArgument(m)
+            | Error::Io(m)
+            | Error::Model(m)
+            | Error::Manifest(m)
+            | Error::BackendUnavailable(m)
+            | Error::OutOfMemory(m)
+            | Error::Internal(m) => m.clone(),
+            e @ (Error::Cancelled { .. } | Error::NonFinite { .. }) => e.to_string(),
+        }
+    }
+
     pub fn io(path: &Path, err: impl std::fmt::Display) -> Self {
         Error::Io(format!("{}: {err}", path.display()))
     }

@@ -35,6 +35,7 @@ pub mod npy;
 mod panic;
 pub mod pipeline;
 pub mod quality;
+pub mod request;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::schedule::{
@@ -14,7 +14,7 @@ use crate::schedule::{
 
 pub const SCHEMA: &str = "diffusion-rt.model/1";
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub schema: String,
@@ -29,7 +29,7 @@ pub struct Manifest {
     pub output: OutputSpec,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DenoiserSpec {
     pub onnx: String,
@@ -51,7 +51,7 @@ pub struct DenoiserSpec {
     pub prediction: Prediction,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeInput {
     pub name: String,
@@ -65,7 +65,7 @@ fn one() -> f64 {
 }
 
 /// What the network's time input means.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeKind {
     /// Discrete training timestep (fractional values as diffusers interpolates them).
@@ -78,7 +78,7 @@ pub enum TimeKind {
     T,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassInput {
     pub name: String,
@@ -88,13 +88,13 @@ pub struct ClassInput {
     pub null_class: Option<i64>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContextInput {
     pub name: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CondInput {
     pub name: String,
@@ -102,7 +102,7 @@ pub struct CondInput {
 }
 
 /// What the network's output means.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Prediction {
     Epsilon,
@@ -116,7 +116,7 @@ pub enum Prediction {
 /// `noise_schedule`: the training noise schedule. Keys of `discrete` are named as in diffusers'
 /// `scheduler_config.json`; an absent `timestep_spacing` gives each sampler its diffusers scheduler's
 /// own default, as `Scheduler.from_config` does.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum NoiseScheduleSpec {
     Discrete {
@@ -159,7 +159,7 @@ pub enum NoiseScheduleSpec {
 impl NoiseScheduleSpec {
     /// The schedule the samplers use; errors name the offending key.
     pub fn to_schedule(&self) -> Result<NoiseSchedule> {
-        let key = |k: &str, e: Error| Error::Manifest(format!("key `noise_schedule.{k}`: {e}"));
+        let key = |k: &str, e: Error| Error::Manifest(format!("key `noise_schedule.{k}`: {}", e.message()));
         Ok(match self {
             NoiseScheduleSpec::Discrete {
                 num_train_timesteps,
@@ -256,7 +256,7 @@ impl NoiseScheduleSpec {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     #[serde(default)]
@@ -273,7 +273,7 @@ pub struct Defaults {
     pub guidance_interval: Option<[f64; 2]>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
     #[serde(default = "default_kind")]
@@ -295,7 +295,7 @@ fn default_range() -> [f32; 2] {
     [-1.0, 1.0]
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputKind {
     /// `[C, H, W]` samples shown as an image (C = 1 or 3).

@@ -96,7 +96,7 @@ impl Model {
     ) -> Result<Model> {
         let onnx = dir.join(&manifest.denoiser.onnx);
         let wiring = wire(&manifest, graph.as_ref())
-            .map_err(|e| Error::Manifest(format!("{}: {} (graph {})", json.display(), e, onnx.display())))?;
+            .map_err(|e| e.map_message(|m| format!("{}: {m} (graph {})", json.display(), onnx.display())))?;
         Ok(Model { manifest, dir: dir.to_path_buf(), schedule, graph, wiring })
     }
 

@@ -59,36 +59,37 @@ fn parse<T: Copy>(what: &str, name: &str, table: &[(&str, T)]) -> Result<T> {
     })
 }
 
-impl BetaSchedule {
-    pub fn from_name(name: &str) -> Result<Self> {
-        use BetaSchedule::*;
-        parse(
-            "beta_schedule",
-            name,
-            &[("linear", Linear), ("scaled_linear", ScaledLinear), ("squaredcos_cap_v2", SquaredcosCapV2)],
-        )
-    }
+fn name_of<T: Copy + PartialEq>(v: T, table: &[(&'static str, T)]) -> &'static str {
+    table.iter().find(|(_, t)| *t == v).map_or("?", |(n, _)| n)
 }
 
-impl TimestepSpacing {
-    pub fn from_name(name: &str) -> Result<Self> {
-        use TimestepSpacing::*;
-        parse("timestep_spacing", name, &[("linspace", Linspace), ("leading", Leading), ("trailing", Trailing)])
-    }
+/// Each enum's names, as in diffusers' configs and the CLI; parsing and printing share them.
+macro_rules! named {
+    ($t:ident, $what:literal, $table:ident: [$(($n:literal, $v:ident)),+]) => {
+        const $table: &[(&str, $t)] = &[$(($n, $t::$v)),+];
+        impl $t {
+            pub fn from_name(name: &str) -> Result<Self> {
+                parse($what, name, $table)
+            }
+            pub fn name(self) -> &'static str {
+                name_of(self, $table)
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
 }
 
-impl SigmaSpacing {
-    pub fn from_name(name: &str) -> Result<Self> {
-        use SigmaSpacing::*;
-        parse("sigma spacing", name, &[("default", Default), ("karras", Karras), ("exponential", Exponential)])
-    }
-}
-
-impl FinalSigmas {
-    pub fn from_name(name: &str) -> Result<Self> {
-        parse("final_sigmas_type", name, &[("zero", FinalSigmas::Zero), ("sigma_min", FinalSigmas::SigmaMin)])
-    }
-}
+named!(BetaSchedule, "beta_schedule", BETA_SCHEDULES: [("linear", Linear), ("scaled_linear", ScaledLinear),
+    ("squaredcos_cap_v2", SquaredcosCapV2)]);
+named!(TimestepSpacing, "timestep_spacing", TIMESTEP_SPACINGS: [("linspace", Linspace), ("leading", Leading),
+    ("trailing", Trailing)]);
+named!(SigmaSpacing, "sigma spacing", SIGMA_SPACINGS: [("default", Default), ("karras", Karras),
+    ("exponential", Exponential)]);
+named!(FinalSigmas, "final_sigmas_type", FINAL_SIGMAS: [("zero", Zero), ("sigma_min", SigmaMin)]);
 
 /// A DDPM-style training schedule (`noise_schedule.type = "discrete"`).
 #[derive(Clone, Debug, PartialEq)]
@@ -163,6 +164,35 @@ pub enum NoiseSchedule {
     Flow(FlowSchedule),
 }
 
+impl std::fmt::Display for NoiseSchedule {
+    /// One line for `drt inspect`, in the keys' own terms.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoiseSchedule::Discrete(d) => {
+                write!(
+                    f,
+                    "discrete, {} train timesteps, {} betas {} to {}",
+                    d.num_train_timesteps, d.beta_schedule, d.beta_start, d.beta_end
+                )?;
+                match d.timestep_spacing {
+                    Some(s) => write!(f, ", {s} spacing")?,
+                    None => f.write_str(", each sampler's own spacing")?,
+                }
+                if d.steps_offset != 0 {
+                    write!(f, ", steps offset {}", d.steps_offset)?;
+                }
+                Ok(())
+            }
+            NoiseSchedule::Edm(e) => {
+                write!(f, "edm, sigma {} to {}, sigma_data {}, rho {}", e.sigma_min, e.sigma_max, e.sigma_data, e.rho)
+            }
+            NoiseSchedule::Flow(fl) => {
+                write!(f, "flow, shift {}, {} train timesteps", fl.shift, fl.num_train_timesteps)
+            }
+        }
+    }
+}
+
 /// Which diffusers scheduler's grid to lay out for a discrete model (EDM and flow ignore it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Grid {
@@ -200,7 +230,7 @@ impl NoiseSchedule {
                 let own = |default| cfg.timestep_spacing.unwrap_or(default);
                 if spacing != SigmaSpacing::Default && matches!(grid, Grid::Ddim | Grid::Ddpm | Grid::Lcm) {
                     return Err(Error::InvalidArgument(format!(
-                        "{spacing:?} sigma spacing needs a sigma-grid sampler (euler, euler-a, heun, dpmpp-2m, \
+                        "{spacing} sigma spacing needs a sigma-grid sampler (euler, euler-a, heun, dpmpp-2m, \
                          dpmpp-2m-sde, flow-euler); {grid:?} walks integer timesteps"
                     )));
                 }

@@ -43,6 +43,7 @@ fn bench_reports_every_key_on_every_backend() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let table = String::from_utf8_lossy(&o.stdout);
         assert!(table.contains("overhead ratio") && table.contains("class accuracy"), "{table}");
+        assert!(table.contains("(1 thread)") && table.contains("12 steps"), "singular and plural: {table}");
         let r: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("json");
         for key in [
@@ -90,6 +91,32 @@ fn bench_reports_every_key_on_every_backend() {
         assert!(f("class_accuracy") >= 0.9, "{r}");
         assert!(f("frechet_distance") > 0.0);
     }
+}
+
+/// Without a classifier, a class or a rule of its own: no quality figures shown as percentages of
+/// nothing, and the model's default interval named as such.
+#[test]
+fn bench_table_says_what_it_did_not_measure() {
+    let o = drt(&[
+        "bench",
+        "--model",
+        model_dir("digits").to_str().expect("utf8"),
+        "--backend",
+        "tract",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout);
+    let row = |key: &str| {
+        table.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no `{key}` row: {table}")).to_string()
+    };
+    assert_eq!(row("class accuracy").split_whitespace().collect::<Vec<_>>(), ["class", "accuracy", "-"]);
+    assert!(row("acceleration").contains("[0, 5] (the model's default)"), "{table}");
+    assert!(row("acceleration").ends_with("0 (the same samples)"), "{table}");
+    assert!(row("sampling").contains("no class given"), "{table}");
 }
 
 #[test]

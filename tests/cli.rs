@@ -83,14 +83,72 @@ fn generate_writes_a_png_grid_and_raw_samples() {
 
 #[test]
 fn inspect_shows_the_graph() {
-    let o = drt(&["inspect", "--model", model_dir("digits").to_str().expect("utf8"), "--backend", "tract"]);
+    let model = model_dir("digits");
+    let o = drt(&["inspect", "--model", model.to_str().expect("utf8"), "--backend", "tract"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    for needle in
-        ["sample: float32[?, 1, 16, 16]", "timestep: float32[?]", "class_labels: int64[?]", "out_sample", "tract"]
-    {
+    for needle in [
+        "sample: float32[?, 1, 16, 16]",
+        "timestep: float32[?]",
+        "class_labels: int64[?]",
+        "out_sample",
+        "tract",
+        "prediction  epsilon",
+        "discrete, 1000 train timesteps, linear betas 0.0001 to 0.02",
+        "defaults    dpmpp-2m, 10 steps, guidance 1.5 where σ is in [0, 5]",
+    ] {
         assert!(out.contains(needle), "inspect output lacks `{needle}`:\n{out}");
     }
+    for debug in ["Some(", "None", "Discrete(", "{", "\""] {
+        assert!(!out.contains(debug), "inspect prints Rust debug output (`{debug}`):\n{out}");
+    }
+
+    let o = drt(&["inspect", "--model", model.to_str().expect("utf8"), "--backend", "tract", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json prints JSON");
+    assert_eq!(j["manifest"]["name"], "digits");
+    assert_eq!(
+        j["defaults"],
+        serde_json::json!({"sampler": "dpmpp-2m", "steps": 10, "guidance": 1.5,
+        "guidance_interval": [0.0, 5.0], "sigmas": null})
+    );
+    assert_eq!(j["inputs"][0], serde_json::json!({"name": "sample", "dtype": "float32", "shape": [null, 1, 16, 16]}));
+
+    let sd = common::repo().join("tests/fixtures/sd-tiny/export");
+    let o = drt(&["inspect", "--model", sd.to_str().expect("utf8"), "--backend", "tract"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("scaled_linear betas 0.00085 to 0.012, leading spacing"), "{out}");
+    assert!(!out.contains('{') && !out.contains("Default"), "{out}");
+    let o = drt(&["inspect", "--model", sd.to_str().expect("utf8"), "--backend", "tract", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json prints JSON");
+    assert_eq!((j["kind"].as_str(), j["sampler"].as_str()), (Some("stable-diffusion"), Some("ddim")));
+    assert_eq!(j["parts"]["unet"]["inputs"][0]["name"], "sample");
+}
+
+/// The README's model.json is the shipped one, so pasting it next to the shipped graph works.
+#[test]
+fn the_readme_shows_the_shipped_manifest() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).expect("README");
+    let marker = "The shipped\n`models/digits/model.json`:\n\n```json\n";
+    let start = readme.find(marker).expect("the README introduces the shipped manifest") + marker.len();
+    let block = &readme[start..start + readme[start..].find("```").expect("block ends")];
+    let shipped = std::fs::read_to_string(model_dir("digits").join("model.json")).expect("model.json");
+    assert_eq!(block, shipped, "README's block and models/digits/model.json differ");
+}
+
+/// Output paths are checked before the model is even loaded: a typo costs no generation.
+#[test]
+fn bad_output_paths_are_refused_before_any_work() {
+    for (out, needle) in
+        [("x.jpg", "give a name ending in .png"), ("/no/such/dir/x.png", "/no/such/dir does not exist")]
+    {
+        let o = drt(&["generate", "--model", "/no/such/model", "--out", out]);
+        let e = stderr(&o);
+        assert!(!o.status.success() && e.contains(needle) && !e.contains("/no/such/model"), "{out}: {e}");
+    }
+    let o = drt(&["bench", "--model", "/no/such/model", "--json", "/no/such/dir/r.json"]);
+    assert!(stderr(&o).contains("/no/such/dir does not exist"), "{}", stderr(&o));
 }
 
 #[test]

@@ -51,6 +51,7 @@ fn manifest_graph_mismatches_name_key_and_files() {
         match load_with(edit, &tmp) {
             Err(Error::Manifest(msg)) => {
                 assert!(msg.contains(needle), "case {i}: `{msg}` should mention `{needle}`");
+                assert!(!msg.contains("manifest error"), "case {i}: `{msg}` repeats the kind");
                 assert!(
                     msg.contains("model.json") && msg.contains("denoiser.onnx"),
                     "case {i}: `{msg}` names both files"

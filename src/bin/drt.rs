@@ -11,6 +11,7 @@ use diffusion_rt::bench::BenchOptions;
 use diffusion_rt::cache::{CacheMode, CacheOptions};
 use diffusion_rt::dump::InputDump;
 use diffusion_rt::guidance::GuidanceRules;
+use diffusion_rt::request::{model_defaults, ModelDefaults};
 use diffusion_rt::schedule::SigmaSpacing;
 use diffusion_rt::sd::{SdOptions, StableDiffusion, TextToImage};
 use diffusion_rt::{image, npy, Error, GenerateParams, Model, Result, Session};
@@ -30,7 +31,7 @@ enum Command {
     /// sample quality; print a table and write JSON.
     Bench(Box<BenchArgs>),
     /// Show a model's manifest, graph inputs and outputs, and what the backend makes of them.
-    Inspect(ModelArgs),
+    Inspect(InspectArgs),
 }
 
 #[derive(Args)]
@@ -65,6 +66,15 @@ impl ModelArgs {
     fn load(&self) -> Result<Arc<Model>> {
         Ok(Arc::new(Model::load(&self.model, &self.options()?)?))
     }
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Print JSON (for tools) instead of the summary.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -323,6 +333,26 @@ impl SamplingArgs {
     }
 }
 
+/// Refuses an output `path` whose directory does not exist, or (with `ext`) that is named for
+/// another format than the one written there.
+fn check_output(flag: &str, path: Option<&std::path::Path>, ext: Option<&str>) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    if let Some(ext) = ext {
+        if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)) {
+            return Err(Error::InvalidArgument(format!(
+                "{flag} {}: drt writes {} files; give a name ending in .{ext}",
+                path.display(),
+                ext.to_uppercase()
+            )));
+        }
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        return Err(Error::io(path, format!("{flag}: directory {} does not exist", dir.display())));
+    }
+    Ok(())
+}
+
 /// Reads the `.npy` given to `flag`, saying which flag a bad file came from.
 fn read_npy(flag: &str, path: &std::path::Path) -> Result<npy::Array> {
     npy::read(path).map_err(|e| match e {
@@ -335,6 +365,10 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     if a.out.is_none() && a.save_raw.is_none() && a.text.save_latents.is_none() {
         return Err(Error::InvalidArgument("nothing to write: give --out FILE.png and/or --save-raw FILE.npy".into()));
     }
+    // Before any work: a path that cannot be written would otherwise fail only after the generation.
+    check_output("--out", a.out.as_deref(), Some("png"))?;
+    check_output("--save-raw", a.save_raw.as_deref(), None)?;
+    check_output("--save-latents", a.text.save_latents.as_deref(), None)?;
     if StableDiffusion::is_export(&a.model.model) {
         return text_to_image(a);
     }
@@ -543,6 +577,7 @@ fn numbered(path: &std::path::Path, i: usize) -> PathBuf {
 }
 
 fn bench(a: &BenchArgs) -> Result<()> {
+    check_output("--json", a.json.as_deref(), None)?;
     if StableDiffusion::is_export(&a.model.model) {
         if a.classifier.is_some() {
             return Err(Error::InvalidArgument(
@@ -575,34 +610,126 @@ fn print_report(table: &str, report: String, json: Option<&std::path::Path>) -> 
     }
 }
 
-fn inspect(a: &ModelArgs) -> Result<()> {
-    if StableDiffusion::is_export(&a.model) {
-        print!("{}", StableDiffusion::load(&a.model, &a.options()?, SdOptions::default())?.describe()?);
-        return Ok(());
-    }
-    let model = a.load()?;
-    let m = model.manifest();
-    let g = model.graph();
-    println!("model       {} ({})", m.name, model.dir().display());
-    println!("sample      {:?} ({} values)", m.sample_shape, model.sample_len());
-    println!("prediction  {:?}", m.denoiser.prediction);
-    if let Some(t) = &m.denoiser.time_input {
-        println!("time input  {} ({:?} × {})", t.name, t.kind, t.scale);
-    }
-    if let Some(c) = &m.denoiser.class_input {
-        println!("classes     {} via `{}`, null class {:?}", c.num_classes, c.name, c.null_class);
-    }
-    for c in &m.denoiser.cond_inputs {
-        println!("condition   {} (default {})", c.name, c.default);
-    }
-    println!("schedule    {:?}", model.noise_schedule());
-    println!("defaults    {:?}", m.defaults);
-    println!("backend     {} [{}]", g.backend_name(), g.execution_provider());
-    for i in g.inputs() {
-        println!("  input     {i}");
-    }
-    for o in g.outputs() {
-        println!("  output    {o}");
+fn inspect(a: &InspectArgs) -> Result<()> {
+    let (text, json) = if StableDiffusion::is_export(&a.model.model) {
+        let sd = StableDiffusion::load(&a.model.model, &a.model.options()?, SdOptions::default())?;
+        (sd.describe()?, describe_sd_json(&sd)?)
+    } else {
+        let model = a.model.load()?;
+        let defaults = model_defaults(&model)?;
+        (describe(&model, &defaults), describe_json(&model, &defaults))
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&json).map_err(|e| Error::Internal(e.to_string()))?);
+    } else {
+        print!("{text}");
     }
     Ok(())
+}
+
+/// A manifest value's name as model.json spells it (`epsilon`, `c_noise`, ...).
+fn spelled<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// `drt inspect` for a model.json directory: what the manifest says, what a request without
+/// sampling options runs, and the graph as the backend loaded it.
+fn describe(model: &Model, defaults: &ModelDefaults) -> String {
+    use std::fmt::Write as _;
+    let m = model.manifest();
+    let d = &m.denoiser;
+    let mut out = String::new();
+    let mut line = |key: &str, value: String| {
+        let _ = writeln!(out, "{key:<11} {value}");
+    };
+    line("model", format!("{} ({})", m.name, model.dir().display()));
+    let shape: Vec<String> = m.sample_shape.iter().map(|s| s.to_string()).collect();
+    line("sample", format!("{} ({} values)", shape.join(" × "), model.sample_len()));
+    line("prediction", spelled(&d.prediction));
+    match &d.time_input {
+        Some(t) => line("time input", format!("`{}`, {} × {}", t.name, spelled(&t.kind), t.scale)),
+        None => line("time input", "none".into()),
+    }
+    match &d.class_input {
+        Some(c) => line(
+            "classes",
+            format!(
+                "{} via `{}`, {}",
+                c.num_classes,
+                c.name,
+                c.null_class.map_or("no null class (no guidance)".into(), |n| format!("null class {n}"))
+            ),
+        ),
+        None => line("classes", "none".into()),
+    }
+    for c in &d.cond_inputs {
+        line("condition", format!("`{}`, default {}", c.name, c.default));
+    }
+    if let Some(c) = &d.context_input {
+        line("context", format!("`{}`", c.name));
+    }
+    line("schedule", model.noise_schedule().to_string());
+    line("defaults", defaults.to_string());
+    let g = model.graph();
+    line("backend", format!("{} [{}]", g.backend_name(), g.execution_provider()));
+    for i in g.inputs() {
+        line("  input", i.to_string());
+    }
+    for o in g.outputs() {
+        line("  output", o.to_string());
+    }
+    out
+}
+
+fn io_json(infos: &[diffusion_rt::backend::IoInfo]) -> serde_json::Value {
+    infos.iter().map(|i| serde_json::json!({"name": i.name, "dtype": i.dtype.name(), "shape": i.shape})).collect()
+}
+
+/// `drt inspect --json` for a model.json directory: the manifest as parsed, the defaults a request
+/// gets, and the graph's inputs and outputs (`null` for a symbolic dimension).
+fn describe_json(model: &Model, d: &ModelDefaults) -> serde_json::Value {
+    let g = model.graph();
+    serde_json::json!({
+        "kind": "model.json",
+        "dir": model.dir(),
+        "sample_len": model.sample_len(),
+        "manifest": model.manifest(),
+        "schedule": model.noise_schedule().to_string(),
+        "defaults": {"sampler": d.sampler.name(), "steps": d.steps, "guidance": d.guidance,
+                     "guidance_interval": d.guidance_interval, "sigmas": d.sigmas},
+        "backend": g.backend_name(),
+        "execution_provider": g.execution_provider(),
+        "inputs": io_json(g.inputs()),
+        "outputs": io_json(g.outputs()),
+    })
+}
+
+/// `drt inspect --json` for a Stable Diffusion export: its settings and each part's graph.
+fn describe_sd_json(sd: &StableDiffusion) -> Result<serde_json::Value> {
+    let d = sd.description()?;
+    let parts: serde_json::Map<String, serde_json::Value> = d
+        .parts
+        .iter()
+        .map(|p| {
+            let v = serde_json::json!({"backend": p.backend, "execution_provider": p.execution_provider,
+                                       "inputs": io_json(&p.inputs), "outputs": io_json(&p.outputs)});
+            (p.name.to_string(), v)
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "kind": "stable-diffusion",
+        "dir": d.dir,
+        "sampler": d.sampler,
+        "sigma_spacing": d.spacing.name(),
+        "prediction": d.prediction,
+        "noise_schedule": d.noise_schedule,
+        "latent_channels": d.channels,
+        "extra_channels": d.extra_channels,
+        "default_size": [d.default_size, d.default_size],
+        "vae_factor": d.vae_factor,
+        "vae_scaling_factor": d.vae_scaling_factor,
+        "tokens": d.tokens,
+        "defaults": {"steps": d.default_steps, "guidance": d.default_guidance},
+        "parts": parts,
+    }))
 }

@@ -8,7 +8,7 @@ pub mod resize;
 pub mod tokenizer;
 pub mod vae;
 
-pub use pipeline::{Images, SdOptions, StableDiffusion, TextToImage};
+pub use pipeline::{Description, Images, PartDescription, SdOptions, StableDiffusion, TextToImage};
 pub use tokenizer::ClipTokenizer;
 
 /// A model error naming the export's file at fault.

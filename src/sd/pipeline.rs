@@ -12,7 +12,7 @@ use super::config::{read_json, unet_sample_size, SchedulerConfig, VaeConfig};
 use super::model_err;
 use super::tokenizer::ClipTokenizer;
 use super::vae::{self, VaeDecoder};
-use crate::backend::{self, BackendOptions, DType, Graph, Input, InputData};
+use crate::backend::{self, BackendOptions, DType, Graph, Input, InputData, IoInfo};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::model::Model;
@@ -106,6 +106,37 @@ impl Part {
             Part::VaeEncoder => "vae_encoder",
         }
     }
+}
+
+/// An export's settings and graphs, as `drt inspect` shows them.
+#[derive(Clone, Debug)]
+pub struct Description {
+    pub dir: PathBuf,
+    pub sampler: &'static str,
+    pub spacing: SigmaSpacing,
+    pub prediction: &'static str,
+    /// The `noise_schedule` object the scheduler config maps to (model.json's keys).
+    pub noise_schedule: serde_json::Value,
+    pub channels: usize,
+    pub extra_channels: usize,
+    /// Pixels per side when no size is asked for.
+    pub default_size: usize,
+    pub vae_factor: usize,
+    pub vae_scaling_factor: f64,
+    pub tokens: usize,
+    pub default_steps: u32,
+    pub default_guidance: f32,
+    pub parts: Vec<PartDescription>,
+}
+
+/// One part of an export (`unet`, ...) as its backend loaded it.
+#[derive(Clone, Debug)]
+pub struct PartDescription {
+    pub name: &'static str,
+    pub backend: &'static str,
+    pub execution_provider: String,
+    pub inputs: Vec<IoInfo>,
+    pub outputs: Vec<IoInfo>,
 }
 
 /// Generated images and the latents they were decoded from.
@@ -236,43 +267,82 @@ impl StableDiffusion {
         self.vae.factor
     }
 
-    /// A description of the export for `drt inspect`: its parts and their graphs' inputs and outputs.
-    pub fn describe(&self) -> Result<String> {
-        use std::fmt::Write as _;
-        let f = self.vae.factor;
-        let mut d = String::new();
-        let _ = writeln!(d, "export      {}", self.dir.display());
-        let _ = writeln!(
-            d,
-            "sampler     {} ({:?} sigmas), prediction {}",
-            self.scheduler.sampler, self.scheduler.spacing, self.scheduler.prediction
-        );
-        let _ = writeln!(d, "schedule    {}", self.scheduler.noise_schedule);
-        let _ = writeln!(
-            d,
-            "latents     {} channels{}, default {}×{} px, VAE factor {f}, scaling {}",
-            self.channels,
-            if self.extra_channels > 0 {
-                format!(" (+{} inpainting inputs)", self.extra_channels)
-            } else {
-                String::new()
-            },
-            self.default_latent * f,
-            self.default_latent * f,
-            self.vae.scaling_factor
-        );
-        let _ = writeln!(d, "tokens      {} per prompt", self.tokenizer.max_length());
+    /// What `drt inspect` shows of the export: its settings and each part's graph.
+    pub fn description(&self) -> Result<Description> {
+        let mut parts = Vec::new();
         for part in [Part::TextEncoder, Part::Unet, Part::VaeDecoder] {
             let g = self.graph(part, (self.default_latent, self.default_latent))?;
-            let _ = writeln!(d, "{:<11} {} [{}]", part.dir(), g.backend_name(), g.execution_provider());
-            for i in g.inputs() {
-                let _ = writeln!(d, "  input     {i}");
+            parts.push(PartDescription {
+                name: part.dir(),
+                backend: g.backend_name(),
+                execution_provider: g.execution_provider(),
+                inputs: g.inputs().to_vec(),
+                outputs: g.outputs().to_vec(),
+            });
+        }
+        Ok(Description {
+            dir: self.dir.clone(),
+            sampler: self.scheduler.sampler,
+            spacing: self.scheduler.spacing,
+            prediction: self.scheduler.prediction,
+            noise_schedule: self.scheduler.noise_schedule.clone(),
+            channels: self.channels,
+            extra_channels: self.extra_channels,
+            default_size: self.default_latent * self.vae.factor,
+            vae_factor: self.vae.factor,
+            vae_scaling_factor: self.vae.scaling_factor,
+            tokens: self.tokenizer.max_length(),
+            default_steps: self.default_steps(),
+            default_guidance: DEFAULT_GUIDANCE,
+            parts,
+        })
+    }
+
+    /// [`StableDiffusion::description`] as text, one setting or graph input per line.
+    pub fn describe(&self) -> Result<String> {
+        use std::fmt::Write as _;
+        let d = self.description()?;
+        let mut out = String::new();
+        let mut line = |key: &str, value: String| {
+            let _ = writeln!(out, "{key:<12} {value}");
+        };
+        line("export", d.dir.display().to_string());
+        line("sampler", format!("{} ({} sigma spacing), prediction {}", d.sampler, d.spacing, d.prediction));
+        let schedule: crate::manifest::NoiseScheduleSpec = serde_json::from_value(d.noise_schedule.clone())
+            .map_err(|e| Error::Internal(format!("the scheduler config's noise schedule: {e}")))?;
+        line("schedule", schedule.to_schedule()?.to_string());
+        let extra = match d.extra_channels {
+            0 => String::new(),
+            n => format!(" (+{n} inpainting inputs)"),
+        };
+        line(
+            "latents",
+            format!(
+                "{} channels{extra}, default {}×{} px, VAE factor {}, scaling {}",
+                d.channels, d.default_size, d.default_size, d.vae_factor, d.vae_scaling_factor
+            ),
+        );
+        line("tokens", format!("{} per prompt", d.tokens));
+        line("defaults", format!("{} steps, guidance {}", d.default_steps, d.default_guidance));
+        for p in &d.parts {
+            line(p.name, format!("{} [{}]", p.backend, p.execution_provider));
+            for i in &p.inputs {
+                line("  input", i.to_string());
             }
-            for o in g.outputs() {
-                let _ = writeln!(d, "  output    {o}");
+            for o in &p.outputs {
+                line("  output", o.to_string());
             }
         }
-        Ok(d)
+        Ok(out)
+    }
+
+    /// diffusers' pipeline default; LCM exports are made for a few steps.
+    fn default_steps(&self) -> u32 {
+        if self.scheduler.sampler == "lcm" {
+            4
+        } else {
+            50
+        }
     }
 
     /// `[channels, height, width]` of the latents for an image of `width × height` pixels.
@@ -344,11 +414,11 @@ impl StableDiffusion {
             },
             "noise_schedule": self.scheduler.noise_schedule,
             // diffusers' pipeline default; LCM exports are made for a few steps.
-            "defaults": {"sampler": self.scheduler.sampler, "steps": if self.scheduler.sampler == "lcm" { 4 } else { 50 }},
+            "defaults": {"sampler": self.scheduler.sampler, "steps": self.default_steps()},
             "output": {"kind": "tensor"},
         });
         let source = self.dir.join("scheduler/scheduler_config.json");
-        let manifest = Manifest::parse(&manifest.to_string()).map_err(|e| model_err(&source, e))?;
+        let manifest = Manifest::parse(&manifest.to_string()).map_err(|e| model_err(&source, e.message()))?;
         Model::from_manifest(
             &self.dir,
             manifest,
