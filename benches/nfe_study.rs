@@ -20,8 +20,8 @@ use diffusion_rt::backend::{BackendKind, BackendOptions};
 use diffusion_rt::bench::{self, BenchOptions};
 use diffusion_rt::cache::{CacheMode, CacheOptions};
 use diffusion_rt::guidance::GuidanceRules;
-use diffusion_rt::pipeline::GenerateParams;
 use diffusion_rt::schedule::SigmaSpacing;
+use diffusion_rt::GenerateParams;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 

@@ -3,8 +3,8 @@
  *   generate MODEL_DIR [BACKEND] [OUT.pgm] [OUT.f32] [STEPS]
  *
  * BACKEND is "tract", "ort" or "auto"; OUT.f32, when given, receives the raw float samples. The
- * result equals `drt generate --class 0,1,2,3,4,5,6,7,8,9 --seed 42 --steps STEPS` (20 steps by
- * default). */
+ * result equals `drt generate --class 0,1,2,3,4,5,6,7,8,9 --seed 42 --steps STEPS`, and without
+ * STEPS `drt generate --class 0,1,2,3,4,5,6,7,8,9 --seed 42`: the model's own defaults. */
 #include <stdio.h>
 #include <stdlib.h>
 

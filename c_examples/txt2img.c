@@ -3,8 +3,9 @@
  *
  *   txt2img EXPORT_DIR PROMPT [OUT.ppm] [STEPS] [BACKEND] [NEGATIVE_PROMPT]
  *
- * The image equals `drt generate --model EXPORT_DIR --prompt PROMPT --steps STEPS --seed 0`
- * (25 steps by default) at the export's default size, sampler and guidance. */
+ * The image equals `drt generate --model EXPORT_DIR --prompt PROMPT --steps STEPS --seed 0` at the
+ * export's default size, sampler and guidance; without STEPS, the export's own step count (as
+ * `drt generate` without --steps). */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,7 +46,7 @@ int main(int argc, char **argv) {
     gp.prompts_len = 1;
     gp.negative_prompts = negatives;
     gp.negative_prompts_len = 1;
-    gp.steps = argc > 4 ? (uint32_t)strtoul(argv[4], NULL, 10) : 25;
+    if (argc > 4) gp.steps = (uint32_t)strtoul(argv[4], NULL, 10);
     gp.progress = progress;
 
     uint32_t width = 0, height = 0, batch = 0;

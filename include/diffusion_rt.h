@@ -39,9 +39,10 @@
 
 /**
  * Bumped on every incompatible change of this header. An app compares it with drt_abi_version() at
- * start-up to catch a mismatched shared library before calling anything else.
+ * start-up to catch a mismatched shared library before calling anything else. 2: the default
+ * drt_generate_params.steps is 0, the model's own step count (it was 20).
  */
-#define DRT_ABI_VERSION 1
+#define DRT_ABI_VERSION 2
 
 /**
  * drt_generate_params.step_cache: no step caching.
@@ -222,7 +223,9 @@ typedef struct drt_generate_params {
    */
   uint64_t seed;
   /**
-   * Sampler steps; 0 is invalid.
+   * Sampler steps; 0 = the model's default (its model.json `defaults.steps`, or its
+   * `defaults.sigmas` table; else 20; 50 for a Stable Diffusion export, 4 with an LCM scheduler),
+   * which is what `drt generate` runs without --steps. (ABI 1 had no default: 20 was set here.)
    */
   uint32_t steps;
   /**
@@ -480,7 +483,8 @@ void drt_session_free(struct drt_session *s);
 void drt_session_cancel(const struct drt_session *s);
 
 /**
- * Defaults: seed 0, 20 steps, the model's guidance and sampler, no class, batch 1, no callback.
+ * Defaults: seed 0, the model's steps, guidance and sampler, no class, batch 1, no callback: with a
+ * seed and a class set, the samples `drt generate` makes with no sampling options, bit for bit.
  */
 struct drt_generate_params drt_generate_params_default(void);
 

@@ -17,8 +17,9 @@ use crate::cache::CacheMode;
 use crate::error::{Error, Result};
 use crate::guidance::GuidanceRules;
 use crate::model::Model;
-use crate::pipeline::{GenerateParams, Generation, Session};
+use crate::pipeline::{Generation, Session};
 use crate::quality::Judge;
+use crate::request::{guidance_rules, GenerateParams};
 use crate::sysinfo::{self, Device};
 
 /// How the benchmark runs, besides the generation's own parameters.
@@ -152,7 +153,7 @@ pub fn run_with(
     let classes = classes_to_judge(&model, &mut params, opts);
     let measured = measure(&mut session, &params, opts)?;
     let peak_rss_mb = sysinfo::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0));
-    let rules = crate::pipeline::guidance_rules(&model, &params);
+    let rules = guidance_rules(&model, &params);
     let rel_l2_to_baseline = distance_to_baseline(&mut session, &params, rules, opts, &measured)?;
     let mut report = report(&model, &params, rules, opts, &measured, load_ms, peak_rss_mb, rel_l2_to_baseline);
     if let Some(dir) = &opts.classifier {

@@ -1,8 +1,24 @@
 //! diffusion-rt: an on-device runtime for ONNX-exported diffusion models.
 //!
-//! Layers, top to bottom (nothing below knows about anything above): [`pipeline`] (one generation),
-//! [`sampler`] over a [`schedule`], [`guidance`] wrapping the network, [`model`] (manifest adapters
-//! turning the network into `D(x, level) -> x0`), [`backend`] (tract or ONNX Runtime).
+//! Every generation is one function, `D(x, level) -> x0` ([`denoiser`]), that samplers walk down
+//! a schedule; guidance and caching wrap it; the model turns an ONNX graph into it; the backend
+//! only runs graphs. A request is checked once ([`request`]) whichever way it came in.
+//!
+//! Layers, bottom to top. A module uses only modules of lower layers (its own submodules aside),
+//! and no modules use each other in a cycle; `tests/layers.rs` reads this list and checks both.
+//!
+//! 0. [`error`]: one error type, each kind a C status
+//! 1. [`limits`], `panic`, [`sysinfo`], [`npy`], [`image`]: know nothing of diffusion
+//! 2. [`denoiser`]: the contract every layer shares (noise level, denoiser, noise source, precision)
+//! 3. [`backend`], [`schedule`], [`rng`]: run graphs; lay out noise levels; draw seeded noise
+//! 4. [`manifest`], [`dump`], [`quality`]: read model.json; record network inputs; judge samples
+//! 5. [`model`], [`sampler`]: a graph as a denoiser; samplers over any denoiser
+//! 6. [`guidance`], [`cache`]: wrappers of the denoiser
+//! 7. [`request`]: a generation request, checked against a model into a plan
+//! 8. [`pipeline`]: one generation, whole or step by step
+//! 9. [`bench`]: the benchmark
+//! 10. [`sd`]: Stable Diffusion exports as they are
+//! 11. [`ffi`]: the C ABI
 //!
 //! ```
 //! use std::sync::Arc;
@@ -24,11 +40,13 @@
 pub mod backend;
 pub mod bench;
 pub mod cache;
+pub mod denoiser;
 pub mod dump;
 pub mod error;
 pub mod ffi;
 pub mod guidance;
 pub mod image;
+pub mod limits;
 pub mod manifest;
 pub mod model;
 pub mod npy;
@@ -45,4 +63,5 @@ pub mod sysinfo;
 pub use backend::{BackendKind, BackendOptions};
 pub use error::{Error, Result};
 pub use model::Model;
-pub use pipeline::{GenerateParams, Generation, Session};
+pub use pipeline::{Generation, Session};
+pub use request::GenerateParams;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::schedule::{
     BetaSchedule, DiscreteSchedule, EdmSchedule, FinalSigmas, FlowSchedule, NoiseSchedule, TimestepSpacing,
 };
@@ -372,29 +373,20 @@ impl Manifest {
             }
         }
         self.noise_schedule.to_schedule()?;
-        if let Some(0) = self.defaults.steps {
-            return bad("defaults.steps", "must be at least 1".into());
+        // The defaults are a request: the request's limits hold for them.
+        let d = &self.defaults;
+        let limit = |key: &str, r: Result<()>| r.or_else(|e| bad(key, e.message()));
+        if let Some(n) = d.steps {
+            limit("defaults.steps", limits::steps(n as usize).map(|_| ()))?;
         }
-        if let Some(g) = self.defaults.guidance {
-            if !(g.is_finite() && g >= 0.0) {
-                return bad("defaults.guidance", format!("must be a finite number >= 0, got {g}"));
-            }
+        if let Some(g) = d.guidance {
+            limit("defaults.guidance", limits::guidance(g).map(|_| ()))?;
         }
-        if let Some([lo, hi]) = self.defaults.guidance_interval {
-            if !(lo >= 0.0 && hi > lo) {
-                return bad(
-                    "defaults.guidance_interval",
-                    format!("must be [lo, hi] with 0 <= lo < hi, got [{lo}, {hi}]"),
-                );
-            }
+        if let Some([lo, hi]) = d.guidance_interval {
+            limit("defaults.guidance_interval", limits::guidance_interval(lo, hi).map(|_| ()))?;
         }
-        if let Some(s) = &self.defaults.sigmas {
-            if s.len() < 2 || s.iter().any(|v| !v.is_finite() || *v < 0.0) || s.windows(2).any(|w| w[1] >= w[0]) {
-                return bad(
-                    "defaults.sigmas",
-                    "must be at least two finite, non-negative, strictly decreasing values".into(),
-                );
-            }
+        if let Some(s) = &d.sigmas {
+            limit("defaults.sigmas", limits::sigma_table(s).map(|_| ()))?;
         }
         let [lo, hi] = self.output.value_range;
         if !(lo.is_finite() && hi.is_finite() && hi > lo) {

@@ -5,67 +5,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::{CacheOptions, StepCache};
+use crate::cache::StepCache;
+use crate::denoiser::{Denoiser, Level, NoiseSource};
+use crate::dump::InputDump;
 use crate::error::{Error, Result};
-use crate::guidance::{Conditioning, Guidance, GuidanceRules};
+use crate::guidance::Guidance;
 use crate::model::{Model, Network};
+use crate::request::{GenerateParams, Plan, DEFAULT_MEMORY_LIMIT};
 use crate::rng::{PhiloxNoise, RecordedNoise};
-use crate::sampler::{check_run, sampler_by_name, Denoiser, Level, NoiseSource, SamplerKind, SamplerOptions, Stepper};
-use crate::schedule::{Schedule, SigmaSpacing};
-
-/// Everything one generation needs besides the model. `Default` + the model's defaults give a
-/// sensible run; every field is checked before any work starts.
-#[derive(Clone, Debug, Default)]
-pub struct GenerateParams {
-    /// Sampler name (`None` = the model's default, else `dpmpp-2m`).
-    pub sampler: Option<String>,
-    pub spacing: SigmaSpacing,
-    /// A custom sigma table (model convention, last entry included), replacing the schedule.
-    pub sigmas: Option<Vec<f64>>,
-    pub steps: Option<u32>,
-    pub guidance: Option<f32>,
-    /// When guidance runs: adaptive guidance and a guidance interval (both off by default).
-    pub guidance_rules: GuidanceRules,
-    /// Output-level step caching (off by default).
-    pub step_cache: Option<CacheOptions>,
-    /// DDIM's eta.
-    pub eta: f64,
-    pub batch: usize,
-    pub seed: u64,
-    /// One label for all samples, or one per sample; empty = the null class / no class input.
-    pub classes: Vec<i64>,
-    /// Conditioning values by input name: one value for all samples or one per sample.
-    pub conds: Vec<(String, Vec<f32>)>,
-    /// For a model with a context input: one context tensor per sample, one after another
-    /// (`[tokens, width]` each, e.g. prompt embeddings), and the unconditional branch's, shaped
-    /// alike, for guidance (e.g. negative-prompt embeddings).
-    pub context: Option<Vec<f32>>,
-    pub uncond_context: Option<Vec<f32>>,
-    /// Initial unit noise `[batch, *sample_shape]` instead of the seeded one.
-    pub noise: Option<Vec<f32>>,
-    /// Per-step noise for stochastic samplers, indexed by step, instead of the seeded one.
-    pub step_noise: Option<Vec<Vec<f32>>>,
-    /// img2img: a starting sample `[batch, *sample_shape]` (or one sample for all) and how much of the
-    /// schedule to run on it (1 = all of it, i.e. ignore the image).
-    pub init: Option<Vec<f32>>,
-    pub strength: Option<f32>,
-    /// Inpainting by blending: after every step the sample keeps `known` where `mask` is 0.
-    pub inpaint: Option<Inpaint>,
-    /// For a model whose sample input takes extra channels (`denoiser.sample_extra_channels`):
-    /// their values, appended to every call's sample, one block for all samples or one per sample.
-    pub sample_extra: Option<Vec<f32>>,
-}
-
-/// What inpainting keeps: after each step, `x = mask·x + (1 − mask)·known_t`, where `known_t` is
-/// `known` noised to the level the step reached with the generation's initial noise, and `known`
-/// itself after the last step (diffusers' latent blending for ordinary UNets).
-#[derive(Clone, Debug, Default)]
-pub struct Inpaint {
-    /// Clean samples, `batch × sample_len` (or one for all).
-    pub known: Vec<f32>,
-    /// Per value, 1 = generate, 0 = keep; `batch × sample_len` (or one for all).
-    pub mask: Vec<f32>,
-}
+use crate::sampler::{check_run, SamplerKind, Stepper};
 
 /// What a generation produced, with the counts a benchmark needs.
 #[derive(Clone, Debug)]
@@ -82,10 +30,6 @@ pub struct Generation {
     pub backend_time: Duration,
 }
 
-/// The most samples one generation may hold; larger requests are refused up front.
-pub const MAX_BATCH: usize = 4096;
-pub const MAX_STEPS: u32 = 10_000;
-
 /// One generation at a time over a shared model.
 ///
 /// A generation runs either whole ([`Session::generate`]) or driven by the caller, one step per call
@@ -96,20 +40,6 @@ pub struct Session {
     cancel: Arc<AtomicBool>,
     run: Option<Run>,
     memory_limit: usize,
-}
-
-/// The default cap on a generation's own buffers (see [`Session::set_memory_limit`]).
-pub const DEFAULT_MEMORY_LIMIT: usize = 2 << 30;
-
-/// Sample-sized float buffers a generation may hold at once: the sample, its initial noise, the
-/// caller's noise or start image, up to three sampler scratch buffers, guidance's doubled input and
-/// output (four), the network adapters' converted copy, and the result handed back.
-const BUFFERS_PER_SAMPLE: usize = 12;
-
-/// Bytes of the runtime's own buffers for a generation of `n` sample values (not the backend's
-/// activations, which only the backend knows).
-pub fn generation_bytes(n: usize) -> usize {
-    n.saturating_mul(BUFFERS_PER_SAMPLE * std::mem::size_of::<f32>())
 }
 
 /// The state of a generation between steps.
@@ -173,7 +103,7 @@ impl Session {
         self.net.model()
     }
 
-    /// Caps the buffers a generation may need ([`generation_bytes`]): larger requests are refused
+    /// Caps the buffers a generation may need ([`crate::request::generation_bytes`]): larger requests are refused
     /// up front with [`Error::OutOfMemory`] instead of being attempted. `usize::MAX` lifts the cap.
     pub fn set_memory_limit(&mut self, bytes: usize) {
         self.memory_limit = bytes;
@@ -181,7 +111,7 @@ impl Session {
 
     /// Records the inputs of every network call of later generations into `dump` (calibration
     /// data for quantization); `None` stops recording.
-    pub fn set_dump(&mut self, dump: Option<crate::dump::InputDump>) {
+    pub fn set_dump(&mut self, dump: Option<InputDump>) {
         self.net.set_dump(dump);
     }
 
@@ -208,27 +138,14 @@ impl Session {
         self.finish()
     }
 
-    /// Checks `p`, draws the initial sample and makes the generation ready to step; returns the
-    /// number of steps. A generation already in progress is dropped.
+    /// Checks `p` ([`Plan::new`]), draws the initial sample and makes the generation ready to step;
+    /// returns the number of steps. A generation already in progress is dropped.
     pub fn begin(&mut self, p: &GenerateParams) -> Result<usize> {
         self.run = None;
         self.cancel.store(false, Ordering::SeqCst);
         self.net.take_backend_time();
         let model = Arc::clone(self.net.model());
-        // Before planning, which already copies the caller's start image for every sample.
-        let needed = generation_bytes(p.batch.saturating_mul(model.sample_len()));
-        if (1..=MAX_BATCH).contains(&p.batch) && needed > self.memory_limit {
-            let mb = |b: usize| b as f64 / (1 << 20) as f64;
-            return Err(Error::OutOfMemory(format!(
-                "batch {} of {} values needs about {:.0} MB of buffers, over the limit of {:.0} MB; \
-                 lower the batch or raise the limit",
-                p.batch,
-                model.sample_len(),
-                mb(needed),
-                mb(self.memory_limit)
-            )));
-        }
-        let plan = Plan::new(&model, p)?;
+        let plan = Plan::new(&model, p, self.memory_limit)?;
         let n = plan.batch * model.sample_len();
 
         let mut unit = vec![0f32; n];
@@ -255,11 +172,20 @@ impl Session {
             Some(draws) => StepNoise::Recorded(RecordedNoise::new(draws.clone())),
             None => StepNoise::Seeded(PhiloxNoise::new(p.seed)),
         };
-        let mut guidance = Guidance::new(&model, plan.batch, plan.guidance, plan.cond, plan.rules)?;
+        let o = &plan.options;
+        let mut guidance = Guidance::new(
+            plan.batch,
+            model.sample_len(),
+            plan.guidance,
+            plan.rules,
+            o.precision,
+            plan.cond,
+            plan.uncond,
+        );
         self.net.reserve(2 * plan.batch);
         check_run(&guidance.over(&mut self.net), levels, &x)?;
-        let stepper = plan.sampler.stepper(levels, n, &plan.options)?;
-        let cache = p.step_cache.map(|opts| StepCache::new(opts, n)).transpose()?;
+        let stepper = plan.sampler.stepper(levels, n, o)?;
+        let cache = plan.cache.map(|opts| StepCache::new(opts, n));
         let inpaint = plan.inpaint.map(|(known, mask)| (known, mask, unit));
         let run = Run {
             sampler: plan.sampler,
@@ -362,238 +288,4 @@ impl Session {
     pub fn abandon(&mut self) {
         self.run = None;
     }
-}
-
-/// The checked, resolved form of [`GenerateParams`] for one model.
-struct Plan {
-    sampler: SamplerKind,
-    options: SamplerOptions,
-    schedule: Schedule,
-    batch: usize,
-    guidance: f32,
-    rules: GuidanceRules,
-    cond: Conditioning,
-    /// img2img: the start sample (whole batch) and the index of the level to start from.
-    init: Option<(Vec<f32>, usize)>,
-    /// Inpainting: known samples and mask, both for the whole batch.
-    inpaint: Option<(Vec<f32>, Vec<f32>)>,
-}
-
-impl Plan {
-    fn new(model: &Model, p: &GenerateParams) -> Result<Plan> {
-        let m = model.manifest();
-        let arg = |msg: String| Err(Error::InvalidArgument(msg));
-        let batch = p.batch;
-        if batch == 0 || batch > MAX_BATCH {
-            return arg(format!("batch must be between 1 and {MAX_BATCH}, got {batch}"));
-        }
-        let len = model.sample_len();
-        let default_sampler = m.defaults.sampler.as_deref().unwrap_or("dpmpp-2m");
-        let sampler = sampler_by_name(p.sampler.as_deref().unwrap_or(default_sampler))?;
-        let steps = p.steps.or(m.defaults.steps).unwrap_or(20);
-        if steps == 0 || steps > MAX_STEPS {
-            return arg(format!("steps must be between 1 and {MAX_STEPS}, got {steps}"));
-        }
-        let guidance = p.guidance.or(m.defaults.guidance).unwrap_or(1.0);
-        if !(0.0..=100.0).contains(&guidance) {
-            return arg(format!("guidance must be a finite number in [0, 100], got {guidance}"));
-        }
-        if !(p.eta.is_finite() && (0.0..=1.0).contains(&p.eta)) {
-            return arg(format!("eta must be in [0, 1], got {}", p.eta));
-        }
-        let mut options = SamplerOptions { eta: p.eta, ..SamplerOptions::default() };
-        let discrete = matches!(model.noise_schedule(), crate::schedule::NoiseSchedule::Discrete(_));
-        if !discrete {
-            options.lcm_boundary = None;
-        }
-        let sigmas = p.sigmas.as_ref().or(m.defaults.sigmas.as_ref());
-        let schedule = match sigmas {
-            Some(s) if p.steps.is_none() || p.sigmas.is_some() => Schedule::from_sigmas(model.noise_schedule(), s)?,
-            _ => sampler.schedule(model.noise_schedule(), steps as usize, p.spacing)?,
-        };
-
-        let cond = conditioning(model, p, batch)?;
-        for (what, v) in [("noise", &p.noise)] {
-            if let Some(v) = v {
-                if v.len() != batch * len {
-                    return arg(format!("{what} has {} values, expected batch {batch} × {len}", v.len()));
-                }
-                if v.iter().any(|x| !x.is_finite()) {
-                    return arg(format!("{what} contains NaN or infinity"));
-                }
-            }
-        }
-        if let Some(draws) = &p.step_noise {
-            if let Some(d) = draws.iter().find(|d| d.len() != batch * len && !d.is_empty()) {
-                return arg(format!("step noise has a draw of {} values, expected {}", d.len(), batch * len));
-            }
-        }
-        let init = match (&p.init, p.strength) {
-            (None, None) => None,
-            (None, Some(_)) => return arg("strength needs an initial sample (init)".into()),
-            (Some(init), strength) => {
-                let strength = strength.unwrap_or(0.8);
-                if !(strength > 0.0 && strength <= 1.0) {
-                    return arg(format!("strength must be in (0, 1], got {strength}"));
-                }
-                let full = whole_batch(init, len, batch, "init")?;
-                // diffusers: init_timestep = min(int(steps * strength), steps); start at steps - init_timestep.
-                let total = schedule.steps();
-                let run = ((total as f64 * strength as f64) as usize).min(total);
-                if run == 0 {
-                    return arg(format!("strength {strength} with {total} steps leaves no step to run"));
-                }
-                Some((full, total - run))
-            }
-        };
-        let rules = guidance_rules(model, p);
-        // A float16 network is run as diffusers runs it, where that arithmetic is defined: not
-        // under the step cache or adaptive guidance, which diffusers does not have.
-        options.half = model.half_output()
-            && discrete
-            && m.denoiser.prediction == crate::manifest::Prediction::Epsilon
-            && p.step_cache.is_none()
-            && rules.adaptive.is_none();
-        let inpaint = match &p.inpaint {
-            None => None,
-            Some(ip) => {
-                let mask = whole_batch(&ip.mask, len, batch, "the inpainting mask")?;
-                if mask.iter().any(|m| !(0.0..=1.0).contains(m)) {
-                    return arg("the inpainting mask must lie in [0, 1]".into());
-                }
-                Some((whole_batch(&ip.known, len, batch, "the inpainting known sample")?, mask))
-            }
-        };
-        Ok(Plan { sampler, options, schedule, batch, guidance, rules, cond, init, inpaint })
-    }
-}
-
-/// `v` for every sample of a batch: `per` values shared by all, or `batch × per` values, finite.
-fn whole_batch(v: &[f32], per: usize, batch: usize, what: &str) -> Result<Vec<f32>> {
-    let full = if v.len() == per {
-        v.repeat(batch)
-    } else if v.len() == batch * per {
-        v.to_vec()
-    } else {
-        return Err(Error::InvalidArgument(format!(
-            "{what} has {} values, expected {per} or batch {batch} × {per}",
-            v.len()
-        )));
-    };
-    if full.iter().any(|x| !x.is_finite()) {
-        return Err(Error::InvalidArgument(format!("{what} contains NaN or infinity")));
-    }
-    Ok(full)
-}
-
-/// The guidance rules a generation runs with: the request's, and the model's default interval when
-/// the request takes the model's default guidance scale and sets no interval of its own (the
-/// interval belongs to that scale; a caller's own scale gets plain guidance unless it asks).
-pub fn guidance_rules(model: &Model, p: &GenerateParams) -> GuidanceRules {
-    let mut rules = p.guidance_rules;
-    if p.guidance.is_none() && rules.interval.is_none() {
-        rules.interval = model.manifest().defaults.guidance_interval.map(|[lo, hi]| (lo, hi));
-    }
-    rules
-}
-
-fn conditioning(model: &Model, p: &GenerateParams, batch: usize) -> Result<Conditioning> {
-    let m = model.manifest();
-    let arg = |msg: String| Err(Error::InvalidArgument(msg));
-    let classes = match &m.denoiser.class_input {
-        None => {
-            if !p.classes.is_empty() {
-                return arg(format!("model `{}` has no class input, but classes were given", m.name));
-            }
-            Vec::new()
-        }
-        Some(ci) => {
-            let labels: Vec<i64> = match p.classes.len() {
-                0 => match ci.null_class {
-                    Some(n) => vec![n; batch],
-                    None => {
-                        return arg(format!(
-                            "model `{}` needs a class (0..{}) and has no null class",
-                            m.name, ci.num_classes
-                        ))
-                    }
-                },
-                1 => vec![p.classes[0]; batch],
-                k if k == batch => p.classes.clone(),
-                k => return arg(format!("{k} classes for a batch of {batch}: give one, or one per sample")),
-            };
-            for &c in &labels {
-                let ok = (0..ci.num_classes as i64).contains(&c) || Some(c) == ci.null_class;
-                if !ok {
-                    return arg(format!("class {c} is out of range 0..{} for model `{}`", ci.num_classes, m.name));
-                }
-            }
-            labels
-        }
-    };
-    let mut conds = Vec::with_capacity(batch * m.denoiser.cond_inputs.len());
-    for (name, _) in &p.conds {
-        if !m.denoiser.cond_inputs.iter().any(|c| &c.name == name) {
-            let known: Vec<&str> = model.cond_names().collect();
-            return arg(format!(
-                "model `{}` has no conditioning input `{name}` (it has: {})",
-                m.name,
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
-            ));
-        }
-    }
-    for c in &m.denoiser.cond_inputs {
-        let given = p.conds.iter().filter(|(n, _)| *n == c.name).collect::<Vec<_>>();
-        if given.len() > 1 {
-            return arg(format!("conditioning `{}` given twice", c.name));
-        }
-        match given.first().map(|(_, v)| v.as_slice()) {
-            None => conds.extend(std::iter::repeat_n(c.default, batch)),
-            Some([v]) => conds.extend(std::iter::repeat_n(*v, batch)),
-            Some(v) if v.len() == batch => conds.extend_from_slice(v),
-            Some(v) => return arg(format!("conditioning `{}` has {} values for a batch of {batch}", c.name, v.len())),
-        }
-    }
-    if let Some(v) = conds.iter().find(|v| !v.is_finite()) {
-        return arg(format!("conditioning value {v} is not finite"));
-    }
-    let per_sample = |what: &str, v: &Option<Vec<f32>>| -> Result<Vec<f32>> {
-        match (&m.denoiser.context_input, v) {
-            (None, None) => Ok(Vec::new()),
-            (None, Some(_)) => {
-                Err(Error::InvalidArgument(format!("model `{}` has no context input, but a {what} was given", m.name)))
-            }
-            (Some(c), None) if what == "context" => {
-                Err(Error::InvalidArgument(format!("model `{}` needs a context for its input `{}`", m.name, c.name)))
-            }
-            (Some(_), None) => Ok(Vec::new()),
-            (Some(_), Some(v)) => {
-                if v.is_empty() || v.iter().any(|x| !x.is_finite()) {
-                    return Err(Error::InvalidArgument(format!("the {what} is empty or not finite")));
-                }
-                if v.len() % batch != 0 {
-                    return Err(Error::InvalidArgument(format!(
-                        "the {what} has {} values, not one tensor per sample of a batch of {batch}",
-                        v.len()
-                    )));
-                }
-                Ok(v.clone())
-            }
-        }
-    };
-    let context = per_sample("context", &p.context)?;
-    let uncond_context = per_sample("unconditional context", &p.uncond_context)?;
-    let el = model.extra_len();
-    let extra = match (&p.sample_extra, el) {
-        (None, 0) => Vec::new(),
-        (Some(_), 0) => return arg(format!("model `{}` takes no extra sample channels, but some were given", m.name)),
-        (None, _) => {
-            return arg(format!(
-                "model `{}` needs its {} extra sample channels",
-                m.name, m.denoiser.sample_extra_channels
-            ))
-        }
-        (Some(v), _) => whole_batch(v, el, batch, "sample_extra")?,
-    };
-    Ok(Conditioning { classes, conds, context, uncond_context, extra })
 }

@@ -17,8 +17,8 @@
 //! operations, IEEE-exact `sqrt` and the pure-Rust `libm` log/sin/cos are used, so one seed gives
 //! bit-identical noise on every platform.
 
+use crate::denoiser::NoiseSource;
 use crate::error::{Error, Result};
-use crate::sampler::NoiseSource;
 
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;

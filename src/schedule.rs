@@ -11,12 +11,9 @@ mod continuous;
 mod discrete;
 mod numpy;
 
+use crate::denoiser::Level;
 use crate::error::{Error, Result};
-use crate::sampler::Level;
-
-/// Upper bound on step counts and train timesteps: far above any real schedule, low enough that a
-/// typo in a manifest is an error rather than a multi-gigabyte allocation.
-pub const MAX_STEPS: usize = 100_000;
+use crate::limits;
 
 /// `beta_schedule` of a discrete model (names as in diffusers' `scheduler_config.json`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -286,18 +283,7 @@ impl Schedule {
     /// sigmas for discrete models (timesteps by diffusers' `_sigma_to_t`; the initial sample scaled as
     /// EulerDiscrete does for the configured spacing), sigmas for EDM, flow times `t` for flow models.
     pub fn from_sigmas(noise: &NoiseSchedule, sigmas: &[f64]) -> Result<Self> {
-        if sigmas.len() < 2 {
-            return Err(Error::InvalidArgument(format!(
-                "a sigma table needs at least 2 entries, got {}",
-                sigmas.len()
-            )));
-        }
-        if let Some(s) = sigmas.iter().find(|s| !s.is_finite()) {
-            return Err(Error::InvalidArgument(format!("sigmas must be finite, got {s}")));
-        }
-        if let Some(w) = sigmas.windows(2).find(|w| w[1] > w[0]) {
-            return Err(Error::InvalidArgument(format!("sigmas must be non-increasing, got {} then {}", w[0], w[1])));
-        }
+        limits::sigma_table(sigmas)?;
         match noise {
             NoiseSchedule::Discrete(cfg) => {
                 let tab = discrete::tables(cfg)?;

@@ -70,7 +70,7 @@ fn generate_checks_buffers_and_parameters() {
         assert!(out.iter().all(|&v| v == 7.0), "nothing written on a short buffer");
         assert!(last_error().contains("511"));
         for (edit, needle) in [
-            (&|p: &mut drt_generate_params| p.steps = 0 as _, "steps"),
+            (&|p: &mut drt_generate_params| p.steps = 20_000, "steps must be between 1 and 10000"),
             (&|p: &mut drt_generate_params| p.class_label = 99, "class 99"),
             (&|p: &mut drt_generate_params| p.class_label = -2, "class_label"),
             (&|p: &mut drt_generate_params| p.guidance = f32::NAN, "guidance"),
@@ -315,6 +315,10 @@ unsafe fn caller_driven_loop_on(m: *mut drt_model) {
         assert_eq!(drt_generate_step(s, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT, "abandoned");
         assert_eq!(drt_generate_begin(null_mut(), &p, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT);
         p.steps = 0;
+        let mut total = 0;
+        assert_eq!(drt_generate_begin(s, &p, &mut total), drt_status::DRT_OK);
+        assert_eq!(total, 10, "0 steps: models/digits' own defaults.steps");
+        p.steps = 10_001;
         assert_eq!(drt_generate_begin(s, &p, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT);
         drt_session_free(s);
         drt_model_free(m);
@@ -397,5 +401,63 @@ fn bench_report_through_the_c_api() {
         );
         drt_bench_report_free(report);
         drt_bench_report_free(null_mut());
+    }
+}
+
+/// `drt_generate_params_default()` with only a seed and a class (or, for a Stable Diffusion export,
+/// a prompt) set makes what `drt generate` makes with no sampling options, bit for bit: steps 0 is
+/// the model's own step count (10 for models/digits, 50 for the export), as the CLI takes it.
+#[test]
+fn c_defaults_are_the_clis_defaults() {
+    let tmp = common::TempDir::new("c-defaults");
+    let export = common::repo().join("tests/fixtures/sd-tiny/export");
+    for backend in backends() {
+        let cli = common::c::cli_samples(backend, &["--class", "7", "--seed", "42"], tmp.path());
+        let m = load_on(backend);
+        let mut s = null_mut();
+        let mut p = drt_generate_params_default();
+        assert_eq!(p.steps, 0, "the default is the model's own");
+        p.seed = 42;
+        p.class_label = 7;
+        let mut out = vec![0f32; 256];
+        unsafe {
+            assert_eq!(drt_session_create(m, null(), &mut s), drt_status::DRT_OK);
+            let mut total = 0;
+            assert_eq!(drt_generate_begin(s, &p, &mut total), drt_status::DRT_OK, "{}", last_error());
+            assert_eq!(total, 10, "models/digits' defaults.steps");
+            assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), out.len()), drt_status::DRT_OK, "{}", last_error());
+            drt_session_free(s);
+            drt_model_free(m);
+        }
+        assert!(out == cli, "{backend:?}: C defaults and CLI defaults differ on models/digits");
+
+        let raw = tmp.path().join("sd.npy");
+        let name = common::c::backend_name(backend);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
+            .args(["generate", "--quiet", "--backend", name, "--prompt", "a red cat", "--seed", "3", "--model"])
+            .arg(&export)
+            .arg("--save-raw")
+            .arg(&raw)
+            .output()
+            .expect("drt");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let cli = diffusion_rt::npy::read(&raw).expect("raw").data;
+        let dir = CString::new(export.to_str().expect("utf8")).expect("cstr");
+        let prompt = [c"a red cat".as_ptr()];
+        let mut p = drt_generate_params_default();
+        p.seed = 3;
+        p.prompts = prompt.as_ptr();
+        p.prompts_len = 1;
+        let mut mp = drt_model_params_default();
+        mp.backend = common::c::backend_cname(backend).as_ptr();
+        let mut sd = null_mut();
+        let mut images = vec![0f32; 32 * 32 * 3];
+        unsafe {
+            assert_eq!(drt_sd_load(dir.as_ptr(), &mp, 0, &mut sd), drt_status::DRT_OK, "{}", last_error());
+            let status = drt_sd_generate(sd, &p, images.as_mut_ptr(), images.len());
+            assert_eq!(status, drt_status::DRT_OK, "{}", last_error());
+            drt_sd_free(sd);
+        }
+        assert!(images == cli, "{backend:?}: C defaults and CLI defaults differ on the Stable Diffusion export");
     }
 }

@@ -12,6 +12,7 @@ use std::ptr::{null, null_mut};
 use common::c::{backend_cname, backend_name};
 use common::{model_dir, ort_available, repo, TempDir};
 use diffusion_rt::backend::{BackendKind, BackendOptions};
+use diffusion_rt::cache::{CacheMode, CacheOptions};
 use diffusion_rt::ffi::*;
 use diffusion_rt::{Error, GenerateParams, Model, Session};
 use serde_json::{json, Value};
@@ -283,7 +284,8 @@ fn bad_requests_are_refused_everywhere() {
     let bad_npy: &'static str = Box::leak(bad_npy.to_str().expect("utf8").to_string().into_boxed_str());
     let unwritable: &'static str = "/nonexistent-dir/out.png";
     let cases = vec![
-        call("zero steps", |p| p.steps = Some(0), c_edit(|p| p.steps = 0), &["--steps", "0"], Kind::Invalid, "steps"),
+        // In C, 0 steps means the model's default.
+        call("zero steps", |p| p.steps = Some(0), None, &["--steps", "0"], Kind::Invalid, "steps"),
         call(
             "absurd steps",
             |p| p.steps = Some(1_000_000),
@@ -378,6 +380,108 @@ fn bad_requests_are_refused_everywhere() {
             "temperature",
         ),
         call(
+            "guidance above the limit",
+            |p| p.guidance = Some(1000.0),
+            c_edit(|p| p.guidance = 1000.0),
+            &["--guidance", "1000"],
+            Kind::Invalid,
+            "guidance must be a finite number in [0, 100]",
+        ),
+        // C has no eta.
+        call(
+            "eta above 1",
+            |p| {
+                p.sampler = Some("ddim".into());
+                p.eta = 1.5
+            },
+            None,
+            &["--sampler", "ddim", "--eta", "1.5"],
+            Kind::Invalid,
+            "eta must be in [0, 1]",
+        ),
+        call(
+            "adaptive guidance threshold above 1",
+            |p| p.guidance_rules.adaptive = Some(1.5),
+            c_edit(|p| p.adaptive_guidance = 1.5),
+            &["--adaptive-guidance", "1.5"],
+            Kind::Invalid,
+            "adaptive guidance threshold must be in (0, 1]",
+        ),
+        call(
+            "inverted guidance interval",
+            |p| p.guidance_rules.interval = Some((2.0, 1.0)),
+            c_edit(|p| {
+                p.guidance_interval_lo = 2.0;
+                p.guidance_interval_hi = 1.0
+            }),
+            &["--guidance-interval", "2,1"],
+            Kind::Invalid,
+            "guidance interval must be LO,HI with 0 <= LO < HI",
+        ),
+        call(
+            "negative step cache threshold",
+            |p| p.step_cache = Some(CacheOptions { threshold: -1.0, ..CacheOptions::new(CacheMode::Skip) }),
+            c_edit(|p| {
+                p.step_cache = DRT_STEP_CACHE_SKIP;
+                p.cache_threshold = -1.0
+            }),
+            &["--step-cache", "skip", "--cache-threshold=-1"],
+            Kind::Invalid,
+            "step cache threshold",
+        ),
+        // In C, 0 skips means the default.
+        call(
+            "no step cache skips",
+            |p| p.step_cache = Some(CacheOptions { max_skips: 0, ..CacheOptions::new(CacheMode::Skip) }),
+            None,
+            &["--step-cache", "skip", "--cache-max-skips", "0"],
+            Kind::Invalid,
+            "step cache max skips",
+        ),
+        call(
+            "rising sigma table",
+            |p| p.sigmas = Some(vec![1.0, 2.0, 0.0]),
+            c_edit(|p| {
+                p.sigmas = leak(vec![1.0f64, 2.0, 0.0]);
+                p.sigmas_len = 3
+            }),
+            &["--sigmas", "1,2,0"],
+            Kind::Invalid,
+            "strictly decreasing",
+        ),
+        // C reads exactly `batch` labels and `batch * sample_len` noise values: no length to get wrong.
+        call(
+            "classes for another batch",
+            |p| p.classes = vec![1, 2, 3],
+            None,
+            &["--class", "1,2,3", "--batch", "1"],
+            Kind::Invalid,
+            "3 classes for a batch of 1",
+        ),
+        call(
+            "init of the wrong size",
+            |p| {
+                p.init = Some(vec![0.0; 7]);
+                p.strength = Some(0.5)
+            },
+            c_edit(|p| {
+                p.init = leak(vec![0f32; 7]);
+                p.init_len = 7;
+                p.strength = 0.5
+            }),
+            &[],
+            Kind::Invalid,
+            "init has 7 values",
+        ),
+        call(
+            "noise of the wrong size",
+            |p| p.noise = Some(vec![0.0; 7]),
+            None,
+            &[],
+            Kind::Invalid,
+            "noise has 7 values",
+        ),
+        call(
             "over the memory limit",
             |p| p.batch = 4096,
             None,
@@ -414,7 +518,10 @@ fn bad_requests_are_refused_everywhere() {
             cli.retain(|a| *a != "--steps" && *a != "2");
         }
         cli.extend(c.cli.iter().copied());
-        check_cli(c.case, &cli, c.kind, c.needle);
+        // An empty command line: the mistake cannot be made there (the CLI sizes what it reads).
+        if !c.cli.is_empty() {
+            check_cli(c.case, &cli, c.kind, c.needle);
+        }
 
         let mut p = GenerateParams { steps: Some(2), batch: 1, ..GenerateParams::default() };
         (c.rust)(&mut p);
@@ -535,4 +642,79 @@ fn a_class_count_the_graph_lacks_fails_at_generation() {
         let ok = GenerateParams { classes: vec![3], guidance: Some(1.0), ..p };
         session.generate(&ok, &mut |_, _| true).expect("a class the graph has, unguided, still works");
     }
+}
+
+/// The request limits through the Stable Diffusion entry points: `drt generate` on an export,
+/// `StableDiffusion::generate`, and `drt_sd_generate_rgb8`, each refused before any image is made
+/// with the message the model.json path gives.
+#[test]
+fn bad_text_to_image_requests_are_refused_everywhere() {
+    use diffusion_rt::sd::{SdOptions, StableDiffusion, TextToImage};
+    type CEdit = Box<dyn Fn(&mut drt_generate_params)>;
+    type RustEdit = Box<dyn Fn(&mut TextToImage)>;
+    let cases: Vec<(&str, RustEdit, CEdit, &[&str], &str)> = vec![
+        (
+            "absurd steps",
+            Box::new(|r| r.params.steps = Some(20_000)),
+            Box::new(|p| p.steps = 20_000),
+            &["--steps", "20000"],
+            "steps must be between 1 and 10000",
+        ),
+        (
+            "absurd batch",
+            Box::new(|r| r.params.batch = 5_000),
+            Box::new(|p| p.batch = 5_000),
+            &["--batch", "5000"],
+            "batch must be between 1 and 4096",
+        ),
+        (
+            "guidance above the limit",
+            Box::new(|r| r.params.guidance = Some(1000.0)),
+            Box::new(|p| p.guidance = 1000.0),
+            &["--guidance", "1000"],
+            "guidance must be a finite number in [0, 100]",
+        ),
+        (
+            "a width the VAE cannot make",
+            Box::new(|r| r.width = Some(33)),
+            Box::new(|p| p.width = 33),
+            &["--width", "33"],
+            "width 33 must be a multiple of 2",
+        ),
+        (
+            "unknown sampler",
+            Box::new(|r| r.params.sampler = Some("warp-drive".into())),
+            Box::new(|p| p.sampler = c"warp-drive".as_ptr()),
+            &["--sampler", "warp-drive"],
+            "warp-drive",
+        ),
+    ];
+    let export = repo().join("tests/fixtures/sd-tiny/export");
+    let sd = StableDiffusion::load(&export, &common::options(BackendKind::Tract), SdOptions::default()).expect("load");
+    let dir = cstr(&export);
+    let mut mp = drt_model_params_default();
+    mp.backend = c"tract".as_ptr();
+    let mut handle = null_mut();
+    assert_eq!(unsafe { drt_sd_load(dir.as_ptr(), &mp, 0, &mut handle) }, drt_status::DRT_OK);
+    let prompt = [c"a red cat".as_ptr()];
+    let mut out = vec![0u8; 5_000 * 32 * 32 * 3];
+    for (case, rust, c, cli, needle) in &cases {
+        let mut args = vec!["generate", "--model", export.to_str().expect("utf8"), "--backend", "tract"];
+        args.extend(["--prompt", "a red cat", "--save-raw", "/dev/null"]);
+        args.extend(cli.iter().copied());
+        check_cli(case, &args, Kind::Invalid, needle);
+
+        let mut req = TextToImage { prompts: vec!["a red cat".into()], ..TextToImage::default() };
+        req.params.steps = Some(1);
+        rust(&mut req);
+        check_rust(case, sd.generate(&req), Kind::Invalid, needle);
+
+        let mut p = drt_generate_params_default();
+        p.steps = 1;
+        p.prompts = prompt.as_ptr();
+        p.prompts_len = 1;
+        c(&mut p);
+        check_c(case, unsafe { drt_sd_generate_rgb8(handle, &p, out.as_mut_ptr(), out.len()) }, Kind::Invalid, needle);
+    }
+    unsafe { drt_sd_free(handle) };
 }

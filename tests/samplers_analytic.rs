@@ -8,8 +8,9 @@
 //!
 //! Run without the ONNX backends: `cargo test --no-default-features --test samplers_analytic -- --nocapture`.
 
+use diffusion_rt::denoiser::{Denoiser, Level};
 use diffusion_rt::rng::{Philox, RecordedNoise};
-use diffusion_rt::sampler::{sampler_by_name, Denoiser, Level, SamplerKind, SamplerOptions};
+use diffusion_rt::sampler::{sampler_by_name, SamplerKind, SamplerOptions};
 use diffusion_rt::schedule::{
     BetaSchedule, DiscreteSchedule, EdmSchedule, FinalSigmas, FlowSchedule, NoiseSchedule, SigmaSpacing,
     TimestepSpacing,

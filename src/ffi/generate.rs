@@ -7,8 +7,10 @@ use super::{boundary, drt_session, drt_status, invalid, opt_str, read_params};
 use crate::cache::{CacheMode, CacheOptions};
 use crate::error::Error;
 use crate::guidance::GuidanceRules;
+use crate::limits;
 use crate::panic::catch;
-use crate::pipeline::{GenerateParams, Session};
+use crate::pipeline::Session;
+use crate::request::GenerateParams;
 
 /// Progress callback: called after each step; return false to cancel the run.
 pub type drt_progress_fn = Option<unsafe extern "C" fn(step: u32, total: u32, user_data: *mut c_void) -> bool>;
@@ -22,7 +24,9 @@ pub struct drt_generate_params {
     /// Fixes the initial noise and every stochastic sampler's noise: the same seed and settings give
     /// the same samples, bit for bit, on one backend.
     pub seed: u64,
-    /// Sampler steps; 0 is invalid.
+    /// Sampler steps; 0 = the model's default (its model.json `defaults.steps`, or its
+    /// `defaults.sigmas` table; else 20; 50 for a Stable Diffusion export, 4 with an LCM scheduler),
+    /// which is what `drt generate` runs without --steps. (ABI 1 had no default: 20 was set here.)
     pub steps: u32,
     /// Classifier-free guidance scale; negative = the model's default.
     pub guidance: f32,
@@ -113,13 +117,14 @@ super::params_layout!(drt_generate_params: struct_size, seed, steps, guidance, s
     guidance_interval_lo, guidance_interval_hi, sigmas, sigmas_len, step_cache, cache_threshold, cache_max_skips, reserved,
     prompts, prompts_len, negative_prompts, negative_prompts_len, width, height, vae_tile, reserved2, mask, mask_len);
 
-/// Defaults: seed 0, 20 steps, the model's guidance and sampler, no class, batch 1, no callback.
+/// Defaults: seed 0, the model's steps, guidance and sampler, no class, batch 1, no callback: with a
+/// seed and a class set, the samples `drt generate` makes with no sampling options, bit for bit.
 #[no_mangle]
 pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
     drt_generate_params {
         struct_size: std::mem::size_of::<drt_generate_params>() as u32,
         seed: 0,
-        steps: 20,
+        steps: 0,
         guidance: -1.0,
         sampler: std::ptr::null(),
         class_label: -1,
@@ -162,13 +167,8 @@ pub(super) unsafe fn generate_params(
     p: &drt_generate_params,
     sample_len: usize,
 ) -> Result<(GenerateParams, usize), Error> {
-    if p.steps == 0 {
-        return Err(invalid("steps must be at least 1"));
-    }
-    let batch = p.batch as usize;
-    if batch == 0 || batch > crate::pipeline::MAX_BATCH {
-        return Err(invalid(&format!("batch must be between 1 and {}, got {batch}", crate::pipeline::MAX_BATCH)));
-    }
+    // Checked before `noise` is read as `batch * sample_len` floats.
+    let batch = limits::batch(p.batch as usize)?;
     let needed = batch.checked_mul(sample_len).ok_or_else(|| invalid("batch too large"))?;
     let classes = if !p.classes.is_null() {
         std::slice::from_raw_parts(p.classes, batch).iter().map(|&c| c as i64).collect()
@@ -190,7 +190,7 @@ pub(super) unsafe fn generate_params(
     }
     let gp = GenerateParams {
         sampler: opt_str(p.sampler, "params.sampler")?.map(str::to_string),
-        steps: Some(p.steps),
+        steps: (p.steps != 0).then_some(p.steps),
         guidance: (p.guidance >= 0.0 || p.guidance.is_nan()).then_some(p.guidance),
         batch,
         seed: p.seed,

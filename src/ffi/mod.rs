@@ -11,11 +11,11 @@ use std::ffi::{c_char, CStr, CString};
 
 use crate::error::Error;
 
-// Declaration order is the header's order.
-mod bench;
-mod generate;
-mod log;
+// Declaration order is the header's order (rustfmt.toml keeps it).
 mod model;
+mod generate;
+mod bench;
+mod log;
 mod sd;
 pub use self::bench::*;
 pub use self::generate::*;
@@ -156,8 +156,9 @@ pub const DRT_VERSION_MINOR: u32 = 1;
 /// See DRT_VERSION_MAJOR.
 pub const DRT_VERSION_PATCH: u32 = 0;
 /// Bumped on every incompatible change of this header. An app compares it with drt_abi_version() at
-/// start-up to catch a mismatched shared library before calling anything else.
-pub const DRT_ABI_VERSION: u32 = 1;
+/// start-up to catch a mismatched shared library before calling anything else. 2: the default
+/// drt_generate_params.steps is 0, the model's own step count (it was 20).
+pub const DRT_ABI_VERSION: u32 = 2;
 
 /// The ABI version of the loaded library (see DRT_ABI_VERSION).
 #[no_mangle]

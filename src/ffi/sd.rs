@@ -11,6 +11,7 @@ use super::generate::{
 use super::model::{backend_options, drt_model_params};
 use super::{boundary, drt_status, invalid, opt_str, read_params};
 use crate::error::Error;
+use crate::limits::MAX_BATCH;
 use crate::sd::{Images, SdOptions, StableDiffusion, TextToImage};
 
 /// A loaded Stable Diffusion export. Thread-safe: generations on one `drt_sd` may run on several
@@ -71,8 +72,8 @@ unsafe fn strings(p: *const *const c_char, len: usize, what: &str) -> Result<Vec
     if p.is_null() {
         return Err(invalid(&format!("{what} is NULL with {what}_len {len}")));
     }
-    if len > crate::pipeline::MAX_BATCH {
-        return Err(invalid(&format!("{what}_len {len} is over {}", crate::pipeline::MAX_BATCH)));
+    if len > MAX_BATCH {
+        return Err(invalid(&format!("{what}_len {len} is over {MAX_BATCH}")));
     }
     (0..len)
         .map(|i| opt_str(*p.add(i), what)?.map(str::to_string).ok_or_else(|| invalid(&format!("{what}[{i}] is NULL"))))

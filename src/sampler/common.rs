@@ -1,7 +1,7 @@
 //! What every sampler loop shares: argument checks, the checked denoiser call, progress and
 //! cancellation, and allocation-free elementwise updates.
 
-use super::{Denoiser, Level};
+use crate::denoiser::{Denoiser, Level};
 use crate::error::{Error, Result};
 use crate::schedule::validate_levels;
 

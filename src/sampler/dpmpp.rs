@@ -7,7 +7,8 @@
 //! when it lands on clean data or the run has fewer than 15 steps (diffusers' `lower_order_final`).
 
 use super::common::denoise;
-use super::{Denoiser, Level, NoiseSource, Stepper};
+use super::Stepper;
+use crate::denoiser::{Denoiser, Level, NoiseSource};
 use crate::error::Result;
 
 /// DPM-Solver++(2M) as a [`Stepper`]; with `sde`, the stochastic variant, drawing noise on every

@@ -9,7 +9,8 @@
 //! where `alpha = 0` (a flow schedule's start) because nothing divides by `alpha`.
 
 use super::common::{axpby, axpbypcz, denoise};
-use super::{Denoiser, Level, NoiseSource, Stepper};
+use super::Stepper;
+use crate::denoiser::{Denoiser, Level, NoiseSource};
 use crate::error::{Error, Result};
 
 /// `(coefficient of x, coefficient of x0, noise std)` of one step from `cur` to `next`.

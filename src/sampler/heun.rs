@@ -9,7 +9,8 @@
 //! `dx/ds = (x - x0) / s`.
 
 use super::common::denoise;
-use super::{Denoiser, Level, NoiseSource, Stepper};
+use super::Stepper;
+use crate::denoiser::{Denoiser, Level, NoiseSource};
 use crate::error::{Error, Result};
 
 /// `(c, s)`: the integration coordinates are `x * c` and time `s`.

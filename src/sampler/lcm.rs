@@ -3,7 +3,8 @@
 //! prediction itself.
 
 use super::common::denoise;
-use super::{Denoiser, Level, NoiseSource, Stepper};
+use super::Stepper;
+use crate::denoiser::{Denoiser, Level, NoiseSource};
 use crate::error::Result;
 
 /// LCMScheduler's consistency boundary condition: the prediction becomes

@@ -2,7 +2,8 @@
 
 use super::common::{check_run, finished, Progress};
 use super::lcm::ConsistencyBoundary;
-use super::{Denoiser, Level, NoiseSource, Stepper};
+use super::Stepper;
+use crate::denoiser::{Denoiser, Level, NoiseSource, Precision};
 use crate::error::{Error, Result};
 use crate::schedule::{Grid, NoiseSchedule, Schedule, SigmaSpacing};
 
@@ -27,14 +28,14 @@ pub struct SamplerOptions {
     pub eta: f64,
     /// LCM's boundary condition; `None` for models whose `Level.timestep` is not a discrete index.
     pub lcm_boundary: Option<ConsistencyBoundary>,
-    /// Do diffusers' float16 arithmetic on the network output (see `half`): for epsilon-prediction
-    /// networks with a float16 output, whose denoiser gives `Denoiser::predict_half`.
-    pub half: bool,
+    /// The run's arithmetic: with [`Precision::Float16`], DDIM (eta 0) and Euler take diffusers'
+    /// float16 steps (see `half`), calling [`Denoiser::epsilon`].
+    pub precision: Precision,
 }
 
 impl Default for SamplerOptions {
     fn default() -> Self {
-        SamplerOptions { eta: 0.0, lcm_boundary: Some(ConsistencyBoundary::default()), half: false }
+        SamplerOptions { eta: 0.0, lcm_boundary: Some(ConsistencyBoundary::default()), precision: Precision::Float32 }
     }
 }
 
@@ -125,7 +126,10 @@ impl SamplerKind {
     /// and schedules the method cannot run.
     pub fn stepper(self, levels: &[Level], n: usize, opts: &SamplerOptions) -> Result<Box<dyn Stepper>> {
         use super::{dpmpp, euler, half, heun, lcm};
-        let plain: Box<dyn Stepper> = match self {
+        let float16 = opts.precision == Precision::Float16;
+        Ok(match self {
+            SamplerKind::Ddim if float16 && opts.eta == 0.0 => half::ddim(n),
+            SamplerKind::Euler if float16 => half::euler(n),
             SamplerKind::Ddim => Box::new(euler::FirstOrder::new(n, opts.eta)?),
             SamplerKind::Euler | SamplerKind::FlowEuler => Box::new(euler::FirstOrder::new(n, 0.0)?),
             SamplerKind::Ddpm | SamplerKind::EulerAncestral => Box::new(euler::FirstOrder::new(n, 1.0)?),
@@ -133,8 +137,17 @@ impl SamplerKind {
             SamplerKind::DpmPp2m => Box::new(dpmpp::DpmPp2m::new(n, false)),
             SamplerKind::DpmPp2mSde => Box::new(dpmpp::DpmPp2m::new(n, true)),
             SamplerKind::Lcm => Box::new(lcm::Lcm::new(n, opts.lcm_boundary)),
-        };
-        Ok(if opts.half { half::stepper(self, plain, n, opts.eta) } else { plain })
+        })
+    }
+
+    /// Whether diffusers' scheduler of this sampler has float16 arithmetic this runtime follows
+    /// ([`Precision::Float16`]): DDIM with eta 0, Euler, DPM-Solver++ 2M and LCM.
+    pub fn has_float16_steps(self, eta: f64) -> bool {
+        match self {
+            SamplerKind::Ddim => eta == 0.0,
+            SamplerKind::Euler | SamplerKind::DpmPp2m | SamplerKind::Lcm => true,
+            _ => false,
+        }
     }
 
     /// Runs the sampler from the initial native sample in `x` over `levels`, leaving the final sample

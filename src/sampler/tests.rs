@@ -2,6 +2,7 @@
 //! sampler must land on the point) and on misbehaving denoisers and callbacks.
 
 use super::*;
+use crate::denoiser::NoNoise;
 use crate::error::Error;
 use crate::rng::PhiloxNoise;
 use crate::schedule::{DiscreteSchedule, EdmSchedule, FlowSchedule, NoiseSchedule, SigmaSpacing};

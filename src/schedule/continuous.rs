@@ -4,14 +4,12 @@
 use super::discrete::respace;
 use super::numpy::{np_linspace, torch_linspace_f64};
 use super::{EdmSchedule, FlowSchedule, SigmaSpacing};
+use crate::denoiser::Level;
 use crate::error::{Error, Result};
-use crate::sampler::Level;
+use crate::limits::{self, MAX_TRAIN_TIMESTEPS};
 
 fn check_steps(steps: usize) -> Result<()> {
-    if !(1..=super::MAX_STEPS).contains(&steps) {
-        return Err(Error::InvalidArgument(format!("steps must be between 1 and {}, got {steps}", super::MAX_STEPS)));
-    }
-    Ok(())
+    limits::steps(steps).map(|_| ())
 }
 
 /// EDMEulerScheduler `set_timesteps`: Karras (rho) or exponential sigmas from `sigma_max` down to
@@ -60,7 +58,7 @@ pub(super) fn flow_level(t: f32) -> Level {
 pub(super) fn flow_levels(cfg: &FlowSchedule, steps: usize, spacing: SigmaSpacing) -> Result<Vec<Level>> {
     check_steps(steps)?;
     let t = cfg.num_train_timesteps;
-    if !((1..=super::MAX_STEPS).contains(&t) && cfg.shift > 0.0 && cfg.shift.is_finite()) {
+    if !((1..=MAX_TRAIN_TIMESTEPS).contains(&t) && cfg.shift > 0.0 && cfg.shift.is_finite()) {
         return Err(Error::InvalidArgument(format!(
             "flow schedule needs num_train_timesteps >= 1 and shift > 0, got {t} and {}",
             cfg.shift

@@ -6,8 +6,9 @@
 
 use super::numpy::{np_arange, np_interp_index, np_linspace, np_linspace_open, np_round, torch_linspace_f32};
 use super::{BetaSchedule, DiscreteSchedule, FinalSigmas, SigmaSpacing, TimestepSpacing};
+use crate::denoiser::Level;
 use crate::error::{Error, Result};
-use crate::sampler::Level;
+use crate::limits::{self, MAX_TRAIN_TIMESTEPS};
 
 /// The per-train-timestep tables every discrete grid is drawn from.
 pub(super) struct Tables {
@@ -45,10 +46,9 @@ fn betas(cfg: &DiscreteSchedule) -> Vec<f32> {
 
 pub(super) fn tables(cfg: &DiscreteSchedule) -> Result<Tables> {
     let t = cfg.num_train_timesteps;
-    if !(2..=super::MAX_STEPS).contains(&t) {
+    if !(2..=MAX_TRAIN_TIMESTEPS).contains(&t) {
         return Err(Error::InvalidArgument(format!(
-            "num_train_timesteps must be between 2 and {}, got {t}",
-            super::MAX_STEPS
+            "num_train_timesteps must be between 2 and {MAX_TRAIN_TIMESTEPS}, got {t}"
         )));
     }
     let betas = betas(cfg);
@@ -96,7 +96,8 @@ pub(super) fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
 }
 
 fn check_steps(cfg: &DiscreteSchedule, steps: usize) -> Result<()> {
-    if steps == 0 || steps > cfg.num_train_timesteps {
+    limits::steps(steps)?;
+    if steps > cfg.num_train_timesteps {
         return Err(Error::InvalidArgument(format!(
             "steps must be between 1 and num_train_timesteps ({}), got {steps}",
             cfg.num_train_timesteps

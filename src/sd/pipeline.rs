@@ -14,9 +14,11 @@ use super::tokenizer::ClipTokenizer;
 use super::vae::{self, VaeDecoder};
 use crate::backend::{self, BackendOptions, DType, Graph, Input, InputData, IoInfo};
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::manifest::Manifest;
 use crate::model::Model;
-use crate::pipeline::{GenerateParams, Session, MAX_BATCH};
+use crate::pipeline::Session;
+use crate::request::{GenerateParams, LatentInputs};
 use crate::schedule::SigmaSpacing;
 use start::Start;
 
@@ -24,8 +26,6 @@ mod start;
 
 /// diffusers' default guidance scale for Stable Diffusion pipelines.
 pub const DEFAULT_GUIDANCE: f32 = 7.5;
-/// Most pixels per side (a 4096 × 4096 image).
-pub const MAX_SIDE: usize = 4096;
 
 /// A loaded Stable Diffusion export (the directory `optimum-cli export onnx --task text-to-image`
 /// writes).
@@ -304,7 +304,7 @@ impl StableDiffusion {
         let d = self.description()?;
         let mut out = String::new();
         let mut line = |key: &str, value: String| {
-            let _ = writeln!(out, "{key:<12} {value}");
+            let _ = writeln!(out, "{key:<11} {value}");
         };
         line("export", d.dir.display().to_string());
         line("sampler", format!("{} ({} sigma spacing), prediction {}", d.sampler, d.spacing, d.prediction));
@@ -349,13 +349,7 @@ impl StableDiffusion {
     pub fn latent_shape(&self, width: Option<usize>, height: Option<usize>) -> Result<[usize; 3]> {
         let f = self.vae.factor;
         let side = |v: Option<usize>, what: &str| -> Result<usize> {
-            let px = v.unwrap_or(self.default_latent * f);
-            if px == 0 || px > MAX_SIDE || px % f != 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "{what} {px} must be a multiple of {f} (the VAE's factor) between {f} and {MAX_SIDE}"
-                )));
-            }
-            Ok(px / f)
+            Ok(limits::image_side(what, v.unwrap_or(self.default_latent * f), f)? / f)
         };
         Ok([self.channels, side(height, "height")?, side(width, "width")?])
     }
@@ -472,15 +466,13 @@ impl StableDiffusion {
     /// sampling step; returning false cancels the generation (`Error::Cancelled`).
     pub fn generate_with(&self, req: &TextToImage, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<Images> {
         let p = &req.params;
-        if !p.classes.is_empty() || !p.conds.is_empty() || p.context.is_some() || p.uncond_context.is_some() {
+        if p.latent.is_some() {
             return Err(Error::InvalidArgument(
-                "a Stable Diffusion request takes prompts, not classes, conditioning or context".into(),
+                "TextToImage.params.latent is made from the prompts and images; leave it None".into(),
             ));
         }
-        let batch = if p.batch > 0 { p.batch } else { req.prompts.len().max(1) };
-        if batch > MAX_BATCH {
-            return Err(Error::InvalidArgument(format!("batch must be between 1 and {MAX_BATCH}, got {batch}")));
-        }
+        // What can be checked before the text encoder runs; the rest is the UNet's request check.
+        let batch = limits::batch(if p.batch > 0 { p.batch } else { req.prompts.len().max(1) })?;
         let per_image = |v: &[String], what: &str| -> Result<Vec<String>> {
             match v.len() {
                 0 => Ok(vec![String::new(); batch]),
@@ -491,14 +483,8 @@ impl StableDiffusion {
         };
         let prompts = per_image(&req.prompts, "prompt")?;
         let negatives = per_image(&req.negative_prompts, "negative prompt")?;
-        let mut guidance = p.guidance.unwrap_or(DEFAULT_GUIDANCE);
-        if !guidance.is_finite() || guidance < 0.0 {
-            return Err(Error::InvalidArgument(format!("guidance must be a finite number >= 0, got {guidance}")));
-        }
         // diffusers guides only above 1; at or below it a single conditional pass (SD-Turbo, LCM).
-        if guidance <= 1.0 {
-            guidance = 1.0;
-        }
+        let guidance = limits::guidance(p.guidance.unwrap_or(DEFAULT_GUIDANCE))?.max(1.0);
         let shape = self.latent_shape(req.width, req.height)?;
         let lists: &[&[String]] = if guidance > 1.0 { &[&prompts, &negatives] } else { &[&prompts] };
         let mut embeddings = self.encode_prompts(lists)?.into_iter();
@@ -510,13 +496,10 @@ impl StableDiffusion {
         let params = GenerateParams {
             batch,
             init,
-            inpaint,
             strength,
-            sample_extra,
             guidance: Some(guidance),
             spacing: if p.spacing == SigmaSpacing::Default { self.scheduler.spacing } else { p.spacing },
-            context,
-            uncond_context,
+            latent: Some(LatentInputs { context, uncond_context, inpaint, sample_extra }),
             ..p.clone()
         };
         let gen = session.generate(&params, progress)?;

@@ -4,7 +4,7 @@
 use super::{Part, StableDiffusion, TextToImage};
 use crate::backend::{DType, Input, InputData};
 use crate::error::{Error, Result};
-use crate::pipeline::Inpaint;
+use crate::request::Inpaint;
 use crate::rng::PhiloxNoise;
 use crate::sd::model_err;
 
@@ -25,7 +25,7 @@ impl StableDiffusion {
     pub(super) fn start(&self, req: &TextToImage, batch: usize, shape: [usize; 3]) -> Result<Start> {
         let p = &req.params;
         let arg = |msg: &str| Err(Error::InvalidArgument(msg.into()));
-        if p.init.is_some() || p.inpaint.is_some() || p.sample_extra.is_some() {
+        if p.init.is_some() {
             return arg(
                 "a Stable Diffusion request starts from an init_image (and mask_image), not from latents in params",
             );
