@@ -6,6 +6,8 @@
 #
 #   bash scripts/install-onnxruntime.sh            # then: export DRT_ORT_LIB=<printed path> (optional)
 #   ORT_VERSION=1.31.1 PYTHON=python3 bash scripts/install-onnxruntime.sh
+#   bash scripts/install-onnxruntime.sh aarch64    # the 64-bit ARM Linux library, into .ort/aarch64
+#                                                  # (for cross builds: scripts/cross.sh)
 set -euo pipefail
 export PIP_ROOT_USER_ACTION=ignore  # quiet when run as root in containers
 
@@ -13,6 +15,13 @@ version="${ORT_VERSION:-1.31.1}"
 python="${PYTHON:-python3}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest="$repo/.ort"
+platform=()
+case "${1:-}" in
+    "") ;;
+    # ONNX Runtime publishes no manylinux_2_27 aarch64 wheel; 2_28 needs glibc 2.28 on the board.
+    aarch64) dest="$dest/aarch64"; platform=(--platform manylinux_2_28_aarch64) ;;
+    *) echo "usage: $0 [aarch64]" >&2; exit 2 ;;
+esac
 pkg="$dest/pkg-$version"
 lib="$dest/lib/libonnxruntime.so"
 real="$pkg/onnxruntime/capi/libonnxruntime.so.$version"
@@ -24,7 +33,7 @@ if [ ! -f "$real" ]; then
     trap 'rm -rf "$tmp"' EXIT
     # --no-deps: only the shared library is needed, not numpy/protobuf for the Python bindings.
     "$python" -m pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-        --target "$tmp" "onnxruntime==$version"
+        ${platform[@]+"${platform[@]}"} --target "$tmp" "onnxruntime==$version"
     if [ ! -f "$tmp/onnxruntime/capi/libonnxruntime.so.$version" ]; then
         echo "error: the onnxruntime==$version wheel has no capi/libonnxruntime.so.$version" >&2
         ls "$tmp/onnxruntime/capi" >&2 || true

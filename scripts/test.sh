@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on both backends: installs the ONNX Runtime library (PyPI wheel, into .ort/)
-# and the C tools the C API tests use (valgrind, pkg-config: Debian packages), then runs every test.
-# DRT_REQUIRE_ORT and DRT_REQUIRE_VALGRIND turn a missing library or tool into a failure instead of
-# a skip.
+# and the C tools the C API tests use (valgrind, pkg-config, clang for the Swift module map: Debian
+# packages), then runs every test. DRT_REQUIRE_ORT, DRT_REQUIRE_VALGRIND and DRT_REQUIRE_CLANG turn
+# a missing library or tool into a failure instead of a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-onnxruntime.sh > /dev/null
@@ -10,6 +10,7 @@ bash scripts/install-onnxruntime.sh > /dev/null
 missing=()
 command -v valgrind > /dev/null || missing+=(valgrind)
 command -v pkg-config > /dev/null || missing+=(pkg-config)
+command -v clang > /dev/null || missing+=(clang)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} with apt-get" >&2
     sudo=""
@@ -17,7 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" > /dev/null
 fi
-export DRT_REQUIRE_ORT=1 DRT_REQUIRE_VALGRIND=1
+export DRT_REQUIRE_ORT=1 DRT_REQUIRE_VALGRIND=1 DRT_REQUIRE_CLANG=1
 
 # The C examples link the shared library, which `cargo test` does not rebuild.
 cargo build --release --locked --lib

@@ -105,7 +105,7 @@ pub fn sigma_table(s: &[f64]) -> Result<&[f64]> {
 
 /// An image side of `px` pixels for a VAE that maps `factor` pixels to one latent.
 pub fn image_side(what: &str, px: usize, factor: usize) -> Result<usize> {
-    match px > 0 && px <= MAX_IMAGE_SIDE && px % factor == 0 {
+    match px > 0 && px <= MAX_IMAGE_SIDE && px.is_multiple_of(factor) {
         true => Ok(px),
         false => invalid(format!(
             "{what} {px} must be a multiple of {factor} (the VAE's factor) between {factor} and {MAX_IMAGE_SIDE}"

@@ -169,7 +169,7 @@ mod tests {
         // Headers numpy would not write are refused before npyz's general literal parser sees them.
         let with = |header: &str| {
             let mut h = header.to_string();
-            while (10 + h.len() + 1) % 64 != 0 {
+            while !(10 + h.len() + 1).is_multiple_of(64) {
                 h.push(' ');
             }
             h.push('\n');

@@ -318,7 +318,7 @@ fn per_sample_tensors(v: Vec<f32>, batch: usize, what: &str) -> Result<Vec<f32>>
     if v.is_empty() || v.iter().any(|x| !x.is_finite()) {
         return invalid(format!("the {what} is empty or not finite"));
     }
-    if v.len() % batch != 0 {
+    if !v.len().is_multiple_of(batch) {
         return invalid(format!("the {what} has {} values, not one tensor per sample of a batch of {batch}", v.len()));
     }
     Ok(v)

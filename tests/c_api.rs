@@ -35,6 +35,69 @@ fn header_compiles_as_c99_and_cxx11() {
         .args(["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only", "-I"])
         .arg(&inc)
         .arg(&c));
+    let cpp = tmp.path().join("h.cpp");
+    std::fs::write(&cpp, "#include \"diffusion_rt.hpp\"\nint main() { return drt::version().empty(); }\n")
+        .expect("write");
+    run(Command::new("c++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-fsyntax-only", "-I"])
+        .arg(&inc)
+        .arg(&cpp));
+}
+
+/// The Swift package's module map (bindings/swift/module) makes the header a Clang module that
+/// Swift can import: checked with clang's modules, as Swift's importer reads it (no Swift compiler
+/// here). Skipped without clang unless `DRT_REQUIRE_CLANG` is set (scripts/test.sh installs it).
+#[test]
+fn swift_module_map_is_a_clang_module() {
+    if Command::new("clang").arg("--version").output().is_err() {
+        assert!(std::env::var_os("DRT_REQUIRE_CLANG").is_none(), "DRT_REQUIRE_CLANG is set but clang is missing");
+        eprintln!("note: skipping the module map check (clang not found)");
+        return;
+    }
+    let tmp = TempDir::new("modulemap");
+    let headers = tmp.path().join("Headers");
+    std::fs::create_dir(&headers).expect("mkdir");
+    std::fs::copy(repo().join("include/diffusion_rt.h"), headers.join("diffusion_rt.h")).expect("copy");
+    std::fs::copy(repo().join("bindings/swift/module/module.modulemap"), headers.join("module.modulemap"))
+        .expect("copy");
+    let src = tmp.path().join("use.m");
+    std::fs::write(
+        &src,
+        "@import CDiffusionRT;\nint main(void) {\n    drt_generate_params p = drt_generate_params_default();\n    \
+         return (int)p.steps + (drt_abi_version() != DRT_ABI_VERSION);\n}\n",
+    )
+    .expect("write");
+    run(Command::new("clang")
+        .args(["-fmodules", "-x", "objective-c", "-fsyntax-only", "-Wall", "-Werror", "-I"])
+        .arg(&headers)
+        .arg(format!("-fmodules-cache-path={}", tmp.path().join("cache").display()))
+        .arg(&src));
+}
+
+/// `digits.cpp` through the C++ header: the CLI's samples bit for bit, the caller-driven loop's
+/// result equal to them, and each error (a throwing progress lambda, a bad class, a moved-from
+/// handle, a missing model) an exception with its status.
+#[test]
+fn cxx_example_equals_the_cli_on_every_backend() {
+    let tmp = TempDir::new("cxx-digits");
+    let exe = build_example("digits", tmp.path());
+    for backend in common::backends() {
+        let name = backend_name(backend);
+        let raw = tmp.path().join(format!("{name}.f32"));
+        let o = run(Command::new(&exe).arg(model_dir("digits")).arg(name).arg(&raw));
+        let out = String::from_utf8_lossy(&o.stdout);
+        for needle in [
+            "2560 values in 10 steps",
+            "progress threw: stop at step 1",
+            "class 42: DRT_ERR_INVALID_ARGUMENT: invalid argument: class 42",
+            "moved-from session: DRT_ERR_INVALID_ARGUMENT",
+            "missing model: DRT_ERR_IO",
+        ] {
+            assert!(out.contains(needle), "{name}: `{needle}` missing from:\n{out}");
+        }
+        let cli = cli_samples(backend, &["--class", "0,1,2,3,4,5,6,7,8,9", "--seed", "42"], tmp.path());
+        assert!(read_f32(&raw) == cli, "{name}: the C++ API must give the CLI's samples bit for bit");
+    }
 }
 
 /// `generate.c` draws the ten digits in one batch: a PGM strip, and raw samples equal to the CLI's
@@ -168,12 +231,14 @@ fn makefile_and_pkg_config_build_and_link() {
     let tmp = TempDir::new("c-make");
     let src = tmp.path().join("c_examples");
     std::fs::create_dir(&src).expect("mkdir");
-    for f in ["Makefile", "diffusion_rt.pc.in", "generate.c", "steps.c", "threads.c", "bench.c", "txt2img.c"] {
+    for f in
+        ["Makefile", "diffusion_rt.pc.in", "generate.c", "steps.c", "threads.c", "bench.c", "txt2img.c", "digits.cpp"]
+    {
         std::fs::copy(repo().join("c_examples").join(f), src.join(f)).expect("copy");
     }
     let (root, lib) = (format!("ROOT={}", repo().display()), format!("LIBDIR={}", lib_dir().display()));
     run(Command::new("make").arg("-C").arg(&src).args([&root, &lib]));
-    for exe in ["generate", "steps", "threads", "bench", "txt2img"] {
+    for exe in ["generate", "steps", "threads", "bench", "txt2img", "digits"] {
         assert!(src.join(exe).is_file(), "make built {exe}");
     }
     let prefix = tmp.path().join("prefix");

@@ -67,6 +67,18 @@ fn generate_is_clean_on_tract() {
     assert!(out.contains("wrote") && raw.is_file(), "{out}");
 }
 
+/// The C++ example: RAII handles, a progress lambda that throws, exceptions for bad calls.
+#[test]
+fn cxx_example_is_clean_on_tract() {
+    if !valgrind_available() {
+        return;
+    }
+    let tmp = TempDir::new("vg-cxx");
+    let exe = build_example("digits", tmp.path());
+    let out = memcheck(&exe, &[&digits(), "tract", "/dev/null", "1", "2"], &[], 0);
+    assert!(out.contains("progress threw") && out.contains("missing model: DRT_ERR_IO"), "{out}");
+}
+
 #[test]
 fn bad_model_directory_is_clean() {
     if !valgrind_available() {

@@ -236,7 +236,7 @@ impl Feeds {
     fn fill_context(&mut self, context: &[f32], n: usize, dtype: DType, width: Option<usize>) -> Result<()> {
         let per = context.len() / n.max(1);
         let width = width.unwrap_or(per);
-        if context.len() != n * per || width == 0 || per == 0 || per % width != 0 {
+        if context.len() != n * per || width == 0 || per == 0 || !per.is_multiple_of(width) {
             return Err(Error::InvalidArgument(format!(
                 "context of {} values does not split into {n} samples of [tokens, {width}]",
                 context.len()

@@ -28,17 +28,26 @@ pub fn run(cmd: &mut Command) -> Output {
     o
 }
 
-/// Compiles `c_examples/NAME.c` against the shared library into `dir`.
+/// Compiles `c_examples/NAME.c` (or, when there is one, the C++ program `NAME.cpp`) against the
+/// shared library into `dir`.
 pub fn build_example(name: &str, dir: &Path) -> PathBuf {
+    let cpp = repo().join("c_examples").join(format!("{name}.cpp"));
+    if cpp.is_file() {
+        return build_with("c++", "-std=c++17", &cpp, &dir.join(name));
+    }
     build_c(&repo().join("c_examples").join(format!("{name}.c")), &dir.join(name))
 }
 
 /// Compiles the C program `src` against the header and the shared library into `exe`.
 pub fn build_c(src: &Path, exe: &Path) -> PathBuf {
+    build_with("cc", "-std=c99", src, exe)
+}
+
+fn build_with(compiler: &str, standard: &str, src: &Path, exe: &Path) -> PathBuf {
     let lib = lib_dir();
     assert!(lib.join("libdiffusion_rt.so").is_file(), "build the library first: cargo build --release --lib");
-    run(Command::new("cc")
-        .args(["-std=c99", "-g", "-Wall", "-Wextra", "-Werror", "-I"])
+    run(Command::new(compiler)
+        .args([standard, "-g", "-Wall", "-Wextra", "-Werror", "-I"])
         .arg(repo().join("include"))
         .arg(src)
         .arg("-L")
