@@ -27,3 +27,9 @@ cargo test --release --locked "$@"
 # The quality-per-NFE study's plot and README tables are drawn from docs/nfe_study.json, and a few
 # of its points still measure what it says (README: "Quality per network evaluation").
 cargo bench --locked --bench nfe_study -- --check
+
+# 64-bit ARM: cross-built, and the portability tests run under qemu (README: "Use on devices").
+# DRT_SKIP_CROSS=1 leaves it out of a local run (it takes about 20 minutes on 2 cores the first time).
+if [ -z "${DRT_SKIP_CROSS:-}" ]; then
+    bash scripts/cross.sh aarch64 test
+fi
