@@ -50,7 +50,8 @@ pub struct StableDiffusion {
 }
 
 /// One text-to-image request. `params` carries the sampling settings (sampler, steps, guidance,
-/// seed, batch, initial latents as `noise`, ...); its classes, conditioning and context must be empty.
+/// seed, batch, initial latents as `noise`, ...), checked as any model's request is; the export fills
+/// `params.latent` (prompt embeddings, inpainting) itself, from the fields below.
 #[derive(Clone, Debug, Default)]
 pub struct TextToImage {
     /// One prompt for all images, or one per image.
