@@ -138,7 +138,7 @@ impl Session {
         self.finish()
     }
 
-    /// Checks `p` ([`Plan::new`]), draws the initial sample and makes the generation ready to step;
+    /// Checks `p` (`request::Plan::new`), draws the initial sample and makes the generation ready to step;
     /// returns the number of steps. A generation already in progress is dropped.
     pub fn begin(&mut self, p: &GenerateParams) -> Result<usize> {
         self.run = None;

@@ -1,6 +1,6 @@
 //! A generation request, and its check against a model in one place: every entry point (the CLI,
 //! the Rust API, the C API, Stable Diffusion exports) builds a [`GenerateParams`] and every
-//! generation begins with [`Plan::new`], so each limit (`crate::limits`) is applied once and each
+//! generation begins with `Plan::new`, so each limit (`crate::limits`) is applied once and each
 //! mistake has one message.
 
 use crate::cache::CacheOptions;
@@ -13,7 +13,7 @@ use crate::sampler::{sampler_by_name, ConsistencyBoundary, SamplerKind, SamplerO
 use crate::schedule::{NoiseSchedule, Schedule, SigmaSpacing};
 
 /// Everything one generation needs besides the model. `Default` + the model's defaults give a
-/// sensible run; every field is checked by [`Plan::new`] before any work starts.
+/// sensible run; every field is checked by `Plan::new` before any work starts.
 #[derive(Clone, Debug, Default)]
 pub struct GenerateParams {
     /// Sampler name (`None` = the model's default, else `dpmpp-2m`).
@@ -99,7 +99,7 @@ pub fn generation_bytes(n: usize) -> usize {
 }
 
 /// A request checked against a model and resolved: what the generation will do.
-pub struct Plan {
+pub(crate) struct Plan {
     pub(crate) sampler: SamplerKind,
     pub(crate) options: SamplerOptions,
     pub(crate) schedule: Schedule,
@@ -119,7 +119,7 @@ pub struct Plan {
 impl Plan {
     /// Checks `p` against `model`, refusing a generation whose own buffers would need more than
     /// `memory_limit` bytes, and resolves every default.
-    pub fn new(model: &Model, p: &GenerateParams, memory_limit: usize) -> Result<Plan> {
+    pub(crate) fn new(model: &Model, p: &GenerateParams, memory_limit: usize) -> Result<Plan> {
         let batch = limits::batch(p.batch)?;
         // Before anything copies the caller's buffers for every sample.
         check_memory(model, batch, memory_limit)?;
@@ -142,22 +142,6 @@ impl Plan {
             precision: if float16 { Precision::Float16 } else { Precision::Float32 },
         };
         Ok(Plan { sampler, options, schedule, batch, guidance, rules, cond, uncond, cache, init, inpaint })
-    }
-
-    pub fn sampler(&self) -> SamplerKind {
-        self.sampler
-    }
-    pub fn steps(&self) -> usize {
-        self.schedule.steps()
-    }
-    pub fn guidance(&self) -> f32 {
-        self.guidance
-    }
-    pub fn batch(&self) -> usize {
-        self.batch
-    }
-    pub fn precision(&self) -> Precision {
-        self.options.precision
     }
 }
 
@@ -287,9 +271,10 @@ fn inpaint(model: &Model, p: &GenerateParams, batch: usize) -> Result<Option<(Ve
 
 /// The conditional branch: every input the model takes, for every sample.
 fn conditioning(model: &Model, p: &GenerateParams, batch: usize) -> Result<Conditioning> {
-    let latent = p.latent.clone().unwrap_or_default();
+    let none = LatentInputs::default();
+    let latent = p.latent.as_ref().unwrap_or(&none);
     let m = model.manifest();
-    let context = match (&m.denoiser.context_input, latent.context) {
+    let context = match (&m.denoiser.context_input, &latent.context) {
         (None, None) => Vec::new(),
         (None, Some(_)) => return invalid(format!("model `{}` has no context input, but a context was given", m.name)),
         (Some(c), None) => return invalid(format!("model `{}` needs a context for its input `{}`", m.name, c.name)),
@@ -314,14 +299,14 @@ fn conditioning(model: &Model, p: &GenerateParams, batch: usize) -> Result<Condi
 }
 
 /// `batch` tensors one after another, as a context is given.
-fn per_sample_tensors(v: Vec<f32>, batch: usize, what: &str) -> Result<Vec<f32>> {
+fn per_sample_tensors(v: &[f32], batch: usize, what: &str) -> Result<Vec<f32>> {
     if v.is_empty() || v.iter().any(|x| !x.is_finite()) {
         return invalid(format!("the {what} is empty or not finite"));
     }
     if !v.len().is_multiple_of(batch) {
         return invalid(format!("the {what} has {} values, not one tensor per sample of a batch of {batch}", v.len()));
     }
-    Ok(v)
+    Ok(v.to_vec())
 }
 
 fn classes(model: &Model, p: &GenerateParams, batch: usize) -> Result<Vec<i64>> {
@@ -405,7 +390,7 @@ fn unconditional(
     let context = match &d.context_input {
         None => Vec::new(),
         Some(_) => {
-            let given = p.latent.as_ref().and_then(|l| l.uncond_context.clone());
+            let given = p.latent.as_ref().and_then(|l| l.uncond_context.as_deref());
             let v = given.map(|v| per_sample_tensors(v, batch, "unconditional context"));
             let v = v.transpose()?.unwrap_or_default();
             if v.len() != cond.context.len() {

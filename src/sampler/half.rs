@@ -5,7 +5,7 @@
 //! over a float16 run's denoiser, their ordinary steps are diffusers' arithmetic.
 
 use super::Stepper;
-use crate::denoiser::half::{clean, round, times};
+use crate::denoiser::half::{clean_in_place, round, times};
 use crate::denoiser::{Denoiser, Level, NoiseSource};
 use crate::error::{Error, Result};
 
@@ -43,7 +43,8 @@ impl Stepper for Ddim {
     ) -> Result<()> {
         let (cur, next) = (&levels[i], &levels[i + 1]);
         epsilon(den, x, cur, i, &mut self.eps)?;
-        clean(cur, x, &self.eps, &mut self.x0);
+        self.x0.copy_from_slice(&self.eps);
+        clean_in_place(cur, x, &mut self.x0);
         let a1 = next.alpha as f32;
         for ((x, &x0), &e) in x.iter_mut().zip(&self.x0).zip(&self.eps) {
             *x = a1 * x0 + times(next.sigma, e);
