@@ -254,11 +254,13 @@ typedef struct drt_generate_params {
    */
   void *user_data;
   /**
-   * Optional per-sample class labels (`batch` of them), overriding class_label; NULL = none.
+   * Optional per-sample class labels (`batch` of them; say how many in `classes_len`),
+   * overriding class_label; NULL = none.
    */
   const int32_t *classes;
   /**
-   * Optional initial standard-normal noise, `batch * sample_len` floats; NULL = seeded noise.
+   * Optional initial standard-normal noise, `batch * sample_len` floats (say how many in
+   * `noise_len`); NULL = seeded noise.
    */
   const float *noise;
   /**
@@ -357,6 +359,16 @@ typedef struct drt_generate_params {
    */
   const float *mask;
   size_t mask_len;
+  /**
+   * The number of entries `classes` holds, checked against `batch`; 0 = not given (then
+   * `classes` is read as `batch` entries, as before this field existed). Bindings set it.
+   */
+  size_t classes_len;
+  /**
+   * The number of floats `noise` holds, checked against what the request needs; 0 = not given
+   * (then `noise` is read as that many floats). Bindings set it.
+   */
+  size_t noise_len;
 } drt_generate_params;
 
 /**

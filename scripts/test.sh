@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite on both backends: installs the ONNX Runtime library (PyPI wheel, into .ort/)
-# and the C tools the C API tests use (valgrind, pkg-config, clang for the Swift module map: Debian
-# packages), then runs every test. DRT_REQUIRE_ORT, DRT_REQUIRE_VALGRIND and DRT_REQUIRE_CLANG turn
-# a missing library or tool into a failure instead of a skip.
+# and the tools the binding tests use (valgrind, pkg-config, clang for the Swift module map, a JDK
+# and JUnit 5 for the Java API: Debian packages), then runs every test. DRT_REQUIRE_ORT,
+# DRT_REQUIRE_VALGRIND, DRT_REQUIRE_CLANG and DRT_REQUIRE_JAVA turn a missing library or tool into
+# a failure instead of a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-onnxruntime.sh > /dev/null
@@ -11,6 +12,8 @@ missing=()
 command -v valgrind > /dev/null || missing+=(valgrind)
 command -v pkg-config > /dev/null || missing+=(pkg-config)
 command -v clang > /dev/null || missing+=(clang)
+command -v javac > /dev/null || missing+=(openjdk-17-jdk-headless)
+[ -f /usr/share/java/junit-platform-console-standalone.jar ] || missing+=(junit5)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} with apt-get" >&2
     sudo=""
@@ -18,7 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" > /dev/null
 fi
-export DRT_REQUIRE_ORT=1 DRT_REQUIRE_VALGRIND=1 DRT_REQUIRE_CLANG=1
+export DRT_REQUIRE_ORT=1 DRT_REQUIRE_VALGRIND=1 DRT_REQUIRE_CLANG=1 DRT_REQUIRE_JAVA=1
 
 # The C examples link the shared library, which `cargo test` does not rebuild.
 cargo build --release --locked --lib

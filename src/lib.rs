@@ -19,6 +19,7 @@
 //! 9. [`bench`]: the benchmark
 //! 10. [`sd`]: Stable Diffusion exports as they are
 //! 11. [`ffi`]: the C ABI
+//! 12. `java`: the Java API's native methods, over the C ABI (feature `jni`)
 //!
 //! ```
 //! use std::sync::Arc;
@@ -46,6 +47,8 @@ pub mod error;
 pub mod ffi;
 pub mod guidance;
 pub mod image;
+#[cfg(feature = "jni")]
+mod java;
 pub mod limits;
 pub mod manifest;
 pub mod model;

@@ -241,3 +241,38 @@ fn dump_inputs_records_every_network_call() {
     // DDIM, 3 steps, diffusers' default `leading` spacing with steps_offset 0: 666, 333, 0.
     assert_eq!(timesteps, [666.0, 333.0, 0.0]);
 }
+
+/// `--ort-lib` with a bare file name is found by the system loader's search (as on Android, where the
+/// app's libraries have no path), not in the working directory; without the search path it is a
+/// clear error naming the name.
+#[test]
+fn a_bare_ort_library_name_is_searched_for_by_the_system_loader() {
+    let Ok(lib) = diffusion_rt::backend::ort_lib::find(None) else {
+        assert!(std::env::var_os("DRT_REQUIRE_ORT").is_none(), "DRT_REQUIRE_ORT is set but ONNX Runtime is missing");
+        return;
+    };
+    let (dir, name) = (lib.parent().expect("folder"), lib.file_name().and_then(|n| n.to_str()).expect("name"));
+    let tmp = TempDir::new("bare-ort");
+    let model = model_dir("digits");
+    let run = |search: Option<&std::path::Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_drt"));
+        cmd.current_dir(tmp.path())
+            .env_remove("DRT_ORT_LIB")
+            .env_remove("ORT_DYLIB_PATH")
+            .env_remove("LD_LIBRARY_PATH");
+        if let Some(dir) = search {
+            cmd.env("LD_LIBRARY_PATH", dir);
+        }
+        cmd.args(["generate", "--model", model.to_str().expect("utf8"), "--backend", "ort", "--ort-lib", name])
+            .args(["--steps", "2", "--quiet", "--save-raw", "out.npy"])
+            .output()
+            .expect("run drt")
+    };
+    let o = run(Some(dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(tmp.path().join("out.npy").is_file());
+    let o = run(None);
+    assert!(!o.status.success());
+    let msg = stderr(&o);
+    assert!(msg.contains("cannot load ONNX Runtime from") && msg.contains(name), "{msg}");
+}

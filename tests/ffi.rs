@@ -54,6 +54,9 @@ fn errors_are_statuses_with_messages() {
     }
 }
 
+static SHORT_NOISE: [f32; 511] = [0.0; 511];
+static THREE_CLASSES: [i32; 3] = [1, 2, 3];
+
 #[test]
 fn generate_checks_buffers_and_parameters() {
     unsafe {
@@ -77,13 +80,38 @@ fn generate_checks_buffers_and_parameters() {
             (&|p: &mut drt_generate_params| p.batch = 0, "batch"),
             (&|p: &mut drt_generate_params| p.sampler = c"no-such-sampler".as_ptr(), "no-such-sampler"),
             (&|p: &mut drt_generate_params| p.cond_count = 1, "cond_count"),
-        ] as [(&dyn Fn(&mut drt_generate_params), &str); 7]
+            // The lengths bindings pass: checked before the arrays are read.
+            (
+                &|p: &mut drt_generate_params| {
+                    p.noise = SHORT_NOISE.as_ptr();
+                    p.noise_len = 511;
+                },
+                "noise holds 511 values; batch 2 needs 512",
+            ),
+            (&|p: &mut drt_generate_params| p.classes_len = 3, "classes is NULL with classes_len 3"),
+            (
+                &|p: &mut drt_generate_params| {
+                    p.classes = THREE_CLASSES.as_ptr();
+                    p.classes_len = 3;
+                },
+                "classes holds 3 values; batch 2 needs 2",
+            ),
+        ] as [(&dyn Fn(&mut drt_generate_params), &str); 10]
         {
             let mut bad = p;
             edit(&mut bad);
             assert_eq!(drt_generate(s, &bad, out.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
             assert!(last_error().contains(needle), "`{}` should mention {needle}", last_error());
         }
+        let (noise, classes) = (vec![0.5f32; 512], [5, 5]);
+        let mut given = p;
+        (given.noise, given.noise_len, given.classes, given.classes_len) = (noise.as_ptr(), 512, classes.as_ptr(), 2);
+        let mut with_lengths = vec![0f32; 512];
+        assert_eq!(drt_generate(s, &given, with_lengths.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
+        (given.noise_len, given.classes_len) = (0, 0);
+        let mut without = vec![1f32; 512];
+        assert_eq!(drt_generate(s, &given, without.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
+        assert_eq!(with_lengths, without, "lengths that agree change nothing");
         assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
         assert_eq!(last_error(), "", "success clears the message");
         assert!(out.iter().all(|v| v.is_finite() && *v != 7.0));

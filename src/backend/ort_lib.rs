@@ -5,7 +5,8 @@
 //! `scripts/install-onnxruntime.sh` puts it (`.ort/lib/` under the current directory, then under this
 //! crate's source directory, which is what tests and `cargo run` see). The first of the explicit
 //! sources that is set decides: a path the user gave that does not exist is an error, not a reason to
-//! quietly pick another library.
+//! quietly pick another library. A bare file name (`libonnxruntime.so`) is searched for by the
+//! system loader, as `dlopen` would.
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,9 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf> {
 
 /// The library file a user named, or the library inside the folder they named.
 fn resolve(path: &Path, source: &str) -> Result<PathBuf> {
+    if is_bare_name(path) && !path.exists() {
+        return Ok(path.to_path_buf());
+    }
     if path.is_file() {
         return absolute(path);
     }
@@ -57,6 +61,13 @@ fn resolve(path: &Path, source: &str) -> Result<PathBuf> {
         "ONNX Runtime library `{}` (from {source}) not found; {INSTALL_HINT}",
         path.display()
     )))
+}
+
+/// A file name without a folder that is not a file here is left to the system loader's own search
+/// (`LD_LIBRARY_PATH`; on Android, the app's native libraries, which may stay inside the APK where
+/// no path reaches them), as `dlopen` does with such names.
+fn is_bare_name(path: &Path) -> bool {
+    path.components().count() == 1 && matches!(path.components().next(), Some(std::path::Component::Normal(_)))
 }
 
 /// `libonnxruntime.so` in `dir`, or failing that a versioned `libonnxruntime.so.X.Y.Z` (the PyPI wheel
@@ -105,6 +116,12 @@ mod tests {
         let a = version_key(Path::new("libonnxruntime.so.1.9.0"));
         let b = version_key(Path::new("libonnxruntime.so.1.31.1"));
         assert!(a < b);
+    }
+
+    #[test]
+    fn a_bare_name_is_left_to_the_system_loader() {
+        assert_eq!(find(Some(Path::new("libonnxruntime.so"))).unwrap(), Path::new("libonnxruntime.so"));
+        assert!(find(Some(Path::new("./libonnxruntime.so"))).is_err(), "a path, not a bare name");
     }
 
     #[test]

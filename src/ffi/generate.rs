@@ -41,9 +41,11 @@ pub struct drt_generate_params {
     pub progress: drt_progress_fn,
     /// Passed back untouched to `progress`.
     pub user_data: *mut c_void,
-    /// Optional per-sample class labels (`batch` of them), overriding class_label; NULL = none.
+    /// Optional per-sample class labels (`batch` of them; say how many in `classes_len`),
+    /// overriding class_label; NULL = none.
     pub classes: *const i32,
-    /// Optional initial standard-normal noise, `batch * sample_len` floats; NULL = seeded noise.
+    /// Optional initial standard-normal noise, `batch * sample_len` floats (say how many in
+    /// `noise_len`); NULL = seeded noise.
     pub noise: *const f32,
     /// Optional float conditioning: `cond_count` names of the model's cond_inputs; others keep
     /// their manifest default. NULL when cond_count is 0.
@@ -103,6 +105,12 @@ pub struct drt_generate_params {
     /// `batch` of them), at least 0.5 = repaint, below = keep; NULL = none.
     pub mask: *const f32,
     pub mask_len: usize,
+    /// The number of entries `classes` holds, checked against `batch`; 0 = not given (then
+    /// `classes` is read as `batch` entries, as before this field existed). Bindings set it.
+    pub classes_len: usize,
+    /// The number of floats `noise` holds, checked against what the request needs; 0 = not given
+    /// (then `noise` is read as that many floats). Bindings set it.
+    pub noise_len: usize,
 }
 
 /// drt_generate_params.step_cache: no step caching.
@@ -115,7 +123,8 @@ pub const DRT_STEP_CACHE_AB: u32 = 2;
 super::params_layout!(drt_generate_params: struct_size, seed, steps, guidance, sampler, class_label, batch, progress,
     user_data, classes, noise, cond_names, cond_values, cond_count, init, init_len, strength, adaptive_guidance,
     guidance_interval_lo, guidance_interval_hi, sigmas, sigmas_len, step_cache, cache_threshold, cache_max_skips, reserved,
-    prompts, prompts_len, negative_prompts, negative_prompts_len, width, height, vae_tile, reserved2, mask, mask_len);
+    prompts, prompts_len, negative_prompts, negative_prompts_len, width, height, vae_tile, reserved2, mask, mask_len,
+    classes_len, noise_len);
 
 /// Defaults: seed 0, the model's steps, guidance and sampler, no class, batch 1, no callback: with a
 /// seed and a class set, the samples `drt generate` makes with no sampling options, bit for bit.
@@ -158,6 +167,8 @@ pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
         reserved2: 0,
         mask: std::ptr::null(),
         mask_len: 0,
+        classes_len: 0,
+        noise_len: 0,
     }
 }
 
@@ -170,6 +181,16 @@ pub(super) unsafe fn generate_params(
     // Checked before `noise` is read as `batch * sample_len` floats.
     let batch = limits::batch(p.batch as usize)?;
     let needed = batch.checked_mul(sample_len).ok_or_else(|| invalid("batch too large"))?;
+    let given =
+        [("classes", p.classes.is_null(), p.classes_len, batch), ("noise", p.noise.is_null(), p.noise_len, needed)];
+    for (what, null, len, want) in given {
+        if len != 0 && null {
+            return Err(invalid(&format!("{what} is NULL with {what}_len {len}")));
+        }
+        if len != 0 && len != want {
+            return Err(invalid(&format!("{what} holds {len} values; batch {batch} needs {want}")));
+        }
+    }
     let classes = if !p.classes.is_null() {
         std::slice::from_raw_parts(p.classes, batch).iter().map(|&c| c as i64).collect()
     } else if p.class_label < -1 {

@@ -1,0 +1,33 @@
+package dev.diffusionrt;
+
+/** How a model is loaded ({@code drt_model_params}); null and 0 are the C defaults. */
+public final class ModelOptions {
+    String backend;
+    String ortLibraryPath;
+    String executionProvider;
+    int threads;
+
+    /** "tract" (pure Rust), "ort" (ONNX Runtime), or null for automatic: ort when its library is found. */
+    public ModelOptions backend(String backend) {
+        this.backend = backend;
+        return this;
+    }
+
+    /** The ONNX Runtime shared library; null: $DRT_ORT_LIB, $ORT_DYLIB_PATH, then the library search path. */
+    public ModelOptions ortLibraryPath(String path) {
+        this.ortLibraryPath = path;
+        return this;
+    }
+
+    /** "cpu" (null), "cuda", "tensorrt", "coreml", "nnapi" or "xnnpack". */
+    public ModelOptions executionProvider(String provider) {
+        this.executionProvider = provider;
+        return this;
+    }
+
+    /** Intra-op threads for ONNX Runtime; 0 = the number of physical cores. */
+    public ModelOptions threads(int threads) {
+        this.threads = threads;
+        return this;
+    }
+}

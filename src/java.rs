@@ -1,0 +1,598 @@
+//! The native methods of the Java API (`bindings/java`, class `dev.diffusionrt.Native`). Each is one
+//! call of the C API ([`crate::ffi`]), so Java gets C's defaults, checks, messages and panic
+//! boundary, and nothing here decides anything about a generation. What this layer adds is what
+//! Java needs and C takes on trust: arrays copied with their lengths (so a short Java array is an
+//! error, never a read past its end), strings checked for NUL, negative ints refused where C has
+//! unsigned fields, and every failed status thrown as a `DiffusionRtException` carrying it.
+//!
+//! Handles cross as `long`s; the Java classes own them (`NativeHandle`: no call runs on a freed
+//! handle, and closing waits for calls in flight).
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::ptr;
+
+use jni::errors::{Error as JniError, ErrorPolicy};
+use jni::objects::{
+    JByteArray, JClass, JDoubleArray, JFloatArray, JIntArray, JObject, JObjectArray, JString, JThrowable,
+};
+use jni::sys::{jboolean, jint, jlong};
+use jni::{jni_mangle, jni_sig, jni_str, Env, EnvUnowned, JValue};
+
+use crate::ffi::*;
+
+/// Why a native method did not return normally.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// A C API status other than DRT_OK, with its message.
+    #[error("{1}")]
+    Status(drt_status, String),
+    /// JNI failed; `JavaException` means a Java exception is already pending and goes on as is.
+    #[error(transparent)]
+    Jni(#[from] JniError),
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+fn invalid(msg: String) -> Failure {
+    Failure::Status(drt_status::DRT_ERR_INVALID_ARGUMENT, msg)
+}
+
+/// The outcome of a C call: its status and this thread's drt_last_error().
+fn check(status: drt_status) -> Result<()> {
+    if status == drt_status::DRT_OK {
+        return Ok(());
+    }
+    // SAFETY: drt_last_error never returns NULL and its string lives until the next call.
+    let msg = unsafe { CStr::from_ptr(drt_last_error()) }.to_string_lossy().into_owned();
+    Err(Failure::Status(status, msg))
+}
+
+/// Throws every failure as a `DiffusionRtException` (a pending Java exception is left as it is),
+/// and a panic as one with DRT_ERR_INTERNAL; the method then returns its type's default.
+struct Throw;
+
+fn throw(env: &mut Env, status: drt_status, msg: &str) -> jni::errors::Result<()> {
+    let msg = env.new_string(msg)?;
+    let e = env.new_object(
+        jni_str!("dev/diffusionrt/DiffusionRtException"),
+        jni_sig!("(ILjava/lang/String;)V"),
+        &[JValue::Int(status as jint), JValue::Object(&msg)],
+    )?;
+    let e = JThrowable::cast_local(env, e)?;
+    match env.throw(e) {
+        Err(JniError::JavaException) | Ok(()) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl<T: Default> ErrorPolicy<T, Failure> for Throw {
+    type Captures<'unowned_env_local: 'native_method, 'native_method> = ();
+
+    fn on_error<'unowned_env_local: 'native_method, 'native_method>(
+        env: &mut Env<'unowned_env_local>,
+        _: &mut (),
+        err: Failure,
+    ) -> jni::errors::Result<T> {
+        match err {
+            Failure::Jni(JniError::JavaException) => {}
+            Failure::Jni(e) => throw(env, drt_status::DRT_ERR_INTERNAL, &format!("JNI call failed: {e}"))?,
+            Failure::Status(status, msg) => throw(env, status, &msg)?,
+        }
+        Ok(T::default())
+    }
+
+    fn on_panic<'unowned_env_local: 'native_method, 'native_method>(
+        env: &mut Env<'unowned_env_local>,
+        _: &mut (),
+        payload: Box<dyn std::any::Any + Send + 'static>,
+    ) -> jni::errors::Result<T> {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        throw(env, drt_status::DRT_ERR_INTERNAL, &format!("internal error (panic): {msg}"))?;
+        Ok(T::default())
+    }
+}
+
+/// Runs a native method's body with the JNI environment, throwing what it fails with.
+fn native<'l, T: Default>(env: &mut EnvUnowned<'l>, f: impl FnOnce(&mut Env<'l>) -> Result<T>) -> T {
+    env.with_env(f).resolve::<Throw>()
+}
+
+/// A Java string as a C one; null gives `None`.
+fn c_string(env: &Env, s: &JString, what: &str) -> Result<Option<CString>> {
+    if s.is_null() {
+        return Ok(None);
+    }
+    let s = s.try_to_string(env)?;
+    CString::new(s).map(Some).map_err(|_| invalid(format!("{what} contains a NUL character")))
+}
+
+/// The pointer C takes for an optional string: NULL for `None`.
+fn c_ptr(s: &Option<CString>) -> *const c_char {
+    s.as_ref().map_or(ptr::null(), |s| s.as_ptr())
+}
+
+/// A Java `int` where C has an unsigned field.
+fn unsigned(v: jint, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| invalid(format!("{what} must be 0 or more, got {v}")))
+}
+
+/// A C handle from the `long` Java keeps it in.
+fn handle<T>(h: jlong) -> *mut T {
+    h as usize as *mut T
+}
+
+fn into_handle<T>(p: *mut T) -> jlong {
+    p as usize as jlong
+}
+
+/// Backend options as C takes them, with the strings they point into.
+struct ModelOptions {
+    params: drt_model_params,
+    _strings: [Option<CString>; 3],
+}
+
+fn model_options(env: &Env, backend: &JString, ort: &JString, ep: &JString, threads: jint) -> Result<ModelOptions> {
+    let strings = [
+        c_string(env, backend, "backend")?,
+        c_string(env, ort, "ortLibraryPath")?,
+        c_string(env, ep, "executionProvider")?,
+    ];
+    let mut params = drt_model_params_default();
+    params.backend = c_ptr(&strings[0]);
+    params.ort_library_path = c_ptr(&strings[1]);
+    params.execution_provider = c_ptr(&strings[2]);
+    params.threads = unsigned(threads, "threads")?;
+    Ok(ModelOptions { params, _strings: strings })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn abi_version<'l>(_: EnvUnowned<'l>, _: JClass<'l>) -> jint {
+    DRT_ABI_VERSION as jint
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn version<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>) -> JString<'l> {
+    native(&mut env, |env| Ok(env.new_string(env!("CARGO_PKG_VERSION"))?))
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn model_load<'l>(
+    mut env: EnvUnowned<'l>,
+    _: JClass<'l>,
+    dir: JString<'l>,
+    backend: JString<'l>,
+    ort: JString<'l>,
+    ep: JString<'l>,
+    threads: jint,
+) -> jlong {
+    native(&mut env, |env| {
+        let dir = c_string(env, &dir, "dir")?;
+        let opts = model_options(env, &backend, &ort, &ep, threads)?;
+        let mut model = ptr::null_mut();
+        // SAFETY: every pointer is NULL or points into `dir` and `opts`, which outlive the call.
+        check(unsafe { drt_model_load(c_ptr(&dir), &opts.params, &mut model) })?;
+        Ok(into_handle(model))
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn model_free<'l>(_: EnvUnowned<'l>, _: JClass<'l>, model: jlong) {
+    // SAFETY: NativeHandle frees a handle once, after every call on it has returned.
+    unsafe { drt_model_free(handle(model)) }
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn model_sample_length<'l>(_: EnvUnowned<'l>, _: JClass<'l>, model: jlong) -> jlong {
+    // SAFETY: a live handle (NativeHandle), or 0, for which C returns 0.
+    unsafe { drt_model_sample_len(handle(model)) as jlong }
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn session_create<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, model: jlong, memory_limit_mb: jint) -> jlong {
+    native(&mut env, |_| {
+        let mut p = drt_session_params_default();
+        p.memory_limit_mb = match memory_limit_mb {
+            -1 => u32::MAX,
+            mb => unsigned(mb, "memoryLimitMb")?,
+        };
+        let mut session = ptr::null_mut();
+        // SAFETY: a live model handle (NativeHandle); `p` and `session` outlive the call.
+        check(unsafe { drt_session_create(handle(model), &p, &mut session) })?;
+        Ok(into_handle(session))
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn session_free<'l>(_: EnvUnowned<'l>, _: JClass<'l>, session: jlong) {
+    // SAFETY: NativeHandle frees a handle once, after every call on it has returned.
+    unsafe { drt_session_free(handle(session)) }
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn session_cancel<'l>(_: EnvUnowned<'l>, _: JClass<'l>, session: jlong) {
+    // SAFETY: a live handle; drt_session_cancel only sets an atomic flag, so any thread may call it.
+    unsafe { drt_session_cancel(handle(session)) }
+}
+
+/// A Java `GenerateParams` as C's `drt_generate_params`, with the copies its pointers point into.
+/// The vectors are not touched once the pointers are taken, so the pointers stay valid while this
+/// value lives (moving a vector does not move its elements).
+struct Params {
+    c: drt_generate_params,
+    _sampler: Option<CString>,
+    _classes: Vec<i32>,
+    _noise: Vec<f32>,
+    _cond_names: Strings,
+    _cond_values: Vec<f32>,
+    _init: Vec<f32>,
+    _sigmas: Vec<f64>,
+    _mask: Vec<f32>,
+    _prompts: Strings,
+    _negative_prompts: Strings,
+}
+
+/// A Java `String[]` as C's array of NUL-terminated strings (a null element stays NULL, which
+/// C reports by index).
+#[derive(Default)]
+struct Strings {
+    _owned: Vec<Option<CString>>,
+    ptrs: Vec<*const c_char>,
+}
+
+/// Reads one field of a `GenerateParams`.
+macro_rules! field {
+    ($env:ident, $obj:ident, $name:literal, $sig:literal, $get:ident) => {
+        $env.get_field(&$obj, jni_str!($name), jni_sig!($sig))?.$get()?
+    };
+}
+
+/// The elements of a Java primitive array field, or `None` for null; an empty array is refused,
+/// as C could not tell it from a missing one.
+macro_rules! array_field {
+    ($env:ident, $obj:ident, $name:literal, $sig:literal, $ty:ty, $zero:expr) => {{
+        let object = field!($env, $obj, $name, $sig, l);
+        let array = <$ty>::cast_local($env, object)?;
+        if array.is_null() {
+            None
+        } else {
+            let mut v = vec![$zero; array.len($env)?];
+            if v.is_empty() {
+                return Err(invalid(format!("{} is empty: leave it unset instead", $name)));
+            }
+            array.get_region($env, 0, &mut v)?;
+            $env.delete_local_ref(array);
+            Some(v)
+        }
+    }};
+}
+
+fn strings(env: &mut Env, name: &str, array: JObject) -> Result<Strings> {
+    if array.is_null() {
+        return Ok(Strings::default());
+    }
+    let array = JObjectArray::<JString>::cast_local(env, array)?;
+    let mut owned = Vec::new();
+    for i in 0..array.len(env)? {
+        let s = array.get_element(env, i)?;
+        owned.push(c_string(env, &s, &format!("{name}[{i}]"))?);
+        env.delete_local_ref(s);
+    }
+    let ptrs = owned.iter().map(c_ptr).collect();
+    Ok(Strings { _owned: owned, ptrs })
+}
+
+/// Reads a `dev.diffusionrt.GenerateParams` (its package-private fields, named as C's).
+fn params(env: &mut Env, obj: &JObject) -> Result<Params> {
+    if obj.is_null() {
+        return Err(invalid("params is null".into()));
+    }
+    let mut c = drt_generate_params_default();
+    c.seed = field!(env, obj, "seed", "J", j) as u64;
+    c.steps = unsigned(field!(env, obj, "steps", "I", i), "steps")?;
+    c.guidance = field!(env, obj, "guidance", "F", f);
+    let sampler = field!(env, obj, "sampler", "Ljava/lang/String;", l);
+    let sampler = JString::cast_local(env, sampler)?;
+    let sampler = c_string(env, &sampler, "sampler")?;
+    c.sampler = c_ptr(&sampler);
+    c.class_label = field!(env, obj, "classLabel", "I", i);
+    let classes = array_field!(env, obj, "classes", "[I", JIntArray, 0i32);
+    c.batch = match unsigned(field!(env, obj, "batch", "I", i), "batch")? {
+        0 => classes.as_ref().map_or(1, |c| c.len() as u32),
+        b => b,
+    };
+    let classes = classes.unwrap_or_default();
+    (c.classes, c.classes_len) = (nonempty_ptr(&classes), classes.len());
+    let noise = array_field!(env, obj, "noise", "[F", JFloatArray, 0f32).unwrap_or_default();
+    (c.noise, c.noise_len) = (nonempty_ptr(&noise), noise.len());
+
+    let names = field!(env, obj, "condNames", "[Ljava/lang/String;", l);
+    let cond_names = strings(env, "condNames", names)?;
+    let cond_values = array_field!(env, obj, "condValues", "[F", JFloatArray, 0f32).unwrap_or_default();
+    if cond_names.ptrs.len() != cond_values.len() {
+        return Err(invalid(format!("{} cond names but {} values", cond_names.ptrs.len(), cond_values.len())));
+    }
+    (c.cond_names, c.cond_values) = (nonempty_ptr(&cond_names.ptrs), nonempty_ptr(&cond_values));
+    c.cond_count = u32::try_from(cond_values.len()).map_err(|_| invalid("too many conds".into()))?;
+
+    let init = array_field!(env, obj, "init", "[F", JFloatArray, 0f32).unwrap_or_default();
+    (c.init, c.init_len) = (nonempty_ptr(&init), init.len());
+    c.strength = field!(env, obj, "strength", "F", f);
+    c.adaptive_guidance = field!(env, obj, "adaptiveGuidance", "F", f);
+    c.guidance_interval_lo = field!(env, obj, "guidanceIntervalLo", "F", f);
+    c.guidance_interval_hi = field!(env, obj, "guidanceIntervalHi", "F", f);
+    let sigmas = array_field!(env, obj, "sigmas", "[D", JDoubleArray, 0f64).unwrap_or_default();
+    (c.sigmas, c.sigmas_len) = (nonempty_ptr(&sigmas), sigmas.len());
+    c.step_cache = unsigned(field!(env, obj, "stepCache", "I", i), "stepCache")?;
+    c.cache_threshold = field!(env, obj, "cacheThreshold", "F", f);
+    c.cache_max_skips = unsigned(field!(env, obj, "cacheMaxSkips", "I", i), "cacheMaxSkips")?;
+
+    let array = field!(env, obj, "prompts", "[Ljava/lang/String;", l);
+    let prompts = strings(env, "prompts", array)?;
+    (c.prompts, c.prompts_len) = (nonempty_ptr(&prompts.ptrs), prompts.ptrs.len());
+    let array = field!(env, obj, "negativePrompts", "[Ljava/lang/String;", l);
+    let negative_prompts = strings(env, "negativePrompts", array)?;
+    (c.negative_prompts, c.negative_prompts_len) = (nonempty_ptr(&negative_prompts.ptrs), negative_prompts.ptrs.len());
+    c.width = unsigned(field!(env, obj, "width", "I", i), "width")?;
+    c.height = unsigned(field!(env, obj, "height", "I", i), "height")?;
+    c.vae_tile = unsigned(field!(env, obj, "vaeTile", "I", i), "vaeTile")?;
+    let mask = array_field!(env, obj, "mask", "[F", JFloatArray, 0f32).unwrap_or_default();
+    (c.mask, c.mask_len) = (nonempty_ptr(&mask), mask.len());
+    Ok(Params {
+        c,
+        _sampler: sampler,
+        _classes: classes,
+        _noise: noise,
+        _cond_names: cond_names,
+        _cond_values: cond_values,
+        _init: init,
+        _sigmas: sigmas,
+        _mask: mask,
+        _prompts: prompts,
+        _negative_prompts: negative_prompts,
+    })
+}
+
+/// A vector's elements for C: NULL when there are none.
+fn nonempty_ptr<T>(v: &[T]) -> *const T {
+    if v.is_empty() {
+        ptr::null()
+    } else {
+        v.as_ptr()
+    }
+}
+
+/// A `ProgressListener` called from C's progress callback, on the thread of the native method
+/// that passed it (the only thread its `Env` is valid on).
+struct Listener<'a, 'l> {
+    env: &'a mut Env<'l>,
+    listener: &'a JObject<'l>,
+    /// The listener threw: its exception is pending, and the generation was cancelled for it.
+    threw: bool,
+}
+
+unsafe extern "C" fn on_step(done: u32, total: u32, user_data: *mut c_void) -> bool {
+    // SAFETY: `user_data` is the Listener `with_listener` passed, alive for the whole C call.
+    let l = unsafe { &mut *(user_data as *mut Listener) };
+    if l.threw {
+        return false;
+    }
+    let args = [JValue::Int(done as jint), JValue::Int(total as jint)];
+    let call = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        l.env.call_method(l.listener, jni_str!("onStep"), jni_sig!("(II)Z"), &args).and_then(|v| v.z())
+    }));
+    match call {
+        Ok(Ok(go)) => go,
+        // A Java exception (pending now), a JNI failure or a panic: stop the generation.
+        _ => {
+            l.threw = l.env.exception_check();
+            false
+        }
+    }
+}
+
+/// Runs `call` with `params` wired to `listener` (null: none); the listener's exception, if it
+/// threw one, is what the native method then throws.
+fn with_listener<'l>(
+    env: &mut Env<'l>,
+    listener: &JObject<'l>,
+    params: &mut Params,
+    call: impl FnOnce(&drt_generate_params) -> drt_status,
+) -> Result<()> {
+    if listener.is_null() {
+        return check(call(&params.c));
+    }
+    let mut l = Listener { env, listener, threw: false };
+    params.c.progress = Some(on_step);
+    params.c.user_data = &mut l as *mut Listener as *mut c_void;
+    let status = call(&params.c);
+    params.c.progress = None;
+    params.c.user_data = ptr::null_mut();
+    if l.threw {
+        return Err(Failure::Jni(JniError::JavaException));
+    }
+    check(status)
+}
+
+fn float_array<'l>(env: &mut Env<'l>, v: &[f32]) -> Result<JFloatArray<'l>> {
+    let array = JFloatArray::new(env, v.len())?;
+    array.set_region(env, 0, v)?;
+    Ok(array)
+}
+
+/// Output buffers are sized by Java from lengths it knows; C checks them again.
+fn buffer<T: Default + Clone>(len: jlong) -> Result<Vec<T>> {
+    let len = usize::try_from(len).map_err(|_| invalid(format!("output length {len} is negative")))?;
+    if len > i32::MAX as usize {
+        return Err(invalid(format!("output of {len} values is larger than a Java array")));
+    }
+    Ok(vec![T::default(); len])
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn generate<'l>(
+    mut env: EnvUnowned<'l>,
+    _: JClass<'l>,
+    session: jlong,
+    out_len: jlong,
+    params_obj: JObject<'l>,
+    listener: JObject<'l>,
+) -> JFloatArray<'l> {
+    native(&mut env, |env| {
+        let mut p = params(env, &params_obj)?;
+        let mut out = buffer::<f32>(out_len)?;
+        // SAFETY: a live session (NativeHandle); params point into `p`; `out` holds out.len() floats.
+        with_listener(env, &listener, &mut p, |c| unsafe {
+            drt_generate(handle(session), c, out.as_mut_ptr(), out.len())
+        })?;
+        float_array(env, &out)
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn begin<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, session: jlong, params_obj: JObject<'l>) -> jint {
+    native(&mut env, |env| {
+        let p = params(env, &params_obj)?;
+        let mut total = 0u32;
+        // SAFETY: a live session; params point into `p`.
+        check(unsafe { drt_generate_begin(handle(session), &p.c, &mut total) })?;
+        Ok(total as jint)
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn step<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, session: jlong) -> jint {
+    native(&mut env, |_| {
+        let mut done = 0u32;
+        // SAFETY: a live session.
+        check(unsafe { drt_generate_step(handle(session), &mut done) })?;
+        Ok(done as jint)
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn read<'l>(
+    mut env: EnvUnowned<'l>,
+    _: JClass<'l>,
+    session: jlong,
+    prediction: jboolean,
+    out_len: jlong,
+) -> JFloatArray<'l> {
+    native(&mut env, |env| {
+        let what = if prediction { drt_read_kind::DRT_READ_PREDICTION } else { drt_read_kind::DRT_READ_SAMPLE };
+        let mut out = buffer::<f32>(out_len)?;
+        // SAFETY: a live session; `out` holds out.len() floats.
+        check(unsafe { drt_generate_read(handle(session), what, out.as_mut_ptr(), out.len()) })?;
+        float_array(env, &out)
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn finish<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, session: jlong, out_len: jlong) -> JFloatArray<'l> {
+    native(&mut env, |env| {
+        let mut out = buffer::<f32>(out_len)?;
+        // SAFETY: a live session; `out` holds out.len() floats.
+        check(unsafe { drt_generate_finish(handle(session), out.as_mut_ptr(), out.len()) })?;
+        float_array(env, &out)
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn abandon<'l>(_: EnvUnowned<'l>, _: JClass<'l>, session: jlong) {
+    // SAFETY: a live session (NativeHandle).
+    unsafe { drt_generate_abandon(handle(session)) }
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+#[allow(clippy::too_many_arguments)]
+pub fn sd_load<'l>(
+    mut env: EnvUnowned<'l>,
+    _: JClass<'l>,
+    dir: JString<'l>,
+    backend: JString<'l>,
+    ort: JString<'l>,
+    ep: JString<'l>,
+    threads: jint,
+    low_memory: jboolean,
+) -> jlong {
+    native(&mut env, |env| {
+        let dir = c_string(env, &dir, "dir")?;
+        let opts = model_options(env, &backend, &ort, &ep, threads)?;
+        let flags = if low_memory { DRT_SD_LOW_MEMORY } else { 0 };
+        let mut sd = ptr::null_mut();
+        // SAFETY: every pointer is NULL or points into `dir` and `opts`, which outlive the call.
+        check(unsafe { drt_sd_load(c_ptr(&dir), &opts.params, flags, &mut sd) })?;
+        Ok(into_handle(sd))
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn sd_free<'l>(_: EnvUnowned<'l>, _: JClass<'l>, sd: jlong) {
+    // SAFETY: NativeHandle frees a handle once, after every call on it has returned.
+    unsafe { drt_sd_free(handle(sd)) }
+}
+
+/// `[width, height, batch]` of what `params` make on `sd`.
+fn image_size(sd: jlong, p: &Params) -> Result<[u32; 3]> {
+    let [mut w, mut h, mut n] = [0u32; 3];
+    // SAFETY: a live export handle; params point into `p`; the outputs are locals.
+    check(unsafe { drt_sd_image_size(handle(sd), &p.c, &mut w, &mut h, &mut n) })?;
+    Ok([w, h, n])
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn sd_image_size<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, sd: jlong, params_obj: JObject<'l>) -> JIntArray<'l> {
+    native(&mut env, |env| {
+        let size = image_size(sd, &params(env, &params_obj)?)?.map(|v| v as jint);
+        let array = JIntArray::new(env, 3)?;
+        array.set_region(env, 0, &size)?;
+        Ok(array)
+    })
+}
+
+/// Values of the images `p` make on `sd`: three per pixel.
+fn image_values(sd: jlong, p: &Params) -> Result<jlong> {
+    let [w, h, n] = image_size(sd, p)?;
+    Ok(w as jlong * h as jlong * n as jlong * 3)
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn sd_generate_rgb8<'l>(
+    mut env: EnvUnowned<'l>,
+    _: JClass<'l>,
+    sd: jlong,
+    params_obj: JObject<'l>,
+    listener: JObject<'l>,
+) -> JByteArray<'l> {
+    native(&mut env, |env| {
+        let mut p = params(env, &params_obj)?;
+        let mut out = buffer::<u8>(image_values(sd, &p)?)?;
+        // SAFETY: a live export; params point into `p`; `out` holds out.len() bytes.
+        with_listener(env, &listener, &mut p, |c| unsafe {
+            drt_sd_generate_rgb8(handle(sd), c, out.as_mut_ptr(), out.len())
+        })?;
+        Ok(env.byte_array_from_slice(&out)?)
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn sd_generate<'l>(
+    mut env: EnvUnowned<'l>,
+    _: JClass<'l>,
+    sd: jlong,
+    params_obj: JObject<'l>,
+    listener: JObject<'l>,
+) -> JFloatArray<'l> {
+    native(&mut env, |env| {
+        let mut p = params(env, &params_obj)?;
+        let mut out = buffer::<f32>(image_values(sd, &p)?)?;
+        // SAFETY: a live export; params point into `p`; `out` holds out.len() floats.
+        with_listener(env, &listener, &mut p, |c| unsafe {
+            drt_sd_generate(handle(sd), c, out.as_mut_ptr(), out.len())
+        })?;
+        float_array(env, &out)
+    })
+}
