@@ -183,6 +183,17 @@ typedef struct drt_model_params {
    */
   uint32_t threads;
   /**
+   * Attention computed in this many slices of queries (same result, smaller attention maps);
+   * 0 = the model's default (8 for a Stable Diffusion export, else whole), 1 = whole. (This
+   * field was `reserved`, always 0.)
+   */
+  uint32_t attention_slices;
+  /**
+   * Nonzero: ONNX Runtime reads the weights of a graph with external data from the mapped
+   * file instead of private copies (less private memory, somewhat slower).
+   */
+  uint32_t mapped_weights;
+  /**
    * Zero. Fills what would be tail padding, so fields added later never overlap it.
    */
   uint32_t reserved;

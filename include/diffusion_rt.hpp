@@ -59,6 +59,8 @@ struct ModelOptions {
     std::string ort_library;        /* "" = $DRT_ORT_LIB, $ORT_DYLIB_PATH, then .ort/lib */
     std::string execution_provider; /* "" = cpu; cuda, tensorrt, coreml, nnapi, xnnpack */
     uint32_t threads = 0;           /* 0 = the number of physical cores */
+    uint32_t attention_slices = 0;  /* 0 = the model's default, 1 = whole attention */
+    bool mapped_weights = false;    /* ort: weights read from the mapped file, not copied */
 };
 
 /** Called after every step with (steps done, steps in all); false cancels the generation. */
@@ -73,6 +75,8 @@ class Model {
         p.ort_library_path = detail::c_str_or_null(options.ort_library);
         p.execution_provider = detail::c_str_or_null(options.execution_provider);
         p.threads = options.threads;
+        p.attention_slices = options.attention_slices;
+        p.mapped_weights = options.mapped_weights ? 1u : 0u;
         drt_model *m = nullptr;
         detail::check(drt_model_load(dir.c_str(), &p, &m));
         return Model(m);

@@ -15,6 +15,7 @@ use jni::errors::{Error as JniError, ErrorPolicy};
 use jni::objects::{
     JByteArray, JClass, JDoubleArray, JFloatArray, JIntArray, JObject, JObjectArray, JString, JThrowable,
 };
+use jni::strings::JNIStr;
 use jni::sys::{jboolean, jint, jlong};
 use jni::{jni_mangle, jni_sig, jni_str, Env, EnvUnowned, JValue};
 
@@ -129,23 +130,45 @@ fn into_handle<T>(p: *mut T) -> jlong {
     p as usize as jlong
 }
 
+/// Reads one field of a Java object (`GenerateParams`, `ModelOptions`).
+macro_rules! field {
+    ($env:ident, $obj:ident, $name:literal, $sig:literal, $get:ident) => {
+        $env.get_field(&$obj, jni_str!($name), jni_sig!($sig))?.$get()?
+    };
+}
+
+/// A `String` field of a Java object as a C string (`None` for null).
+fn string_field(env: &mut Env, obj: &JObject, name: &JNIStr, what: &str) -> Result<Option<CString>> {
+    let s = env.get_field(obj, name, jni_sig!("Ljava/lang/String;"))?.l()?;
+    let s = JString::cast_local(env, s)?;
+    let c = c_string(env, &s, what);
+    env.delete_local_ref(s);
+    c
+}
+
 /// Backend options as C takes them, with the strings they point into.
 struct ModelOptions {
     params: drt_model_params,
     _strings: [Option<CString>; 3],
 }
 
-fn model_options(env: &Env, backend: &JString, ort: &JString, ep: &JString, threads: jint) -> Result<ModelOptions> {
+/// A `dev.diffusionrt.ModelOptions` (its package-private fields, named as C's).
+fn model_options(env: &mut Env, obj: &JObject) -> Result<ModelOptions> {
+    if obj.is_null() {
+        return Err(invalid("options is null".into()));
+    }
     let strings = [
-        c_string(env, backend, "backend")?,
-        c_string(env, ort, "ortLibraryPath")?,
-        c_string(env, ep, "executionProvider")?,
+        string_field(env, obj, jni_str!("backend"), "backend")?,
+        string_field(env, obj, jni_str!("ortLibraryPath"), "ortLibraryPath")?,
+        string_field(env, obj, jni_str!("executionProvider"), "executionProvider")?,
     ];
     let mut params = drt_model_params_default();
     params.backend = c_ptr(&strings[0]);
     params.ort_library_path = c_ptr(&strings[1]);
     params.execution_provider = c_ptr(&strings[2]);
-    params.threads = unsigned(threads, "threads")?;
+    params.threads = unsigned(field!(env, obj, "threads", "I", i), "threads")?;
+    params.attention_slices = unsigned(field!(env, obj, "attentionSlices", "I", i), "attentionSlices")?;
+    params.mapped_weights = field!(env, obj, "mappedWeights", "Z", z) as u32;
     Ok(ModelOptions { params, _strings: strings })
 }
 
@@ -160,18 +183,10 @@ pub fn version<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>) -> JString<'l> {
 }
 
 #[jni_mangle("dev.diffusionrt.Native")]
-pub fn model_load<'l>(
-    mut env: EnvUnowned<'l>,
-    _: JClass<'l>,
-    dir: JString<'l>,
-    backend: JString<'l>,
-    ort: JString<'l>,
-    ep: JString<'l>,
-    threads: jint,
-) -> jlong {
+pub fn model_load<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, dir: JString<'l>, options: JObject<'l>) -> jlong {
     native(&mut env, |env| {
         let dir = c_string(env, &dir, "dir")?;
-        let opts = model_options(env, &backend, &ort, &ep, threads)?;
+        let opts = model_options(env, &options)?;
         let mut model = ptr::null_mut();
         // SAFETY: every pointer is NULL or points into `dir` and `opts`, which outlive the call.
         check(unsafe { drt_model_load(c_ptr(&dir), &opts.params, &mut model) })?;
@@ -243,13 +258,6 @@ struct Strings {
     ptrs: Vec<*const c_char>,
 }
 
-/// Reads one field of a `GenerateParams`.
-macro_rules! field {
-    ($env:ident, $obj:ident, $name:literal, $sig:literal, $get:ident) => {
-        $env.get_field(&$obj, jni_str!($name), jni_sig!($sig))?.$get()?
-    };
-}
-
 /// The elements of a Java primitive array field, or `None` for null; an empty array is refused,
 /// as C could not tell it from a missing one.
 macro_rules! array_field {
@@ -294,9 +302,7 @@ fn params(env: &mut Env, obj: &JObject) -> Result<Params> {
     c.seed = field!(env, obj, "seed", "J", j) as u64;
     c.steps = unsigned(field!(env, obj, "steps", "I", i), "steps")?;
     c.guidance = field!(env, obj, "guidance", "F", f);
-    let sampler = field!(env, obj, "sampler", "Ljava/lang/String;", l);
-    let sampler = JString::cast_local(env, sampler)?;
-    let sampler = c_string(env, &sampler, "sampler")?;
+    let sampler = string_field(env, obj, jni_str!("sampler"), "sampler")?;
     c.sampler = c_ptr(&sampler);
     c.class_label = field!(env, obj, "classLabel", "I", i);
     let classes = array_field!(env, obj, "classes", "[I", JIntArray, 0i32);
@@ -507,20 +513,16 @@ pub fn abandon<'l>(_: EnvUnowned<'l>, _: JClass<'l>, session: jlong) {
 }
 
 #[jni_mangle("dev.diffusionrt.Native")]
-#[allow(clippy::too_many_arguments)]
 pub fn sd_load<'l>(
     mut env: EnvUnowned<'l>,
     _: JClass<'l>,
     dir: JString<'l>,
-    backend: JString<'l>,
-    ort: JString<'l>,
-    ep: JString<'l>,
-    threads: jint,
+    options: JObject<'l>,
     low_memory: jboolean,
 ) -> jlong {
     native(&mut env, |env| {
         let dir = c_string(env, &dir, "dir")?;
-        let opts = model_options(env, &backend, &ort, &ep, threads)?;
+        let opts = model_options(env, &options)?;
         let flags = if low_memory { DRT_SD_LOW_MEMORY } else { 0 };
         let mut sd = ptr::null_mut();
         // SAFETY: every pointer is NULL or points into `dir` and `opts`, which outlive the call.

@@ -217,6 +217,9 @@ impl Session {
             self.run = None;
             return Err(Error::Cancelled { step });
         }
+        // The arena the steps grew goes back to the system with the last one, not kept while the
+        // session waits (or a Stable Diffusion export decodes the result).
+        self.net.release_after_calls(run.done + 1 == run.total());
         let mut guided = run.guidance.over(&mut self.net);
         let mut cached;
         let den: &mut dyn Denoiser = match &mut run.cache {

@@ -1,4 +1,10 @@
-//! What a benchmark report says about the machine: CPU, cores, OS, and the process's peak memory.
+//! What a benchmark report says about the machine: CPU, cores, OS, and the process's peak memory
+//! (total, and the anonymous part that counts against a phone app's limit).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -70,4 +76,88 @@ pub fn peak_rss_bytes() -> Option<u64> {
 #[cfg(not(unix))]
 pub fn peak_rss_bytes() -> Option<u64> {
     None
+}
+
+/// This process's anonymous (private) resident memory now, in bytes: what counts against an app's
+/// memory limit on a phone. File-backed pages (a memory-mapped model's weights) are left out, since
+/// the system can drop and re-read them. Linux and Android (`RssAnon` of /proc/self/status).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn anon_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("RssAnon:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn anon_rss_bytes() -> Option<u64> {
+    None
+}
+
+/// The most anonymous memory ([`anon_rss_bytes`]) the process held while this watch ran. The
+/// kernel keeps a peak of the total (`peak_rss_bytes`) but not of the anonymous part, so a thread
+/// samples it every [`AnonPeak::INTERVAL`]; a spike shorter than that can be missed.
+pub struct AnonPeak {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Option<u64>>>,
+}
+
+impl AnonPeak {
+    pub const INTERVAL: Duration = Duration::from_millis(2);
+
+    /// Starts watching; `None` where the platform does not report anonymous memory.
+    pub fn start() -> Option<AnonPeak> {
+        anon_rss_bytes()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("drt-anon-peak".into())
+            .spawn(move || {
+                let mut peak = anon_rss_bytes();
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(Self::INTERVAL);
+                    peak = peak.max(anon_rss_bytes());
+                }
+                peak.max(anon_rss_bytes())
+            })
+            .ok()?;
+        Some(AnonPeak { stop, thread: Some(thread) })
+    }
+
+    /// Stops watching and returns the peak in bytes.
+    pub fn finish(mut self) -> Option<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take()?.join().ok().flatten()
+    }
+}
+
+impl Drop for AnonPeak {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Memory the process writes to is anonymous, and the watch sees it.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn the_anonymous_peak_sees_a_large_allocation() {
+        let watch = AnonPeak::start().expect("Linux reports RssAnon");
+        let before = anon_rss_bytes().expect("RssAnon");
+        let mut big = vec![0u8; 64 << 20];
+        for (i, b) in big.iter_mut().enumerate().step_by(4096) {
+            *b = i as u8;
+        }
+        std::thread::sleep(AnonPeak::INTERVAL * 10);
+        std::hint::black_box(&big);
+        drop(big);
+        let peak = watch.finish().expect("a peak");
+        assert!(peak >= before + (60 << 20), "peak {peak} vs {before} before a 64 MiB allocation");
+    }
 }

@@ -87,9 +87,21 @@ struct Shared {
     outputs: Vec<IoInfo>,
 }
 
+/// What every session of a graph is built from.
+struct Source {
+    path: PathBuf,
+    /// Attention slices ([`super::attention`]): above 1, each session is built from the graph
+    /// rewritten in memory (its external data stays beside `path`). Not kept between sessions:
+    /// for a graph with its weights inside, the rewrite is as large as the file.
+    attention_slices: usize,
+    /// [`BackendOptions::mapped_weights`].
+    mapped_weights: bool,
+}
+
 pub(crate) struct OrtGraph {
     shared: Arc<Shared>,
     env: Environment,
+    source: Source,
     ep: String,
     threads: usize,
     prepacked: PrepackedWeights,
@@ -98,19 +110,21 @@ pub(crate) struct OrtGraph {
 }
 
 impl OrtGraph {
-    pub(crate) fn load(path: &Path, opts: &BackendOptions) -> Result<Self> {
+    pub(crate) fn load(path: &Path, opts: &BackendOptions, attention_slices: usize) -> Result<Self> {
         let library = ort_lib::find(opts.ort_library.as_deref())?;
         let env = environment(&library)?;
         let threads = opts.threads.unwrap_or_else(default_threads);
         let ep = opts.execution_provider.clone();
         let prepacked = PrepackedWeights::new();
-        let session = build_session(&env, path, &ep, threads, &prepacked)?;
+        let source = Source { path: path.to_path_buf(), attention_slices, mapped_weights: opts.mapped_weights };
+        let session = build_session(&env, &source, &ep, threads, &prepacked)?;
         let inputs = session.inputs().iter().map(|o| io_info(o.name(), o.dtype())).collect();
         let outputs = session.outputs().iter().map(|o| io_info(o.name(), o.dtype())).collect();
         log::debug!("ort loaded {} on {ep} with {threads} threads", path.display());
         Ok(OrtGraph {
             shared: Arc::new(Shared { path: path.to_path_buf(), inputs, outputs }),
             env,
+            source,
             ep,
             threads,
             prepacked,
@@ -119,24 +133,59 @@ impl OrtGraph {
     }
 }
 
+/// The graph with its attention in `slices` slices (`None`: nothing to rewrite, load the file).
+#[cfg(feature = "tract")]
+fn rewrite(path: &Path, slices: usize) -> Result<Option<Vec<u8>>> {
+    use prost::Message;
+    if slices <= 1 {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut model = tract_onnx::pb::ModelProto::decode(bytes.as_slice())
+        .map_err(|e| Error::Model(format!("{}: not an ONNX model: {e}", path.display())))?;
+    drop(bytes);
+    let sliced = super::attention::slice_attention(&mut model, slices);
+    log::debug!("{}: {sliced} attentions in {slices} slices", path.display());
+    Ok((sliced > 0).then(|| model.encode_to_vec()))
+}
+
+#[cfg(not(feature = "tract"))]
+fn rewrite(_: &Path, _: usize) -> Result<Option<Vec<u8>>> {
+    Ok(None) // refused before loading (backend::check_attention_slices)
+}
+
 fn build_session(
     env: &Environment,
-    path: &Path,
+    source: &Source,
     ep: &str,
     threads: usize,
     prepacked: &PrepackedWeights,
 ) -> Result<Session> {
     let opt = |e: ort::Error<SessionBuilder>| Error::Internal(format!("ONNX Runtime session options: {e}"));
+    // Prepacking and the layout optimisations (level 3) copy weights into new buffers; without
+    // them ONNX Runtime reads an external-data file's weights where the file is mapped.
+    let level = if source.mapped_weights { GraphOptimizationLevel::Level2 } else { GraphOptimizationLevel::All };
     let mut builder = Session::builder(env)
         .map_err(|e| Error::Internal(format!("ONNX Runtime session options: {e}")))?
-        .with_optimization_level(GraphOptimizationLevel::All)
+        .with_optimization_level(level)
         .map_err(opt)?
         .with_intra_threads(threads)
         .map_err(opt)?
         .with_inter_threads(1)
-        .map_err(opt)?
-        .with_prepacked_weights(prepacked)
         .map_err(opt)?;
+    builder = if source.mapped_weights {
+        builder.with_config_entry("session.disable_prepacking", "1").map_err(opt)?
+    } else {
+        builder.with_prepacked_weights(prepacked).map_err(opt)?
+    };
+    let rewritten = rewrite(&source.path, source.attention_slices)?;
+    if rewritten.is_some() {
+        // A graph from memory finds its external data in the model's folder, as from the file.
+        let dir = source.path.parent().unwrap_or(Path::new("."));
+        let dir = dir.to_str().ok_or_else(|| Error::io(dir, "the model's folder is not UTF-8"))?;
+        builder =
+            builder.with_config_entry("session.model_external_initializers_file_folder_path", dir).map_err(opt)?;
+    }
     if ep != "cpu" {
         // error_on_failure: without it ORT falls back to the CPU silently and we would report a
         // provider that is not running.
@@ -144,7 +193,12 @@ fn build_session(
             .with_execution_providers([execution_provider(ep)?.error_on_failure()])
             .map_err(|e| ep_unavailable(ep, &e))?;
     }
-    builder.commit_from_file(path).map_err(|e| {
+    let path = &source.path;
+    let committed = match &rewritten {
+        Some(bytes) => builder.commit_from_memory(bytes),
+        None => builder.commit_from_file(path),
+    };
+    committed.map_err(|e| {
         if ep != "cpu" && e.to_string().contains("xecution provider") {
             ep_unavailable(ep, &e)
         } else {
@@ -219,14 +273,17 @@ impl Graph for OrtGraph {
         let idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
         let session = match idle {
             Some(session) => session,
-            None => build_session(&self.env, &self.shared.path, &self.ep, self.threads, &self.prepacked)?,
+            None => build_session(&self.env, &self.source, &self.ep, self.threads, &self.prepacked)?,
         };
-        let mut selected = Vec::with_capacity(self.shared.outputs.len());
+        let run_err = |e: ort::Error| Error::Internal(format!("ONNX Runtime run options: {e}"));
+        let (mut selected, mut releasing) = (Vec::new(), Vec::new());
         for info in &self.shared.outputs {
-            let options = RunOptions::new()
-                .map_err(|e| Error::Internal(format!("ONNX Runtime run options: {e}")))?
-                .with_outputs(OutputSelector::no_default().with(info.name.as_str()));
-            selected.push(options);
+            let only = || OutputSelector::no_default().with(info.name.as_str());
+            selected.push(RunOptions::new().map_err(run_err)?.with_outputs(only()));
+            let mut options = RunOptions::new().map_err(run_err)?.with_outputs(only());
+            // ONNX Runtime's arena shrinkage: the memory it grew by during the run goes back.
+            options.set("memory.enable_memory_arena_shrinkage", "cpu:0").map_err(run_err)?;
+            releasing.push(options);
         }
         let n = self.shared.inputs.len();
         Ok(Box::new(OrtRunner {
@@ -235,6 +292,8 @@ impl Graph for OrtGraph {
             idle: Arc::clone(&self.idle),
             bound: (0..selected.len()).map(|_| SmallVec::new()).collect(),
             selected,
+            releasing,
+            release: false,
             values: Vec::with_capacity(n),
             spares: (0..n).map(|_| None).collect(),
         }))
@@ -260,6 +319,10 @@ struct OrtRunner {
     idle: Arc<Mutex<Vec<Session>>>,
     /// Per output: run options asking ORT for that output only, so nothing else is computed or copied.
     selected: Vec<RunOptions<HasSelectedOutputs>>,
+    /// As `selected`, releasing the run's activation memory when it ends.
+    releasing: Vec<RunOptions<HasSelectedOutputs>>,
+    /// [`Runner::release_after_run`].
+    release: bool,
     /// Per output, for the last two output shapes seen (batch B and 2B with guidance): run options
     /// that also hand ORT a preallocated output tensor, so a run writes into it instead of
     /// allocating a new one.
@@ -397,12 +460,10 @@ impl Runner for OrtRunner {
         self.fill_inputs(inputs)?;
         let path = &shared.path;
         let model_error = |e: ort::Error| model_error(path, e);
+        let unbound = if self.release { &self.releasing } else { &self.selected };
         let options = match expected_shape(&shared, info, inputs) {
-            Some(shape) => bound_options(&mut self.bound, output, info, shape)?,
-            None => self
-                .selected
-                .get(output)
-                .ok_or_else(|| Error::Internal(format!("no run options for output {output}")))?,
+            Some(shape) if !self.release => bound_options(&mut self.bound, output, info, shape)?,
+            _ => unbound.get(output).ok_or_else(|| Error::Internal(format!("no run options for output {output}")))?,
         };
         let session = self.session.as_mut().ok_or_else(|| Error::Internal("runner without a session".into()))?;
         let results = session.run_with_options(self.values.as_slice(), options).map_err(model_error)?;
@@ -426,6 +487,10 @@ impl Runner for OrtRunner {
             }
         }
         Ok(shape)
+    }
+
+    fn release_after_run(&mut self, on: bool) {
+        self.release = on;
     }
 }
 

@@ -47,13 +47,13 @@ pub(crate) struct TractGraph {
 }
 
 impl TractGraph {
-    pub(crate) fn load(path: &Path, fixed: &[super::FixedDim<'_>]) -> Result<Self> {
+    pub(crate) fn load(path: &Path, fixed: &[super::FixedDim<'_>], attention_slices: usize) -> Result<Self> {
         // tract's analysis has panicking paths on malformed graphs; a bad file must stay an error.
-        crate::panic::catch(|| Self::load_inner(path, fixed))
+        crate::panic::catch(|| Self::load_inner(path, fixed, attention_slices))
             .unwrap_or_else(|what| Err(Error::Model(format!("{}: tract failed while loading: {what}", path.display()))))
     }
 
-    fn load_inner(path: &Path, fixed: &[super::FixedDim<'_>]) -> Result<Self> {
+    fn load_inner(path: &Path, fixed: &[super::FixedDim<'_>], attention_slices: usize) -> Result<Self> {
         let err = |e: TractError| {
             let msg = format!("{e:#}");
             if msg.contains("F16") {
@@ -72,6 +72,10 @@ impl TractGraph {
         let rewritten = super::tract_gemm::rewrite_float16_gemms(&mut proto);
         if rewritten > 0 {
             log::debug!("{}: {rewritten} float16 Gemm nodes run as MatMul + Add", path.display());
+        }
+        let sliced = super::attention::slice_attention(&mut proto, attention_slices);
+        if sliced > 0 {
+            log::debug!("{}: {sliced} attentions in {attention_slices} slices", path.display());
         }
         let parsed = onnx.parse(&proto, path.parent().and_then(|d| d.to_str())).map_err(err)?;
         if !parsed.unresolved_inputs.is_empty() {

@@ -51,6 +51,12 @@ struct ModelArgs {
     /// Intra-op threads for ort.
     #[arg(long)]
     threads: Option<usize>,
+    /// Compute attention in N slices of queries (1 = whole; default 8 on a Stable Diffusion export, else 1)
+    #[arg(long, value_name = "N")]
+    attention_slices: Option<usize>,
+    /// ort: use an external-data graph's weights from the memory-mapped file instead of private copies (slower)
+    #[arg(long)]
+    mapped_weights: bool,
 }
 
 impl ModelArgs {
@@ -60,6 +66,8 @@ impl ModelArgs {
             ort_library: self.ort_lib.clone(),
             execution_provider: self.ep.clone(),
             threads: self.threads,
+            attention_slices: self.attention_slices,
+            mapped_weights: self.mapped_weights,
         })
     }
 

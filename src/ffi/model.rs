@@ -37,11 +37,19 @@ pub struct drt_model_params {
     pub execution_provider: *const c_char,
     /// Intra-op threads for ONNX Runtime; 0 = number of physical cores.
     pub threads: u32,
+    /// Attention computed in this many slices of queries (same result, smaller attention maps);
+    /// 0 = the model's default (8 for a Stable Diffusion export, else whole), 1 = whole. (This
+    /// field was `reserved`, always 0.)
+    pub attention_slices: u32,
+    /// Nonzero: ONNX Runtime reads the weights of a graph with external data from the mapped
+    /// file instead of private copies (less private memory, somewhat slower).
+    pub mapped_weights: u32,
     /// Zero. Fills what would be tail padding, so fields added later never overlap it.
     pub reserved: u32,
 }
 
-super::params_layout!(drt_model_params: struct_size, backend, ort_library_path, execution_provider, threads, reserved);
+super::params_layout!(drt_model_params: struct_size, backend, ort_library_path, execution_provider, threads,
+    attention_slices, mapped_weights, reserved);
 
 /// Defaults: automatic backend, CPU, default threads.
 #[no_mangle]
@@ -52,6 +60,8 @@ pub extern "C" fn drt_model_params_default() -> drt_model_params {
         ort_library_path: std::ptr::null(),
         execution_provider: std::ptr::null(),
         threads: 0,
+        attention_slices: 0,
+        mapped_weights: 0,
         reserved: 0,
     }
 }
@@ -67,6 +77,8 @@ pub(super) unsafe fn backend_options(params: *const drt_model_params) -> Result<
         ort_library: opt_str(p.ort_library_path, "params.ort_library_path")?.map(PathBuf::from),
         execution_provider: opt_str(p.execution_provider, "params.execution_provider")?.unwrap_or("cpu").to_string(),
         threads: (p.threads > 0).then_some(p.threads as usize),
+        attention_slices: (p.attention_slices > 0).then_some(p.attention_slices as usize),
+        mapped_weights: p.mapped_weights != 0,
     })
 }
 

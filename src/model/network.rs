@@ -110,6 +110,11 @@ impl Network {
         }
     }
 
+    /// [`crate::backend::Runner::release_after_run`] for the calls from now on.
+    pub fn release_after_calls(&mut self, on: bool) {
+        self.runner.release_after_run(on);
+    }
+
     /// Records the inputs of every later call into `dump` (`None` stops recording).
     pub fn set_dump(&mut self, dump: Option<InputDump>) {
         self.dump = dump;

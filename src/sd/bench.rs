@@ -35,8 +35,15 @@ pub struct SdBenchReport {
     pub load_ms: f64,
     pub total_ms_p50: f64,
     pub total_ms_p90: f64,
+    /// Attention slices of the graphs (1 = whole).
+    pub attention_slices: usize,
+    /// ONNX Runtime read the weights from the mapped files.
+    pub mapped_weights: bool,
     /// Peak resident memory of the process over loading and all generations.
     pub peak_rss_mb: Option<f64>,
+    /// Peak anonymous (private) resident memory over the same, sampled every 2 ms: what counts
+    /// against a phone app's limit (file-backed weight pages do not).
+    pub peak_anon_mb: Option<f64>,
 }
 
 /// Loads the export in `dir` and times `runs` generations of the request `make_req` makes for it.
@@ -53,6 +60,7 @@ pub fn run(
             "runs must be at least 1 and runs + warmup at most {MAX_RUNS}, got {runs} + {warmup}"
         )));
     }
+    let anon = sysinfo::AnonPeak::start();
     let started = Instant::now();
     let sd = StableDiffusion::load(dir, backend, opts)?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -67,7 +75,9 @@ pub fn run(
         }
         last = Some(images);
     }
-    let peak_rss_mb = sysinfo::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0));
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let peak_rss_mb = sysinfo::peak_rss_bytes().map(mb);
+    let peak_anon_mb = anon.and_then(sysinfo::AnonPeak::finish).map(mb);
     let images = last.ok_or_else(|| Error::Internal("no generation ran".into()))?;
     Ok(SdBenchReport {
         device: Device::this(),
@@ -87,7 +97,10 @@ pub fn run(
         load_ms,
         total_ms_p50: quantile(&totals, 0.5),
         total_ms_p90: quantile(&totals, 0.9),
+        attention_slices: sd.options().attention_slices.unwrap_or(1),
+        mapped_weights: sd.options().mapped_weights,
         peak_rss_mb,
+        peak_anon_mb,
     })
 }
 
@@ -111,15 +124,19 @@ impl SdBenchReport {
             (
                 "memory",
                 format!(
-                    "low-memory {}, VAE tile {}",
+                    "low-memory {}, VAE tile {}, attention in {} slice{}, weights {}",
                     if self.low_memory { "on" } else { "off" },
-                    self.vae_tile.map_or("off".to_string(), |t| format!("{t} latents"))
+                    self.vae_tile.map_or("off".to_string(), |t| format!("{t} latents")),
+                    self.attention_slices,
+                    if self.attention_slices == 1 { "" } else { "s" },
+                    if self.mapped_weights { "mapped" } else { "copied" }
                 ),
             ),
             ("runs", format!("{} measured after {} warm-up", self.runs, self.warmup)),
             ("load", format!("{:.1} ms", self.load_ms)),
             ("generation p50 / p90", format!("{:.1} / {:.1} ms", self.total_ms_p50, self.total_ms_p90)),
             ("peak RSS", self.peak_rss_mb.map_or("-".to_string(), |m| format!("{m:.1} MB"))),
+            ("peak anonymous RSS", self.peak_anon_mb.map_or("-".to_string(), |m| format!("{m:.1} MB"))),
         ];
         rows.iter().map(|(k, v)| format!("{k:<21} {v}\n")).collect()
     }

@@ -186,7 +186,10 @@ impl StableDiffusion {
             dir: dir.to_path_buf(),
             tokenizer,
             graphs: Mutex::new(HashMap::new()),
-            opts: opts.clone(),
+            opts: BackendOptions {
+                attention_slices: opts.attention_slices.or(Some(backend::DEFAULT_SD_ATTENTION_SLICES)),
+                ..opts.clone()
+            },
             low_memory: sd.low_memory,
             scheduler,
             vae,
@@ -257,6 +260,11 @@ impl StableDiffusion {
             self.graphs.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Arc::clone(&g));
         }
         Ok(g)
+    }
+
+    /// The backend options its graphs load with (the export's defaults filled in).
+    pub fn options(&self) -> &BackendOptions {
+        &self.opts
     }
 
     pub fn tokenizer(&self) -> &ClipTokenizer {
@@ -375,6 +383,7 @@ impl StableDiffusion {
         }
         let len = self.tokenizer.max_length();
         let mut runner = g.runner()?;
+        runner.release_after_run(true); // it runs once per generation
         let mut embeddings = Vec::with_capacity(lists.len());
         for prompts in lists {
             let ids: Vec<i64> = prompts.iter().flat_map(|p| self.tokenizer.encode(p)).collect();

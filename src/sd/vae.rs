@@ -73,7 +73,11 @@ impl<'a> VaeDecoder<'a> {
             half_input: graph.inputs()[input].dtype == DType::F16,
             half_output: out.dtype == DType::F16,
             output_info: out.to_string(),
-            runner: graph.runner()?,
+            runner: {
+                let mut runner = graph.runner()?;
+                runner.release_after_run(true); // it runs once (or once per tile) per generation
+                runner
+            },
         })
     }
 

@@ -127,6 +127,7 @@ impl StableDiffusion {
         };
         let f16 = g.inputs()[input].dtype == DType::F16;
         let mut runner = g.runner()?;
+        runner.release_after_run(true); // it runs once per generation
         let mut params = vec![0f32; 2 * c * h * w];
         let mut latents = Vec::with_capacity(n * c * h * w);
         let scale = self.vae.scaling_factor as f32;

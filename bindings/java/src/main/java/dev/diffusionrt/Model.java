@@ -22,8 +22,7 @@ public final class Model implements AutoCloseable {
         if (options == null) {
             throw DiffusionRt.invalid("options is null");
         }
-        ModelOptions o = options;
-        return new Model(Native.modelLoad(dir, o.backend, o.ortLibraryPath, o.executionProvider, o.threads));
+        return new Model(Native.modelLoad(dir, options));
     }
 
     /** Floats of one sample (the product of model.json's sample_shape). */

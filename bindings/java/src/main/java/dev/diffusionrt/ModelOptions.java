@@ -6,6 +6,8 @@ public final class ModelOptions {
     String ortLibraryPath;
     String executionProvider;
     int threads;
+    int attentionSlices;
+    boolean mappedWeights;
 
     /** "tract" (pure Rust), "ort" (ONNX Runtime), or null for automatic: ort when its library is found. */
     public ModelOptions backend(String backend) {
@@ -28,6 +30,21 @@ public final class ModelOptions {
     /** Intra-op threads for ONNX Runtime; 0 = the number of physical cores. */
     public ModelOptions threads(int threads) {
         this.threads = threads;
+        return this;
+    }
+
+    /**
+     * Attention computed in this many slices of queries (the same result with smaller attention
+     * maps); 0 = the model's default (8 for a Stable Diffusion export, else whole), 1 = whole.
+     */
+    public ModelOptions attentionSlices(int slices) {
+        this.attentionSlices = slices;
+        return this;
+    }
+
+    /** ONNX Runtime reads an external-data graph's weights from the mapped file instead of copies. */
+    public ModelOptions mappedWeights(boolean mapped) {
+        this.mappedWeights = mapped;
         return this;
     }
 }

@@ -29,7 +29,7 @@ final class Native {
 
     static native String version();
 
-    static native long modelLoad(String dir, String backend, String ortLibrary, String provider, int threads);
+    static native long modelLoad(String dir, ModelOptions options);
 
     static native void modelFree(long model);
 
@@ -53,8 +53,7 @@ final class Native {
 
     static native void abandon(long session);
 
-    static native long sdLoad(
-            String dir, String backend, String ortLibrary, String provider, int threads, boolean lowMemory);
+    static native long sdLoad(String dir, ModelOptions options, boolean lowMemory);
 
     static native void sdFree(long sd);
 

@@ -24,9 +24,7 @@ public final class StableDiffusion implements AutoCloseable {
         if (options == null) {
             throw DiffusionRt.invalid("options is null");
         }
-        ModelOptions o = options;
-        return new StableDiffusion(
-                Native.sdLoad(dir, o.backend, o.ortLibraryPath, o.executionProvider, o.threads, lowMemory));
+        return new StableDiffusion(Native.sdLoad(dir, options, lowMemory));
     }
 
     /** The size and number of the images {@code params} make. */

@@ -70,6 +70,10 @@ class BadInputTest {
         fails(Status.INVALID_ARGUMENT, "threads", () -> Model.load(
                 Fixtures.path("models/digits"), new ModelOptions().threads(-1)));
         fails(Status.INVALID_ARGUMENT, "NUL", () -> Model.load("models\0digits"));
+        fails(Status.INVALID_ARGUMENT, "attentionSlices must be 0 or more", () -> Model.load(
+                Fixtures.path("models/digits"), new ModelOptions().attentionSlices(-1)));
+        fails(Status.INVALID_ARGUMENT, "attention slices must be at most 64", () -> Model.load(
+                Fixtures.path("models/digits"), new ModelOptions().attentionSlices(65)));
         fails(Status.BACKEND_UNAVAILABLE, "/no/such/libonnxruntime.so", () -> Model.load(
                 Fixtures.path("models/digits"),
                 new ModelOptions().backend("ort").ortLibraryPath("/no/such/libonnxruntime.so")));

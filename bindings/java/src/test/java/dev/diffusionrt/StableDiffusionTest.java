@@ -39,6 +39,13 @@ class StableDiffusionTest {
                 System.out.printf("sd-tiny ddim on %s: relative L2 %.2e%n", backend, d);
                 assertTrue(d <= 1e-4, backend + ": relative L2 " + d);
 
+                // Whole attention and mapped weights: the same images (the default slices it in 8).
+                try (StableDiffusion whole = StableDiffusion.load(Fixtures.path("tests/fixtures/sd-tiny/export"),
+                        Fixtures.options(backend).attentionSlices(1).mappedWeights(true), false)) {
+                    double w = Fixtures.relL2(whole.generate(p), pixels);
+                    assertTrue(w <= 1e-6, backend + ": whole attention differs by " + w);
+                }
+
                 byte[] rgb = sd.generateRgb8(p);
                 assertEquals(2 * 32 * 32 * 3, rgb.length);
                 for (int i = 0; i < rgb.length; i++) {
