@@ -26,10 +26,35 @@ from compare import report
 REPO = Path(__file__).resolve().parents[2]
 
 
-def peer(a) -> dict:
-    """One peer process: optimum's pipeline, timed as `drt bench` times drt."""
+def anon_kb() -> int:
+    """This process's anonymous resident memory (RssAnon), in kB; 0 where Linux does not say."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def peer(a, warmup: int = 1) -> dict:
+    """One peer process: optimum's pipeline, timed as `drt bench` times drt (`warmup` generations
+    first, then `a.runs`), with its peak total and anonymous memory (the latter sampled every 2 ms,
+    as drt samples its own)."""
+    import threading
+
     import onnxruntime as ort
     from optimum.onnxruntime import ORTStableDiffusionPipeline
+
+    peak = [anon_kb()]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], anon_kb())
+            time.sleep(0.002)
+
+    threading.Thread(target=watch, daemon=True).start()
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = a.threads
@@ -39,13 +64,15 @@ def peer(a) -> dict:
     pipe.set_progress_bar_config(disable=True)
     load_ms = (time.perf_counter() - t0) * 1e3
     times = []
-    for _ in range(1 + a.runs):
+    for _ in range(warmup + a.runs):
         t0 = time.perf_counter()
         pipe(prompt=[a.prompt], num_inference_steps=a.steps, guidance_scale=a.guidance, height=a.height,
              width=a.width, output_type="np")
         times.append((time.perf_counter() - t0) * 1e3)
-    return {"load_ms": load_ms, "total_ms_p50": statistics.median(times[1:]),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    done.set()
+    return {"load_ms": load_ms, "total_ms_p50": statistics.median(times[warmup:]),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            "peak_anon_mb": max(peak[0], anon_kb()) / 1024.0}
 
 
 def main():

@@ -8,18 +8,18 @@ same machine:
 SD15_DIR comes from `tests/fixtures/sd-tiny/make.py --sd15 DIR` (random weights, real shapes). For
 each process: load time, one generation's time, peak total RSS (the kernel's high-water mark) and
 peak anonymous RSS (sampled every 2 ms; file-backed pages such as memory-mapped weights excluded).
+optimum's process is sd_compare.py's peer, with no warm-up, as drt runs here.
 Needs a release build of drt and the packages of tests/fixtures/sd-requirements.txt.
 """
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
+
+from sd_compare import peer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,44 +32,6 @@ CONFIGS = {
     "mapped": ["--mapped-weights"],
     "mapped+low-memory": ["--mapped-weights", "--low-memory"],
 }
-
-
-def anon_kb():
-    for line in open("/proc/self/status"):
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1])
-    return 0
-
-
-def peer(a):
-    """optimum's pipeline in this process, timed as `drt bench` times drt."""
-    peak = [anon_kb()]
-    done = threading.Event()
-
-    def watch():
-        while not done.is_set():
-            peak[0] = max(peak[0], anon_kb())
-            time.sleep(0.002)
-
-    threading.Thread(target=watch, daemon=True).start()
-    import onnxruntime as ort
-    from optimum.onnxruntime import ORTStableDiffusionPipeline
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = a.threads
-    so.inter_op_num_threads = 1
-    t0 = time.perf_counter()
-    pipe = ORTStableDiffusionPipeline.from_pretrained(a.model, session_options=so)
-    pipe.set_progress_bar_config(disable=True)
-    load_ms = (time.perf_counter() - t0) * 1e3
-    t0 = time.perf_counter()
-    pipe(prompt=[a.prompt], num_inference_steps=a.steps, guidance_scale=a.guidance, height=a.height, width=a.width,
-         output_type="np")
-    total_ms = (time.perf_counter() - t0) * 1e3
-    done.set()
-    return {"load_ms": load_ms, "total_ms_p50": total_ms,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-            "peak_anon_mb": max(peak[0], anon_kb()) / 1024.0}
 
 
 def main():
@@ -87,7 +49,8 @@ def main():
     p.add_argument("--peer-once", help=argparse.SUPPRESS)  # internal: run the peer, write JSON here
     a = p.parse_args()
     if a.peer_once:
-        Path(a.peer_once).write_text(json.dumps(peer(a)))
+        a.runs = 1
+        Path(a.peer_once).write_text(json.dumps(peer(a, warmup=0)))
         return
     tmp = Path(tempfile.mkdtemp(prefix="drt-sd-memory-"))
     common = ["--model", a.model, "--prompt", a.prompt, "--width", str(a.width), "--height", str(a.height),
