@@ -75,18 +75,30 @@ def peer(a, warmup: int = 1) -> dict:
             "peak_anon_mb": max(peak[0], anon_kb()) / 1024.0}
 
 
-def main():
-    p = argparse.ArgumentParser()
+def request_args(p, size: int, steps: int):
+    """The request both drt and the peer run (defaults: `size` pixels square, `steps` steps), and
+    where drt is."""
     p.add_argument("--model", required=True, help="an optimum Stable Diffusion export")
     p.add_argument("--prompt", default="a photo of a cat")
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--height", type=int, default=256)
-    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--width", type=int, default=size)
+    p.add_argument("--height", type=int, default=size)
+    p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--drt", default=str(REPO / "target" / "release" / "drt"))
+
+
+def request_flags(a) -> list:
+    """The request of `request_args` as flags for `drt bench` and the peer process."""
+    return ["--model", a.model, "--prompt", a.prompt, "--width", str(a.width), "--height", str(a.height),
+            "--steps", str(a.steps), "--guidance", str(a.guidance), "--threads", str(a.threads)]
+
+
+def main():
+    p = argparse.ArgumentParser()
+    request_args(p, size=256, steps=4)
     p.add_argument("--runs", type=int, default=3, help="measured generations per process")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--drt", default=str(REPO / "target" / "release" / "drt"))
     p.add_argument("--json", help="write the medians and ratios here")
     p.add_argument("--peer-once", help=argparse.SUPPRESS)  # internal: run the peer, write JSON here
     a = p.parse_args()
@@ -95,9 +107,7 @@ def main():
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="drt-sd-compare-"))
-    common = ["--model", a.model, "--prompt", a.prompt, "--width", str(a.width), "--height", str(a.height),
-              "--steps", str(a.steps), "--guidance", str(a.guidance), "--threads", str(a.threads),
-              "--runs", str(a.runs)]
+    common = [*request_flags(a), "--runs", str(a.runs)]
     cmds = {
         "ours": ([a.drt, "bench", "--backend", "ort", "--warmup", "1", "--json", str(tmp / "ours.json"), *common],
                  tmp / "ours.json"),

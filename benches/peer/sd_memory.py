@@ -19,9 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sd_compare import peer
-
-REPO = Path(__file__).resolve().parents[2]
+from sd_compare import peer, request_args, request_flags
 
 # Configuration name -> drt bench flags (None: optimum's pipeline).
 CONFIGS = {
@@ -36,15 +34,8 @@ CONFIGS = {
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--model", required=True, help="an optimum Stable Diffusion export")
-    p.add_argument("--prompt", default="a photo of a cat")
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--height", type=int, default=512)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=7.5)
-    p.add_argument("--threads", type=int, default=2)
+    request_args(p, size=512, steps=20)
     p.add_argument("--configs", default="optimum,default,slices1,low-memory,mapped")
-    p.add_argument("--drt", default=str(REPO / "target" / "release" / "drt"))
     p.add_argument("--json", help="write the figures here")
     p.add_argument("--peer-once", help=argparse.SUPPRESS)  # internal: run the peer, write JSON here
     a = p.parse_args()
@@ -53,8 +44,7 @@ def main():
         Path(a.peer_once).write_text(json.dumps(peer(a, warmup=0)))
         return
     tmp = Path(tempfile.mkdtemp(prefix="drt-sd-memory-"))
-    common = ["--model", a.model, "--prompt", a.prompt, "--width", str(a.width), "--height", str(a.height),
-              "--steps", str(a.steps), "--guidance", str(a.guidance), "--threads", str(a.threads)]
+    common = request_flags(a)
     rows = {}
     for name in a.configs.split(","):
         out = tmp / f"{name}.json"

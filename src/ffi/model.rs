@@ -23,6 +23,15 @@ pub struct drt_session {
     cancel: Arc<AtomicBool>,
 }
 
+impl drt_session {
+    /// Floats of one sample of the session's model, and of the samples of the generation in
+    /// progress (0 with none): the lengths bindings size output arrays by. 0 and 0 for a session a
+    /// panic poisoned, whose calls then fail anyway.
+    pub(crate) fn lengths(&self) -> (usize, usize) {
+        self.session.lock().map_or((0, 0), |s| (s.model().sample_len(), s.current_sample().map_or(0, <[f32]>::len)))
+    }
+}
+
 /// How a model is loaded. Initialise with drt_model_params_default().
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -182,14 +182,6 @@ public final class GenerateParams {
         return this;
     }
 
-    /** The batch the native side runs (the same rule as src/java.rs). */
-    long resolvedBatch() {
-        if (batch != 0) {
-            return batch;
-        }
-        return classes != null && classes.length > 0 ? classes.length : 1;
-    }
-
     private static float[] copy(float[] a) {
         return a == null ? null : a.clone();
     }

@@ -1,5 +1,7 @@
 package dev.diffusionrt;
 
+import java.util.function.LongFunction;
+
 /**
  * A loaded model directory (model.json and its ONNX files): immutable, shared by any number of
  * sessions and threads. Sessions keep what they need alive, so a model may be closed before them.
@@ -19,9 +21,6 @@ public final class Model implements AutoCloseable {
     }
 
     public static Model load(String dir, ModelOptions options) {
-        if (options == null) {
-            throw DiffusionRt.invalid("options is null");
-        }
         return new Model(Native.modelLoad(dir, options));
     }
 
@@ -30,12 +29,9 @@ public final class Model implements AutoCloseable {
         return sampleLength;
     }
 
-    long acquire() {
-        return handle.acquire();
-    }
-
-    void release() {
-        handle.release();
+    /** Runs {@code call} on the C handle (see {@link NativeHandle#call}). */
+    <T> T call(LongFunction<T> call) {
+        return handle.call(call);
     }
 
     /** Frees the model (sessions made from it keep working). Closing again does nothing. */

@@ -2,7 +2,7 @@ package dev.diffusionrt;
 
 /**
  * The native methods, each one call of the C API (src/java.rs). Handles are the C pointers as longs,
- * owned by {@link NativeHandle}s; output lengths are computed here and checked again by C.
+ * owned by {@link NativeHandle}s; src/java.rs sizes the output arrays.
  */
 final class Native {
     /** The C API's DRT_ABI_VERSION this code was written against. */
@@ -41,15 +41,15 @@ final class Native {
 
     static native void sessionCancel(long session);
 
-    static native float[] generate(long session, long outLength, GenerateParams params, ProgressListener listener);
+    static native float[] generate(long session, GenerateParams params, ProgressListener listener);
 
     static native int begin(long session, GenerateParams params);
 
     static native int step(long session);
 
-    static native float[] read(long session, boolean prediction, long outLength);
+    static native float[] read(long session, boolean prediction);
 
-    static native float[] finish(long session, long outLength);
+    static native float[] finish(long session);
 
     static native void abandon(long session);
 

@@ -1,46 +1,67 @@
 package dev.diffusionrt;
 
+import java.util.function.LongConsumer;
+import java.util.function.LongFunction;
+
 /**
  * A C handle shared by the calls that use it and the close that frees it: a call holds the handle
- * from {@link #acquire()} to {@link #release()}, and {@link #close} frees it only once no call holds it,
- * so no native call ever runs on freed memory, whatever threads do.
+ * while it runs ({@link #call}), and {@link #close} frees it only once no call holds it, so no
+ * native call ever runs on freed memory, whatever threads do.
  */
 final class NativeHandle {
-    /** A native call on the handle. */
-    interface Call {
-        void run(long handle);
-    }
-
     private final String what;
-    private final Call free;
+    private final LongConsumer free;
     private long handle;
     private int users;
 
-    NativeHandle(String what, long handle, Call free) {
+    NativeHandle(String what, long handle, LongConsumer free) {
         this.what = what;
         this.handle = handle;
         this.free = free;
     }
 
-    /** The handle, held until {@link #release()}; throws once closed. */
-    synchronized long acquire() {
-        if (handle == 0) {
+    /** Runs {@code call} on the handle, which stays alive until it returns; throws once closed. */
+    <T> T call(LongFunction<T> call) {
+        long h = enter();
+        if (h == 0) {
             throw new DiffusionRtException(Status.INVALID_ARGUMENT, "the " + what + " is closed");
         }
-        users++;
-        return handle;
-    }
-
-    /** As {@link #acquire()}, but 0 (and nothing to release) once closed. */
-    synchronized long tryAcquire() {
-        if (handle == 0) {
-            return 0;
+        try {
+            return call.apply(h);
+        } finally {
+            leave();
         }
-        users++;
+    }
+
+    /** As {@link #call} for a call without a result. */
+    void run(LongConsumer call) {
+        call(h -> {
+            call.accept(h);
+            return null;
+        });
+    }
+
+    /** As {@link #run}, but nothing (and no exception) once closed. */
+    void runIfOpen(LongConsumer call) {
+        long h = enter();
+        if (h != 0) {
+            try {
+                call.accept(h);
+            } finally {
+                leave();
+            }
+        }
+    }
+
+    /** The handle, now held by one more call; 0 (and not held) once closed. */
+    private synchronized long enter() {
+        if (handle != 0) {
+            users++;
+        }
         return handle;
     }
 
-    synchronized void release() {
+    private synchronized void leave() {
         if (--users == 0) {
             notifyAll();
         }
@@ -51,7 +72,7 @@ final class NativeHandle {
      * cancels its generation there), waits for them to return, and frees the handle. Closing again
      * does nothing.
      */
-    void close(Call beforeWait) {
+    void close(LongConsumer beforeWait) {
         long h;
         synchronized (this) {
             h = handle;
@@ -60,7 +81,7 @@ final class NativeHandle {
             }
             handle = 0;
             if (users > 0 && beforeWait != null) {
-                beforeWait.run(h);
+                beforeWait.accept(h);
             }
             boolean interrupted = false;
             while (users > 0) {
@@ -74,6 +95,6 @@ final class NativeHandle {
                 Thread.currentThread().interrupt();
             }
         }
-        free.run(h);
+        free.accept(h);
     }
 }

@@ -4,15 +4,13 @@ package dev.diffusionrt;
  * One generation at a time over a model, whole ({@link #generate}) or step by step ({@link #begin},
  * {@link #step}, {@link #readPrediction}, {@link #finish}). Not for concurrent use (calls from several
  * threads wait for each other), except {@link #cancel()}, which any thread may call at any time.
+ * Outputs hold {@code batch × model.sampleLength()} floats, samples one after another.
  */
 public final class Session implements AutoCloseable {
     /** {@link #Session(Model, int)}: no cap on a generation's buffers. */
     public static final int UNLIMITED = -1;
 
     private final NativeHandle handle;
-    private final long sampleLength;
-    /** Floats of the samples of the generation begun last. */
-    private volatile long runLength;
 
     /** A session with the default cap on a generation's buffers (2048 MiB). */
     public Session(Model model) {
@@ -27,29 +25,18 @@ public final class Session implements AutoCloseable {
         if (model == null) {
             throw DiffusionRt.invalid("model is null");
         }
-        long m = model.acquire();
-        try {
-            sampleLength = model.sampleLength();
-            handle = new NativeHandle("Session", Native.sessionCreate(m, memoryLimitMb), Native::sessionFree);
-        } finally {
-            model.release();
-        }
+        long s = model.call(m -> Native.sessionCreate(m, memoryLimitMb));
+        handle = new NativeHandle("Session", s, Native::sessionFree);
     }
 
-    /** Runs a whole generation: {@code batch × sampleLength} floats, samples one after another. */
+    /** Runs a whole generation. */
     public float[] generate(GenerateParams params) {
         return generate(params, null);
     }
 
     /** As {@link #generate(GenerateParams)}, calling {@code listener} after every step. */
     public float[] generate(GenerateParams params, ProgressListener listener) {
-        long length = outLength(params);
-        long s = handle.acquire();
-        try {
-            return Native.generate(s, length, params, listener);
-        } finally {
-            handle.release();
-        }
+        return handle.call(s -> Native.generate(s, params, listener));
     }
 
     /**
@@ -58,14 +45,7 @@ public final class Session implements AutoCloseable {
      * thread; does nothing on a closed session. The next generation begun clears the request.
      */
     public void cancel() {
-        long s = handle.tryAcquire();
-        if (s != 0) {
-            try {
-                Native.sessionCancel(s);
-            } finally {
-                handle.release();
-            }
-        }
+        handle.runIfOpen(Native::sessionCancel);
     }
 
     /**
@@ -74,64 +54,32 @@ public final class Session implements AutoCloseable {
      * is dropped.
      */
     public int begin(GenerateParams params) {
-        long length = outLength(params);
-        long s = handle.acquire();
-        try {
-            int total = Native.begin(s, params);
-            runLength = length;
-            return total;
-        } finally {
-            handle.release();
-        }
+        return handle.call(s -> Native.begin(s, params));
     }
 
     /** Takes the next step; returns the steps done so far. Any error ends the generation. */
     public int step() {
-        long s = handle.acquire();
-        try {
-            return Native.step(s);
-        } finally {
-            handle.release();
-        }
+        return handle.call(Native::step);
     }
 
     /** The sample as it stands, noisy until the last step. */
     public float[] readSample() {
-        return read(false);
+        return handle.call(s -> Native.read(s, false));
     }
 
     /** The clean result the last step predicted: a preview of the final sample (after the first step). */
     public float[] readPrediction() {
-        return read(true);
-    }
-
-    private float[] read(boolean prediction) {
-        long s = handle.acquire();
-        try {
-            return Native.read(s, prediction, runLength);
-        } finally {
-            handle.release();
-        }
+        return handle.call(s -> Native.read(s, true));
     }
 
     /** Ends the generation whose steps are all done and returns its samples, as {@link #generate} would. */
     public float[] finish() {
-        long s = handle.acquire();
-        try {
-            return Native.finish(s, runLength);
-        } finally {
-            handle.release();
-        }
+        return handle.call(Native::finish);
     }
 
     /** Drops the generation in progress, if any. */
     public void abandon() {
-        long s = handle.acquire();
-        try {
-            Native.abandon(s);
-        } finally {
-            handle.release();
-        }
+        handle.run(Native::abandon);
     }
 
     /**
@@ -141,12 +89,5 @@ public final class Session implements AutoCloseable {
     @Override
     public void close() {
         handle.close(Native::sessionCancel);
-    }
-
-    private long outLength(GenerateParams params) {
-        if (params == null) {
-            throw DiffusionRt.invalid("params is null");
-        }
-        return params.resolvedBatch() * sampleLength;
     }
 }

@@ -21,21 +21,13 @@ public final class StableDiffusion implements AutoCloseable {
      *     of the largest part, at the cost of loading them for every generation)
      */
     public static StableDiffusion load(String dir, ModelOptions options, boolean lowMemory) {
-        if (options == null) {
-            throw DiffusionRt.invalid("options is null");
-        }
         return new StableDiffusion(Native.sdLoad(dir, options, lowMemory));
     }
 
     /** The size and number of the images {@code params} make. */
     public ImageSize imageSize(GenerateParams params) {
-        long sd = acquire(params);
-        try {
-            int[] s = Native.sdImageSize(sd, params);
-            return new ImageSize(s[0], s[1], s[2]);
-        } finally {
-            handle.release();
-        }
+        int[] s = handle.call(sd -> Native.sdImageSize(sd, params));
+        return new ImageSize(s[0], s[1], s[2]);
     }
 
     /** The images as 8-bit RGB, rows top to bottom, images one after another. */
@@ -44,12 +36,7 @@ public final class StableDiffusion implements AutoCloseable {
     }
 
     public byte[] generateRgb8(GenerateParams params, ProgressListener listener) {
-        long sd = acquire(params);
-        try {
-            return Native.sdGenerateRgb8(sd, params, listener);
-        } finally {
-            handle.release();
-        }
+        return handle.call(sd -> Native.sdGenerateRgb8(sd, params, listener));
     }
 
     /** The images as floats in [0, 1] (diffusers' {@code output_type="np"}), laid out as {@link #generateRgb8}. */
@@ -58,24 +45,12 @@ public final class StableDiffusion implements AutoCloseable {
     }
 
     public float[] generate(GenerateParams params, ProgressListener listener) {
-        long sd = acquire(params);
-        try {
-            return Native.sdGenerate(sd, params, listener);
-        } finally {
-            handle.release();
-        }
+        return handle.call(sd -> Native.sdGenerate(sd, params, listener));
     }
 
     /** Waits for generations running on other threads, then frees the export. Closing again does nothing. */
     @Override
     public void close() {
         handle.close(null);
-    }
-
-    private long acquire(GenerateParams params) {
-        if (params == null) {
-            throw DiffusionRt.invalid("params is null");
-        }
-        return handle.acquire();
     }
 }
