@@ -194,9 +194,12 @@ typedef struct drt_model_params {
    */
   uint32_t mapped_weights;
   /**
-   * Zero. Fills what would be tail padding, so fields added later never overlap it.
+   * Stable Diffusion exports (drt_sd_load): megabytes of resident memory the generations must
+   * stay under; the runtime plans stages, attention slices, UNet segments and VAE tiles to
+   * fit, and a budget it cannot meet is DRT_ERR_OUT_OF_MEMORY naming the smallest it could.
+   * 0 = none. Not for model.json models. (This field was `reserved`, always 0.)
    */
-  uint32_t reserved;
+  uint32_t memory_budget_mb;
 } drt_model_params;
 
 /**

@@ -81,16 +81,36 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// This process's anonymous (private) resident memory now, in bytes: what counts against an app's
 /// memory limit on a phone. File-backed pages (a memory-mapped model's weights) are left out, since
 /// the system can drop and re-read them. Linux and Android (`RssAnon` of /proc/self/status).
-#[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn anon_rss_bytes() -> Option<u64> {
+    status_bytes("RssAnon:")
+}
+
+/// This process's resident memory now, in bytes (Linux and Android).
+pub fn rss_bytes() -> Option<u64> {
+    status_bytes("VmRSS:")
+}
+
+/// Hands memory the allocator keeps after `free` back to the system: glibc holds on to freed
+/// heap memory below its top, which after a part of a model is dropped can be hundreds of
+/// megabytes that the next part cannot use any better than the system could.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of glibc's own heaps to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// A kilobyte field of /proc/self/status, in bytes.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 =
-        status.lines().find_map(|l| l.strip_prefix("RssAnon:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    let kb: u64 = status.lines().find_map(|l| l.strip_prefix(field))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
     Some(kb * 1024)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub fn anon_rss_bytes() -> Option<u64> {
+fn status_bytes(_: &str) -> Option<u64> {
     None
 }
 

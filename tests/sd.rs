@@ -276,8 +276,12 @@ fn low_memory_and_tiled_decoding() {
         let (req, _) = request("ddim");
         let sd = load("export", backend);
         let whole = sd.generate(&req).expect("generate");
-        let low = StableDiffusion::load(&fixture().join("export"), &options(backend), SdOptions { low_memory: true })
-            .expect("load");
+        let low = StableDiffusion::load(
+            &fixture().join("export"),
+            &options(backend),
+            SdOptions { low_memory: true, ..SdOptions::default() },
+        )
+        .expect("load");
         let lean = low.generate(&req).expect("low memory");
         assert!(lean.pixels == whole.pixels, "{backend:?}: low-memory mode changes nothing");
 
@@ -295,6 +299,96 @@ fn low_memory_and_tiled_decoding() {
         let err = sd.decode(&whole.latents, whole.batch, whole.latent_shape, Some(0)).expect_err("tile 0");
         assert!(err.to_string().contains("tile"), "{err}");
     }
+}
+
+/// A memory budget: a generous one keeps the parts loaded and gives the unbudgeted images; one
+/// below the smallest plan is refused before any work, naming the budget that plan needs, which
+/// then loads; the C field and the CLI option say the same.
+#[test]
+fn a_memory_budget_plans_the_generation() {
+    use diffusion_rt::ffi::*;
+    let export = fixture().join("export");
+    for backend in backends() {
+        let (req, _) = request("ddim");
+        let free = load("export", backend).generate(&req).expect("generate");
+        let budgeted = |mb: u64| {
+            StableDiffusion::load(
+                &export,
+                &options(backend),
+                SdOptions { memory_budget_mb: Some(mb), ..SdOptions::default() },
+            )
+        };
+        let sd = budgeted(4000).expect("load");
+        let plan = sd.plan(&req).expect("plan").expect("a budget gives a plan");
+        assert!(plan.resident && plan.unet_segments == 1 && plan.vae_tile.is_none(), "{plan}");
+        assert!(plan.peak_bytes <= 4000 << 20, "{plan}");
+        let images = sd.generate(&req).expect("generate");
+        let d = rel_l2(&images.pixels, &free.pixels);
+        assert!(d <= 1e-5, "{backend:?}: planned images differ by {d:e}");
+        let Err(Error::OutOfMemory(msg)) = budgeted(60) else { panic!("{backend:?}: 60 MB accepted") };
+        let need: u64 = msg
+            .split("the smallest plan needs ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no smallest budget in: {msg}"));
+        assert!(need > 60, "{msg}");
+        let sd = budgeted(need).unwrap_or_else(|e| panic!("{backend:?}: the budget named, {need} MB, fails: {e}"));
+        assert!(sd.plan(&req).expect("plan").is_some());
+    }
+    let dir = std::ffi::CString::new(export.to_str().expect("utf8")).expect("cstr");
+    let mut mp = drt_model_params_default();
+    mp.memory_budget_mb = 60;
+    let mut sd = std::ptr::null_mut();
+    unsafe {
+        assert_eq!(drt_sd_load(dir.as_ptr(), &mp, 0, &mut sd), drt_status::DRT_ERR_OUT_OF_MEMORY);
+        let msg = std::ffi::CStr::from_ptr(drt_last_error()).to_string_lossy().into_owned();
+        assert!(msg.contains("a memory budget of 60 MB cannot be met"), "{msg}");
+        let digits = std::ffi::CString::new(common::model_dir("digits").to_str().expect("utf8")).expect("cstr");
+        let mut model = std::ptr::null_mut();
+        assert_eq!(drt_model_load(digits.as_ptr(), &mp, &mut model), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(model.is_null());
+    }
+    let drt = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt")).args(args).output().expect("drt");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let path = export.to_str().expect("utf8");
+    let (ok, out, err) = drt(&["inspect", "--model", path, "--memory-budget", "4000"]);
+    assert!(ok && out.contains("plan        budget 4000 MB: estimated peak"), "{out}{err}");
+    let tmp = common::TempDir::new("sd-budget");
+    let png = tmp.path().join("cat.png");
+    let args = [
+        "generate",
+        "--model",
+        path,
+        "--prompt",
+        "a cat",
+        "--memory-budget",
+        "60",
+        "--out",
+        png.to_str().expect("utf8"),
+    ];
+    let (ok, _, err) = drt(&args);
+    assert!(!ok && err.contains("a memory budget of 60 MB cannot be met"), "{err}");
+    assert!(!png.exists(), "nothing is written when the budget cannot be met");
+    let digits = common::model_dir("digits");
+    let npy = tmp.path().join("digit.npy");
+    let args = [
+        "generate",
+        "--model",
+        digits.to_str().expect("utf8"),
+        "--memory-budget",
+        "60",
+        "--save-raw",
+        npy.to_str().expect("utf8"),
+    ];
+    let (ok, _, err) = drt(&args);
+    assert!(!ok && err.contains("--memory-budget are for Stable Diffusion exports"), "{err}");
 }
 
 /// c_examples/txt2img.c: the C API's RGB8 image equals the CLI's for the same prompt, steps and

@@ -16,6 +16,10 @@ pub mod attention;
 #[cfg(feature = "ort")]
 mod ort;
 pub mod ort_lib;
+#[cfg(all(feature = "ort", feature = "tract"))]
+mod ort_segments;
+#[cfg(feature = "tract")]
+pub mod segments;
 #[cfg(feature = "tract")]
 mod tract;
 #[cfg(feature = "tract")]
@@ -207,6 +211,11 @@ pub struct BackendOptions {
     /// optimisations that leave weights as they are. Pages the system can drop and re-read, at some
     /// speed (see the README). tract always copies.
     pub mapped_weights: bool,
+    /// The graph runs as this many segments of about equal weights, each loaded just before it
+    /// runs and dropped after ([`segments`]): the weights of one segment in memory at a time, at
+    /// the cost of setting each up on every run. ONNX Runtime on the CPU only; `None` or 1 =
+    /// whole.
+    pub segments: Option<usize>,
 }
 
 impl Default for BackendOptions {
@@ -218,6 +227,7 @@ impl Default for BackendOptions {
             threads: None,
             attention_slices: None,
             mapped_weights: false,
+            segments: None,
         }
     }
 }
@@ -251,10 +261,39 @@ pub fn load_graph_fixed(path: &Path, opts: &BackendOptions, fixed: &[FixedDim<'_
     if !meta.is_file() {
         return Err(Error::io(path, "not a file"));
     }
+    let segments = opts.segments.unwrap_or(1);
     match resolve_kind(opts) {
+        BackendKind::Tract if segments > 1 => Err(Error::InvalidArgument(
+            "a graph in segments needs the ort backend (tract keeps a graph's weights in its own form)".into(),
+        )),
         BackendKind::Tract => load_tract(path, opts, fixed, slices),
+        _ if segments > 1 => load_ort_segments(path, opts, slices, segments),
         _ => load_ort(path, opts, slices),
     }
+}
+
+#[cfg(all(feature = "ort", feature = "tract"))]
+fn load_ort_segments(path: &Path, opts: &BackendOptions, slices: usize, segments: usize) -> Result<Arc<dyn Graph>> {
+    Ok(Arc::new(ort_segments::OrtSegmentedGraph::load(path, opts, slices, segments)?))
+}
+
+#[cfg(not(all(feature = "ort", feature = "tract")))]
+fn load_ort_segments(_: &Path, _: &BackendOptions, _: usize, _: usize) -> Result<Arc<dyn Graph>> {
+    Err(Error::BackendUnavailable(
+        "a graph in segments needs the `ort` and `tract` features (tract-onnx reads the graph to cut it)".into(),
+    ))
+}
+
+/// The weight bytes of each segment of `path`'s graph cut into `segments`, as a load with
+/// `segments` would cut it (see [`segments::split`]).
+#[cfg(feature = "tract")]
+pub fn segment_weights(path: &Path, attention_slices: usize, segments: usize) -> Result<Vec<u64>> {
+    segments::weights_of_file(path, attention_slices, segments)
+}
+
+#[cfg(not(feature = "tract"))]
+pub fn segment_weights(_: &Path, _: usize, _: usize) -> Result<Vec<u64>> {
+    Err(Error::BackendUnavailable("cutting a graph into segments needs the `tract` feature".into()))
 }
 
 /// The rewrite reads graphs with tract-onnx's ONNX types, so it comes with the `tract` feature.
@@ -276,6 +315,14 @@ fn check_attention_slices(slices: usize) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether graphs loaded with `opts` can run in segments: ONNX Runtime on the CPU, in a build
+/// with both backends (tract-onnx reads the graph to cut it).
+pub fn can_run_in_segments(opts: &BackendOptions) -> bool {
+    cfg!(all(feature = "ort", feature = "tract"))
+        && opts.execution_provider == "cpu"
+        && resolve_kind(opts) == BackendKind::Ort
 }
 
 fn resolve_kind(opts: &BackendOptions) -> BackendKind {

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 /// Runtime; asking for a second, different one is an error rather than a silent mix-up.
 static ENVIRONMENT: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
 
-fn environment(library: &Path) -> Result<Environment> {
+pub(super) fn environment(library: &Path) -> Result<Environment> {
     let mut guard = ENVIRONMENT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((loaded, env)) = guard.as_ref() {
         if loaded != library {
@@ -161,31 +161,47 @@ fn build_session(
     threads: usize,
     prepacked: &PrepackedWeights,
 ) -> Result<Session> {
-    let opt = |e: ort::Error<SessionBuilder>| Error::Internal(format!("ONNX Runtime session options: {e}"));
-    // Prepacking and the layout optimisations (level 3) copy weights into new buffers; without
-    // them ONNX Runtime reads an external-data file's weights where the file is mapped.
-    let level = if source.mapped_weights { GraphOptimizationLevel::Level2 } else { GraphOptimizationLevel::All };
+    let prepacked = (!source.mapped_weights).then_some(prepacked);
+    let mut builder = session_builder(env, ep, threads, prepacked)?;
+    let rewritten = rewrite(&source.path, source.attention_slices)?;
+    if rewritten.is_some() {
+        builder = with_external_data_beside(builder, &source.path)?;
+    }
+    let committed = match &rewritten {
+        Some(bytes) => builder.commit_from_memory(bytes),
+        None => builder.commit_from_file(&source.path),
+    };
+    committed.map_err(|e| commit_error(&source.path, ep, e))
+}
+
+fn options_error(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("ONNX Runtime session options: {e}"))
+}
+
+/// Session options for `ep` and `threads`. Without `prepacked` (shared prepacked weights), the
+/// weights stay where they are: prepacking and the layout optimisations (level 3) copy them into
+/// new buffers, and without them ONNX Runtime reads an external-data file's weights where the file
+/// is mapped.
+pub(super) fn session_builder(
+    env: &Environment,
+    ep: &str,
+    threads: usize,
+    prepacked: Option<&PrepackedWeights>,
+) -> Result<SessionBuilder> {
+    let opt = |e: ort::Error<SessionBuilder>| options_error(e);
+    let level = if prepacked.is_some() { GraphOptimizationLevel::All } else { GraphOptimizationLevel::Level2 };
     let mut builder = Session::builder(env)
-        .map_err(|e| Error::Internal(format!("ONNX Runtime session options: {e}")))?
+        .map_err(options_error)?
         .with_optimization_level(level)
         .map_err(opt)?
         .with_intra_threads(threads)
         .map_err(opt)?
         .with_inter_threads(1)
         .map_err(opt)?;
-    builder = if source.mapped_weights {
-        builder.with_config_entry("session.disable_prepacking", "1").map_err(opt)?
-    } else {
-        builder.with_prepacked_weights(prepacked).map_err(opt)?
+    builder = match prepacked {
+        Some(prepacked) => builder.with_prepacked_weights(prepacked).map_err(opt)?,
+        None => builder.with_config_entry("session.disable_prepacking", "1").map_err(opt)?,
     };
-    let rewritten = rewrite(&source.path, source.attention_slices)?;
-    if rewritten.is_some() {
-        // A graph from memory finds its external data in the model's folder, as from the file.
-        let dir = source.path.parent().unwrap_or(Path::new("."));
-        let dir = dir.to_str().ok_or_else(|| Error::io(dir, "the model's folder is not UTF-8"))?;
-        builder =
-            builder.with_config_entry("session.model_external_initializers_file_folder_path", dir).map_err(opt)?;
-    }
     if ep != "cpu" {
         // error_on_failure: without it ORT falls back to the CPU silently and we would report a
         // provider that is not running.
@@ -193,18 +209,22 @@ fn build_session(
             .with_execution_providers([execution_provider(ep)?.error_on_failure()])
             .map_err(|e| ep_unavailable(ep, &e))?;
     }
-    let path = &source.path;
-    let committed = match &rewritten {
-        Some(bytes) => builder.commit_from_memory(bytes),
-        None => builder.commit_from_file(path),
-    };
-    committed.map_err(|e| {
-        if ep != "cpu" && e.to_string().contains("xecution provider") {
-            ep_unavailable(ep, &e)
-        } else {
-            Error::Model(format!("{}: {e}", path.display()))
-        }
-    })
+    Ok(builder)
+}
+
+/// A graph committed from memory finds its external data in `path`'s folder, as from the file.
+pub(super) fn with_external_data_beside(builder: SessionBuilder, path: &Path) -> Result<SessionBuilder> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = dir.to_str().ok_or_else(|| Error::io(dir, "the model's folder is not UTF-8"))?;
+    builder.with_config_entry("session.model_external_initializers_file_folder_path", dir).map_err(options_error)
+}
+
+pub(super) fn commit_error(path: &Path, ep: &str, e: impl std::fmt::Display) -> Error {
+    if ep != "cpu" && e.to_string().contains("xecution provider") {
+        ep_unavailable(ep, &e)
+    } else {
+        Error::Model(format!("{}: {e}", path.display()))
+    }
 }
 
 fn ep_unavailable(ep: &str, e: &dyn std::fmt::Display) -> Error {
@@ -336,7 +356,7 @@ struct OrtRunner {
     spares: Vec<Option<DynValue>>,
 }
 
-fn model_error(path: &Path, e: impl std::fmt::Display) -> Error {
+pub(super) fn model_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Model(format!("{}: {e}", path.display()))
 }
 
@@ -431,7 +451,7 @@ fn fits(value: &DynValue, input: &Input<'_>) -> bool {
     }
 }
 
-fn new_tensor(input: &Input<'_>) -> ort::Result<DynValue> {
+pub(super) fn new_tensor(input: &Input<'_>) -> ort::Result<DynValue> {
     let shape = input.shape.to_vec();
     Ok(match input.data {
         InputData::F32(d) => Tensor::from_array((shape, d.to_vec()))?.into_dyn(),
@@ -470,28 +490,32 @@ impl Runner for OrtRunner {
         let value = results
             .get(info.name.as_str())
             .ok_or_else(|| Error::Internal(format!("ONNX Runtime returned no output `{}`", info.name)))?;
-        let ValueType::Tensor { ty, shape, .. } = value.dtype() else {
-            return Err(Error::Model(format!("{}: output `{}` is not a tensor", path.display(), info.name)));
-        };
-        let shape: Vec<usize> = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
-        check_out_len(info, &shape, out)?;
-        match ty {
-            TensorElementType::Float32 => {
-                out.copy_from_slice(value.try_extract_tensor::<f32>().map_err(model_error)?.1)
-            }
-            TensorElementType::Float16 => {
-                value.try_extract_tensor::<half::f16>().map_err(model_error)?.1.convert_to_f32_slice(out)
-            }
-            other => {
-                return Err(Error::Model(format!("{}: output `{}` came back as {other:?}", path.display(), info.name)))
-            }
-        }
-        Ok(shape)
+        copy_output(path, info, value, out)
     }
 
     fn release_after_run(&mut self, on: bool) {
         self.release = on;
     }
+}
+
+/// Copies float output `info` of a run into `out` and returns its shape.
+pub(super) fn copy_output(path: &Path, info: &IoInfo, value: &DynValue, out: &mut [f32]) -> Result<Vec<usize>> {
+    let model_error = |e: ort::Error| model_error(path, e);
+    let ValueType::Tensor { ty, shape, .. } = value.dtype() else {
+        return Err(Error::Model(format!("{}: output `{}` is not a tensor", path.display(), info.name)));
+    };
+    let shape: Vec<usize> = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
+    check_out_len(info, &shape, out)?;
+    match ty {
+        TensorElementType::Float32 => out.copy_from_slice(value.try_extract_tensor::<f32>().map_err(model_error)?.1),
+        TensorElementType::Float16 => {
+            value.try_extract_tensor::<half::f16>().map_err(model_error)?.1.convert_to_f32_slice(out)
+        }
+        other => {
+            return Err(Error::Model(format!("{}: output `{}` came back as {other:?}", path.display(), info.name)))
+        }
+    }
+    Ok(shape)
 }
 
 impl Drop for OrtRunner {

@@ -68,6 +68,7 @@ impl ModelArgs {
             threads: self.threads,
             attention_slices: self.attention_slices,
             mapped_weights: self.mapped_weights,
+            segments: None,
         })
     }
 
@@ -83,6 +84,9 @@ struct InspectArgs {
     /// Print JSON (for tools) instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Stable Diffusion export: show the plan of a default generation under this budget.
+    #[arg(long, value_name = "MB")]
+    memory_budget: Option<u64>,
 }
 
 #[derive(Args)]
@@ -144,6 +148,10 @@ struct PromptArgs {
     /// Decode the latents in overlapping tiles of N latents per side (bounded decoder memory).
     #[arg(long, value_name = "N")]
     vae_tile: Option<usize>,
+    /// Plan every generation to stay under MB megabytes of resident memory (parts loaded in turn,
+    /// attention slices, UNet segments, VAE tiles); an error names the smallest budget it could meet.
+    #[arg(long, value_name = "MB")]
+    memory_budget: Option<u64>,
 }
 
 #[derive(Args)]
@@ -244,7 +252,33 @@ struct SamplingArgs {
     noise: Option<PathBuf>,
 }
 
+/// Log lines to stderr at the level `DRT_LOG` names (error, warn, info, debug, trace); none without it.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!("[{} {}] {}", r.level(), r.target(), r.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn init_log() {
+    static LOG: StderrLog = StderrLog;
+    let Some(level) = std::env::var("DRT_LOG").ok().and_then(|l| l.parse::<log::LevelFilter>().ok()) else { return };
+    if log::set_logger(&LOG).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
 fn main() -> ExitCode {
+    init_log();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Generate(a) => generate(a),
@@ -430,7 +464,7 @@ fn text_to_image(a: &GenerateArgs) -> Result<()> {
     }
     let start = std::time::Instant::now();
     let t = &a.text;
-    let sd = StableDiffusion::load(&a.model.model, &a.model.options()?, SdOptions { low_memory: t.prompt.low_memory })?;
+    let sd = StableDiffusion::load(&a.model.model, &a.model.options()?, t.prompt.sd_options())?;
     let bar = progress_bar(a.quiet);
     let images = sd.generate_with(&t.prompt.request(&sd, &a.sampling)?, &mut |done, total| bar.show(done, total))?;
     bar.finish();
@@ -527,6 +561,10 @@ impl PromptArgs {
         })
     }
 
+    fn sd_options(&self) -> SdOptions {
+        SdOptions { low_memory: self.low_memory, memory_budget_mb: self.memory_budget }
+    }
+
     /// Refuses these options (and `--save-latents`, when `save_latents`) on a model.json directory.
     fn refuse_unless_export(&self, dir: &std::path::Path, save_latents: bool) -> Result<()> {
         let given = !self.prompts.is_empty()
@@ -535,14 +573,17 @@ impl PromptArgs {
             || self.height.is_some()
             || self.low_memory
             || self.vae_tile.is_some()
+            || self.memory_budget.is_some()
             || self.mask.is_some()
             || save_latents;
         if !given {
             return Ok(());
         }
         Err(Error::InvalidArgument(format!(
-            "--prompt, --negative-prompt, --width, --height, --mask, --save-latents, --low-memory and --vae-tile are for \
-             Stable Diffusion exports; {} is a model.json directory", dir.display())))
+            "--prompt, --negative-prompt, --width, --height, --mask, --save-latents, --low-memory, --vae-tile and \
+             --memory-budget are for Stable Diffusion exports; {} is a model.json directory",
+            dir.display()
+        )))
     }
 }
 
@@ -592,7 +633,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
                 "--classifier judges model.json directories, not Stable Diffusion exports".into(),
             ));
         }
-        let opts = SdOptions { low_memory: a.prompt.low_memory };
+        let opts = a.prompt.sd_options();
         let make = |sd: &StableDiffusion| a.prompt.request(sd, &a.sampling);
         let report = diffusion_rt::sd::bench::run(&a.model.model, &a.model.options()?, opts, make, a.runs, a.warmup)?;
         return print_report(&report.table(), report.to_json(), a.json.as_deref());
@@ -620,9 +661,13 @@ fn print_report(table: &str, report: String, json: Option<&std::path::Path>) -> 
 
 fn inspect(a: &InspectArgs) -> Result<()> {
     let (text, json) = if StableDiffusion::is_export(&a.model.model) {
-        let sd = StableDiffusion::load(&a.model.model, &a.model.options()?, SdOptions::default())?;
+        let opts = SdOptions { memory_budget_mb: a.memory_budget, ..SdOptions::default() };
+        let sd = StableDiffusion::load(&a.model.model, &a.model.options()?, opts)?;
         (sd.describe()?, describe_sd_json(&sd)?)
     } else {
+        if a.memory_budget.is_some() {
+            return Err(Error::InvalidArgument("--memory-budget is planned for Stable Diffusion exports".into()));
+        }
         let model = a.model.load()?;
         let defaults = model_defaults(&model)?;
         (describe(&model, &defaults), describe_json(&model, &defaults))
@@ -739,5 +784,6 @@ fn describe_sd_json(sd: &StableDiffusion) -> Result<serde_json::Value> {
         "tokens": d.tokens,
         "defaults": {"steps": d.default_steps, "guidance": d.default_guidance},
         "parts": parts,
+        "plan": d.plan,
     }))
 }

@@ -64,7 +64,10 @@ pub unsafe extern "C" fn drt_bench_run(
             return Err(invalid("out is NULL"));
         }
         let dir = PathBuf::from(opt_str(model_dir, "model_dir")?.ok_or_else(|| invalid("model_dir is NULL"))?);
-        let backend = backend_options(model_params)?;
+        let (backend, budget) = backend_options(model_params)?;
+        if budget.is_some() {
+            return Err(invalid("model_params.memory_budget_mb is planned for Stable Diffusion exports; leave it 0"));
+        }
         let gp = read_params(generate_params_, drt_generate_params_default())?;
         let bp = read_params(bench_params, drt_bench_params_default())?;
         let opts = BenchOptions {

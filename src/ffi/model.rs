@@ -27,6 +27,7 @@ impl drt_session {
     /// Floats of one sample of the session's model, and of the samples of the generation in
     /// progress (0 with none): the lengths bindings size output arrays by. 0 and 0 for a session a
     /// panic poisoned, whose calls then fail anyway.
+    #[cfg_attr(not(feature = "jni"), allow(dead_code))]
     pub(crate) fn lengths(&self) -> (usize, usize) {
         self.session.lock().map_or((0, 0), |s| (s.model().sample_len(), s.current_sample().map_or(0, <[f32]>::len)))
     }
@@ -53,12 +54,15 @@ pub struct drt_model_params {
     /// Nonzero: ONNX Runtime reads the weights of a graph with external data from the mapped
     /// file instead of private copies (less private memory, somewhat slower).
     pub mapped_weights: u32,
-    /// Zero. Fills what would be tail padding, so fields added later never overlap it.
-    pub reserved: u32,
+    /// Stable Diffusion exports (drt_sd_load): megabytes of resident memory the generations must
+    /// stay under; the runtime plans stages, attention slices, UNet segments and VAE tiles to
+    /// fit, and a budget it cannot meet is DRT_ERR_OUT_OF_MEMORY naming the smallest it could.
+    /// 0 = none. Not for model.json models. (This field was `reserved`, always 0.)
+    pub memory_budget_mb: u32,
 }
 
 super::params_layout!(drt_model_params: struct_size, backend, ort_library_path, execution_provider, threads,
-    attention_slices, mapped_weights, reserved);
+    attention_slices, mapped_weights, memory_budget_mb);
 
 /// Defaults: automatic backend, CPU, default threads.
 #[no_mangle]
@@ -71,14 +75,16 @@ pub extern "C" fn drt_model_params_default() -> drt_model_params {
         threads: 0,
         attention_slices: 0,
         mapped_weights: 0,
-        reserved: 0,
+        memory_budget_mb: 0,
     }
 }
 
-/// The backend options a caller's model params (NULL: the defaults) ask for.
-pub(super) unsafe fn backend_options(params: *const drt_model_params) -> Result<BackendOptions, Error> {
+/// The backend options a caller's model params (NULL: the defaults) ask for, and the memory
+/// budget.
+pub(super) unsafe fn backend_options(params: *const drt_model_params) -> Result<(BackendOptions, Option<u64>), Error> {
     let p = read_params(params, drt_model_params_default())?;
-    Ok(BackendOptions {
+    let budget = (p.memory_budget_mb > 0).then_some(u64::from(p.memory_budget_mb));
+    let opts = BackendOptions {
         backend: match opt_str(p.backend, "params.backend")? {
             None => BackendKind::Auto,
             Some(s) => s.parse()?,
@@ -88,7 +94,9 @@ pub(super) unsafe fn backend_options(params: *const drt_model_params) -> Result<
         threads: (p.threads > 0).then_some(p.threads as usize),
         attention_slices: (p.attention_slices > 0).then_some(p.attention_slices as usize),
         mapped_weights: p.mapped_weights != 0,
-    })
+        segments: None,
+    };
+    Ok((opts, budget))
 }
 
 /// Loads the model directory `model_dir` (model.json + ONNX files). `params` may be NULL for the
@@ -107,7 +115,13 @@ pub unsafe extern "C" fn drt_model_load(
             return Err(invalid("out is NULL"));
         }
         let dir = opt_str(model_dir, "model_dir")?.ok_or_else(|| invalid("model_dir is NULL"))?;
-        let model = Model::load(dir.as_ref(), &backend_options(params)?)?;
+        let (opts, budget) = backend_options(params)?;
+        if budget.is_some() {
+            return Err(invalid(
+                "params.memory_budget_mb is planned for Stable Diffusion exports (drt_sd_load); leave it 0",
+            ));
+        }
+        let model = Model::load(dir.as_ref(), &opts)?;
         *out = Box::into_raw(Box::new(drt_model { model: Arc::new(model) }));
         Ok(())
     })

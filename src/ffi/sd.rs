@@ -46,8 +46,9 @@ pub unsafe extern "C" fn drt_sd_load(
             return Err(invalid(&format!("flags {flags:#x} has bits other than DRT_SD_LOW_MEMORY")));
         }
         let dir = opt_str(dir, "dir")?.ok_or_else(|| invalid("dir is NULL"))?;
-        let opts = SdOptions { low_memory: flags & DRT_SD_LOW_MEMORY != 0 };
-        let sd = StableDiffusion::load(dir.as_ref(), &backend_options(params)?, opts)?;
+        let (backend, memory_budget_mb) = backend_options(params)?;
+        let opts = SdOptions { low_memory: flags & DRT_SD_LOW_MEMORY != 0, memory_budget_mb };
+        let sd = StableDiffusion::load(dir.as_ref(), &backend, opts)?;
         *out = Box::into_raw(Box::new(drt_sd { sd: Arc::new(sd) }));
         Ok(())
     })

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::budget::Plan;
 use super::pipeline::{SdOptions, StableDiffusion, TextToImage};
 use crate::backend::BackendOptions;
 use crate::bench::{quantile, MAX_RUNS};
@@ -44,6 +45,8 @@ pub struct SdBenchReport {
     /// Peak anonymous (private) resident memory over the same, sampled every 2 ms: what counts
     /// against a phone app's limit (file-backed weight pages do not).
     pub peak_anon_mb: Option<f64>,
+    /// The plan of the generations under `--memory-budget`.
+    pub plan: Option<Plan>,
 }
 
 /// Loads the export in `dir` and times `runs` generations of the request `make_req` makes for it.
@@ -65,6 +68,7 @@ pub fn run(
     let sd = StableDiffusion::load(dir, backend, opts)?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let req = &make_req(&sd)?;
+    let plan = sd.plan(req)?;
     let mut totals = Vec::with_capacity(runs);
     let mut last = None;
     for k in 0..warmup + runs {
@@ -90,17 +94,18 @@ pub fn run(
         steps: images.steps,
         guidance: images.guidance,
         nfe: images.nfe,
-        low_memory: opts.low_memory,
-        vae_tile: req.vae_tile,
+        low_memory: opts.low_memory || plan.as_ref().is_some_and(|p| !p.resident),
+        vae_tile: plan.as_ref().map_or(req.vae_tile, |p| p.vae_tile),
         runs,
         warmup,
         load_ms,
         total_ms_p50: quantile(&totals, 0.5),
         total_ms_p90: quantile(&totals, 0.9),
-        attention_slices: sd.options().attention_slices.unwrap_or(1),
-        mapped_weights: sd.options().mapped_weights,
+        attention_slices: plan.as_ref().map_or(sd.options().attention_slices.unwrap_or(1), |p| p.attention_slices),
+        mapped_weights: plan.is_some() || sd.options().mapped_weights,
         peak_rss_mb,
         peak_anon_mb,
+        plan,
     })
 }
 
@@ -138,6 +143,10 @@ impl SdBenchReport {
             ("peak RSS", self.peak_rss_mb.map_or("-".to_string(), |m| format!("{m:.1} MB"))),
             ("peak anonymous RSS", self.peak_anon_mb.map_or("-".to_string(), |m| format!("{m:.1} MB"))),
         ];
-        rows.iter().map(|(k, v)| format!("{k:<21} {v}\n")).collect()
+        let mut table: String = rows.iter().map(|(k, v)| format!("{k:<21} {v}\n")).collect();
+        if let Some(plan) = &self.plan {
+            table += &format!("{:<21} {plan}\n", "plan");
+        }
+        table
     }
 }

@@ -2,6 +2,7 @@
 //! `text_encoder/`, `unet/`, `vae_decoder/`, ...), read as they are, without a `model.json`.
 
 pub mod bench;
+pub mod budget;
 pub mod config;
 pub mod pipeline;
 pub mod resize;

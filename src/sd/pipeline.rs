@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
+use super::budget::{self, Plan};
 use super::config::{read_json, unet_sample_size, SchedulerConfig, VaeConfig};
 use super::model_err;
 use super::tokenizer::ClipTokenizer;
@@ -38,6 +39,10 @@ pub struct StableDiffusion {
     graphs: Mutex<HashMap<GraphKey, Arc<dyn Graph>>>,
     opts: BackendOptions,
     low_memory: bool,
+    /// [`SdOptions::memory_budget_mb`].
+    memory_budget_mb: Option<u64>,
+    /// How parts load by default: under a budget, as the plan of a default generation says.
+    layout: Layout,
     scheduler: SchedulerConfig,
     vae: VaeConfig,
     /// Latent channels the UNet returns (and the sampler walks).
@@ -85,6 +90,10 @@ pub struct SdOptions {
     /// before the next loads: peak memory of the largest part instead of all three, at the cost of
     /// loading them on every generation.
     pub low_memory: bool,
+    /// Megabytes of resident memory every generation must stay under ([`super::budget`]): the
+    /// parts load just in time, and the attention slices, UNet segments and VAE tiles are
+    /// planned to fit. A budget the plan cannot meet is an error naming the smallest it could.
+    pub memory_budget_mb: Option<u64>,
 }
 
 /// A part and the latent size it was loaded for (0 × 0 for the text encoder).
@@ -128,6 +137,9 @@ pub struct Description {
     pub default_steps: u32,
     pub default_guidance: f32,
     pub parts: Vec<PartDescription>,
+    /// The plan of a default generation (one image at the default size, guided) under the
+    /// export's memory budget.
+    pub plan: Option<Plan>,
 }
 
 /// One part of an export (`unet`, ...) as its backend loaded it.
@@ -190,7 +202,9 @@ impl StableDiffusion {
                 attention_slices: opts.attention_slices.or(Some(backend::DEFAULT_SD_ATTENTION_SLICES)),
                 ..opts.clone()
             },
-            low_memory: sd.low_memory,
+            low_memory: sd.low_memory || sd.memory_budget_mb.is_some(),
+            memory_budget_mb: sd.memory_budget_mb,
+            layout: Layout::default(),
             scheduler,
             vae,
             channels: 0,
@@ -198,8 +212,15 @@ impl StableDiffusion {
             default_latent,
         };
         // Every part loads now, so a broken export fails here rather than mid-generation (in
-        // low-memory mode each is dropped again before the next loads).
-        let unet = sd.graph(Part::Unet, (default_latent, default_latent))?;
+        // low-memory mode each is dropped again before the next loads); under a budget, as the
+        // plan of a default generation (one image, guided) loads it.
+        let latent = (default_latent, default_latent);
+        if let Some(budget) = sd.memory_budget_mb {
+            let plan = sd.plan_for(budget, latent, 2, None)?;
+            sd.low_memory = !plan.resident;
+            sd.layout = Layout::of(&plan);
+        }
+        let unet = sd.graph(Part::Unet, latent)?;
         let unet_path = dir.join("unet/model.onnx");
         let sample = unet
             .inputs()
@@ -228,12 +249,39 @@ impl StableDiffusion {
         (sd.channels, sd.extra_channels) = (c_out, c_in - c_out);
         drop(unet);
         sd.graph(Part::TextEncoder, (0, 0))?;
-        sd.graph(Part::VaeDecoder, (default_latent, default_latent))?;
+        sd.graph(Part::VaeDecoder, latent)?;
         Ok(sd)
     }
 
+    /// The plan of a generation of latents `latent` with `unet_batch` images per UNet call under
+    /// `budget` MB ([`budget::plan`]).
+    fn plan_for(&self, budget: u64, latent: (usize, usize), unet_batch: usize, tile: Option<usize>) -> Result<Plan> {
+        let segments = backend::can_run_in_segments(&self.opts);
+        let inputs = budget::Inputs::read(&self.dir, latent, unet_batch, self.vae.factor, segments)?;
+        let unet = self.dir.join("unet/model.onnx");
+        let mut max_segment = |slices: usize, segments: usize| -> Result<u64> {
+            Ok(backend::segment_weights(&unet, slices, segments)?.into_iter().max().unwrap_or(0))
+        };
+        budget::plan(budget, &inputs, tile, &mut max_segment)
+    }
+
+    /// The plan of `req` under the export's memory budget; `None` without one.
+    pub fn plan(&self, req: &TextToImage) -> Result<Option<Plan>> {
+        let Some(budget) = self.memory_budget_mb else { return Ok(None) };
+        let p = &req.params;
+        let batch = limits::batch(if p.batch > 0 { p.batch } else { req.prompts.len().max(1) })?;
+        let guided = limits::guidance(p.guidance.unwrap_or(DEFAULT_GUIDANCE))? > 1.0;
+        let [_, h, w] = self.latent_shape(req.width, req.height)?;
+        self.plan_for(budget, (h, w), if guided { 2 * batch } else { batch }, req.vae_tile).map(Some)
+    }
+
     /// A part's graph for latents of `h × w`, loaded on first use (on every use in low-memory mode).
-    fn graph(&self, part: Part, (h, w): (usize, usize)) -> Result<Arc<dyn Graph>> {
+    fn graph(&self, part: Part, hw: (usize, usize)) -> Result<Arc<dyn Graph>> {
+        self.graph_as(part, hw, &self.layout)
+    }
+
+    /// As [`StableDiffusion::graph`], loaded as `layout` says; kept only in the export's own layout.
+    fn graph_as(&self, part: Part, (h, w): (usize, usize), layout: &Layout) -> Result<Arc<dyn Graph>> {
         // A graph that serves every size (ONNX Runtime's) is kept as (part, 0, 0).
         let any = (part, 0, 0);
         let key = if part == Part::TextEncoder { any } else { (part, h, w) };
@@ -254,8 +302,8 @@ impl StableDiffusion {
             Part::VaeDecoder => vec![("latent_sample", 2, h), ("latent_sample", 3, w)],
             Part::VaeEncoder => vec![("sample", 2, h * self.vae.factor), ("sample", 3, w * self.vae.factor)],
         };
-        let g = backend::load_graph_fixed(&path, &self.opts, &fixed)?;
-        if !self.low_memory {
+        let g = backend::load_graph_fixed(&path, &layout.options(part, &self.opts), &fixed)?;
+        if !self.low_memory && *layout == self.layout {
             let key = if g.backend_name() == "ort" { any } else { key };
             self.graphs.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Arc::clone(&g));
         }
@@ -304,6 +352,7 @@ impl StableDiffusion {
             default_steps: self.default_steps(),
             default_guidance: DEFAULT_GUIDANCE,
             parts,
+            plan: self.plan(&TextToImage::default())?,
         })
     }
 
@@ -333,6 +382,9 @@ impl StableDiffusion {
         );
         line("tokens", format!("{} per prompt", d.tokens));
         line("defaults", format!("{} steps, guidance {}", d.default_steps, d.default_guidance));
+        if let Some(plan) = &d.plan {
+            line("plan", plan.to_string());
+        }
         for p in &d.parts {
             line(p.name, format!("{} [{}]", p.backend, p.execution_provider));
             for i in &p.inputs {
@@ -367,8 +419,12 @@ impl StableDiffusion {
     /// encoder call per list (as diffusers encodes prompts and negative prompts apart), the
     /// encoder loaded once for all of them.
     pub fn encode_prompts(&self, lists: &[&[String]]) -> Result<Vec<Vec<f32>>> {
+        self.encode_prompts_as(lists, &self.layout)
+    }
+
+    fn encode_prompts_as(&self, lists: &[&[String]], layout: &Layout) -> Result<Vec<Vec<f32>>> {
         let path = self.dir.join("text_encoder/model.onnx");
-        let text_encoder = self.graph(Part::TextEncoder, (0, 0))?;
+        let text_encoder = self.graph_as(Part::TextEncoder, (0, 0), layout)?;
         let g = text_encoder.as_ref();
         let (input, output) = match (g.inputs(), g.outputs().iter().position(|o| o.name == "last_hidden_state")) {
             ([i], Some(o)) if i.name == "input_ids" => (i, o),
@@ -402,7 +458,7 @@ impl StableDiffusion {
     }
 
     /// The UNet as a model for latents of `shape`.
-    fn unet_model(&self, shape: [usize; 3]) -> Result<Model> {
+    fn unet_model(&self, shape: [usize; 3], layout: &Layout) -> Result<Model> {
         let manifest = json!({
             "schema": crate::manifest::SCHEMA,
             "name": self.dir.file_name().map_or("stable-diffusion".into(), |n| n.to_string_lossy().into_owned()),
@@ -427,13 +483,24 @@ impl StableDiffusion {
             &self.dir,
             manifest,
             &self.dir.join("unet/model.onnx"),
-            self.graph(Part::Unet, (shape[1], shape[2]))?,
+            self.graph_as(Part::Unet, (shape[1], shape[2]), layout)?,
         )
     }
 
     /// Decodes `n` latents of `shape` (unscaled, as sampled) to `n × H × W × 3` values in [0, 1],
     /// one image per VAE call (or one tile per call, with `tile`) so memory stays that of one.
     pub fn decode(&self, latents: &[f32], n: usize, shape: [usize; 3], tile: Option<usize>) -> Result<Vec<f32>> {
+        self.decode_as(latents, n, shape, tile, &self.layout)
+    }
+
+    fn decode_as(
+        &self,
+        latents: &[f32],
+        n: usize,
+        shape: [usize; 3],
+        tile: Option<usize>,
+        layout: &Layout,
+    ) -> Result<Vec<f32>> {
         let per = shape.iter().product::<usize>();
         if latents.len() != n * per {
             return Err(Error::Internal(format!("decode: {} latent values for {n} of {shape:?}", latents.len())));
@@ -441,7 +508,7 @@ impl StableDiffusion {
         if tile == Some(0) {
             return Err(Error::InvalidArgument("the VAE tile must be at least 1 latent".into()));
         }
-        let graph = self.graph(Part::VaeDecoder, vae::call_size(shape, tile))?;
+        let graph = self.graph_as(Part::VaeDecoder, vae::call_size(shape, tile), layout)?;
         let path = self.dir.join("vae_decoder/model.onnx");
         let mut vae = VaeDecoder::new(graph.as_ref(), &path, self.vae.scaling_factor, self.vae.factor)?;
         let half_out = vae.half_output();
@@ -496,12 +563,24 @@ impl StableDiffusion {
         // diffusers guides only above 1; at or below it a single conditional pass (SD-Turbo, LCM).
         let guidance = limits::guidance(p.guidance.unwrap_or(DEFAULT_GUIDANCE))?.max(1.0);
         let shape = self.latent_shape(req.width, req.height)?;
+        let (layout, vae_tile) = match self.plan(req)? {
+            Some(plan) => {
+                if !plan.resident {
+                    // What stays loaded for other generations would not fit beside this one.
+                    self.graphs.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                }
+                log::info!("{plan}");
+                (Layout::of(&plan), plan.vae_tile)
+            }
+            None => (self.layout.clone(), req.vae_tile),
+        };
         let lists: &[&[String]] = if guidance > 1.0 { &[&prompts, &negatives] } else { &[&prompts] };
-        let mut embeddings = self.encode_prompts(lists)?.into_iter();
+        let mut embeddings = self.encode_prompts_as(lists, &layout)?.into_iter();
+        memory_note("text encoder");
         let context = embeddings.next();
         let uncond_context = embeddings.next();
         let Start { init, inpaint, strength, sample_extra } = self.start(req, batch, shape)?;
-        let model = Arc::new(self.unet_model(shape)?);
+        let model = Arc::new(self.unet_model(shape, &layout)?);
         let mut session = Session::new(&model)?;
         let params = GenerateParams {
             batch,
@@ -513,10 +592,12 @@ impl StableDiffusion {
             ..p.clone()
         };
         let gen = session.generate(&params, progress)?;
+        memory_note("sampling");
         // The UNet is freed before the decoder loads (what low-memory mode is for).
         drop(session);
         drop(model);
-        let pixels = self.decode(&gen.samples, batch, shape, req.vae_tile)?;
+        let pixels = self.decode_as(&gen.samples, batch, shape, vae_tile, &layout)?;
+        memory_note("VAE decoder");
         Ok(Images {
             batch,
             width: shape[2] * self.vae.factor,
@@ -529,5 +610,41 @@ impl StableDiffusion {
             sampler: gen.sampler.name(),
             guidance,
         })
+    }
+}
+
+/// Logs the resident memory after a stage, and the peak so far (debug level).
+fn memory_note(stage: &str) {
+    crate::sysinfo::release_freed_memory();
+    let mb = |b: Option<u64>| b.map_or(0.0, |b| b as f64 / (1 << 20) as f64);
+    let (now, peak) = (mb(crate::sysinfo::rss_bytes()), mb(crate::sysinfo::peak_rss_bytes()));
+    log::debug!("{stage} done: resident {now:.0} MB, peak so far {peak:.0} MB");
+}
+
+/// How a generation's parts load: the export's options, or what a memory plan chose.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Layout {
+    /// A plan's attention slices and UNet segments.
+    planned: Option<(usize, usize)>,
+}
+
+impl Layout {
+    fn of(plan: &Plan) -> Layout {
+        Layout { planned: Some((plan.attention_slices, plan.unet_segments)) }
+    }
+
+    /// Under a plan, weights stay where the system maps them, the UNet runs in the plan's
+    /// segments and slices, and the other parts load as they are: rewriting a graph whose
+    /// weights are inside it would copy them (their attentions are small: 77 tokens, or the
+    /// VAE's one head, which the planner counts whole).
+    fn options(&self, part: Part, base: &BackendOptions) -> BackendOptions {
+        let Some((slices, segments)) = self.planned else { return base.clone() };
+        let (attention_slices, segments) = if part == Part::Unet { (slices, segments) } else { (1, 1) };
+        BackendOptions {
+            attention_slices: Some(attention_slices),
+            segments: Some(segments),
+            mapped_weights: true,
+            ..base.clone()
+        }
     }
 }

@@ -8,6 +8,7 @@ use diffusion_rt::backend::{ort_lib, BackendKind, BackendOptions};
 use diffusion_rt::Model;
 
 pub mod c;
+pub mod unet;
 
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
