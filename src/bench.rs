@@ -337,7 +337,8 @@ fn classes_to_judge(model: &Model, params: &mut GenerateParams, opts: &BenchOpti
     })
 }
 
-/// `fp16` when the graph takes float16 samples, `int8` when it holds quantization operators.
+/// `fp16` when the graph takes float16 samples, `int8` when it holds quantization operators,
+/// `int4` when its matrix products have 4-bit weights (ONNX Runtime's `MatMulNBits`).
 fn precision(model: &Model) -> &'static str {
     let g = model.graph();
     let sample = &model.manifest().denoiser.sample_input;
@@ -347,14 +348,35 @@ fn precision(model: &Model) -> &'static str {
     // Operator types are plain strings in the ONNX protobuf; finding one is finding its bytes.
     let onnx = model.dir().join(&model.manifest().denoiser.onnx);
     let bytes = std::fs::read(onnx).unwrap_or_default();
+    let has = |op: &[u8]| bytes.windows(op.len()).any(|w| w == op);
+    if has(b"MatMulNBits") {
+        return match weight_bits(&bytes) {
+            Some(8) => "int8",
+            _ => "int4",
+        };
+    }
     let quantized = [&b"QuantizeLinear"[..], b"QLinearConv", b"QLinearMatMul", b"MatMulInteger", b"ConvInteger"]
         .iter()
-        .any(|op| bytes.windows(op.len()).any(|w| w == *op));
+        .any(|op| has(op));
     if quantized {
         "int8"
     } else {
         "fp32"
     }
+}
+
+/// The `bits` of the graph's first `MatMulNBits` node.
+#[cfg(feature = "tract")]
+fn weight_bits(onnx: &[u8]) -> Option<i64> {
+    use prost::Message;
+    let model = tract_onnx::pb::ModelProto::decode(onnx).ok()?;
+    let node = model.graph?.node.into_iter().find(|n| n.op_type == "MatMulNBits")?;
+    node.attribute.iter().find(|a| a.name == "bits").map(|a| a.i)
+}
+
+#[cfg(not(feature = "tract"))]
+fn weight_bits(_: &[u8]) -> Option<i64> {
+    None
 }
 
 impl BenchReport {

@@ -170,6 +170,7 @@ fn model_options(env: &mut Env, obj: &JObject) -> Result<ModelOptions> {
     params.threads = unsigned(field!(env, obj, "threads", "I", i), "threads")?;
     params.attention_slices = unsigned(field!(env, obj, "attentionSlices", "I", i), "attentionSlices")?;
     params.mapped_weights = field!(env, obj, "mappedWeights", "Z", z) as u32;
+    params.memory_budget_mb = unsigned(field!(env, obj, "memoryBudgetMb", "I", i), "memoryBudgetMb")?;
     Ok(ModelOptions { params, _strings: strings })
 }
 

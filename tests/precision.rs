@@ -1,6 +1,8 @@
 //! The reduced-precision variants of the digits model (models/train/quantize.py): they run, their
 //! samples are recognised as their class, they are current with the float32 model they derive
 //! from, and the benchmark names their precision. Figures are in each MODEL_CARD.md.
+//! digits-int4's 4-bit matrix products (ONNX Runtime's MatMulNBits) run on tract too, widened
+//! to float32 at load, with ONNX Runtime's numbers.
 
 mod common;
 
@@ -32,7 +34,7 @@ fn accuracy(samples: &[f32], classes: &[i64], backend: BackendKind) -> f64 {
 }
 
 #[test]
-fn int8_and_fp16_keep_the_class_on_onnx_runtime() {
+fn reduced_precisions_keep_the_class_on_onnx_runtime() {
     if !ort_available() {
         return;
     }
@@ -41,14 +43,19 @@ fn int8_and_fp16_keep_the_class_on_onnx_runtime() {
     let base = accuracy(&f32_samples, &classes, ort);
     let (int8, _) = digits("digits-int8", ort, 20);
     let (fp16, _) = digits("digits-fp16", ort, 20);
-    let (a8, a16) = (accuracy(&int8, &classes, ort), accuracy(&fp16, &classes, ort));
+    let (int4, _) = digits("digits-int4", ort, 20);
+    let (a8, a16, a4) =
+        (accuracy(&int8, &classes, ort), accuracy(&fp16, &classes, ort), accuracy(&int4, &classes, ort));
     println!(
-        "accuracy: f32 {base:.3}, int8 {a8:.3}, fp16 {a16:.3}; rel. L2 to f32: int8 {:.4}, fp16 {:.4}",
+        "accuracy: f32 {base:.3}, int8 {a8:.3}, fp16 {a16:.3}, int4 {a4:.3}; rel. L2 to f32: int8 {:.4}, fp16 {:.4}, \
+         int4 {:.4}",
         rel_l2(&int8, &f32_samples),
-        rel_l2(&fp16, &f32_samples)
+        rel_l2(&fp16, &f32_samples),
+        rel_l2(&int4, &f32_samples)
     );
     assert!(a8 >= 0.88, "int8 accuracy {a8}");
     assert!(a16 >= base - 0.01, "fp16 accuracy {a16} vs f32 {base}");
+    assert!(a4 >= base - 0.01, "int4 accuracy {a4} vs f32 {base}");
     assert!(rel_l2(&fp16, &f32_samples) < 0.05, "fp16 follows the f32 trajectory");
 }
 
@@ -83,12 +90,26 @@ fn int8_and_fp16_run_on_tract() {
     }
 }
 
+/// tract widens MatMulNBits' 4-bit weights to float32 at load: the same samples as ONNX Runtime's
+/// MatMulNBits kernel, which computes in float32 from the same dequantized weights.
+#[test]
+fn int4_runs_on_tract_as_on_onnx_runtime() {
+    let (tract, classes) = digits("digits-int4", BackendKind::Tract, 2);
+    assert!(accuracy(&tract, &classes, BackendKind::Tract) >= 0.95);
+    if ort_available() {
+        let (ort, _) = digits("digits-int4", BackendKind::Ort, 2);
+        let d = rel_l2(&tract, &ort);
+        println!("int4: tract vs ONNX Runtime rel. L2 {d:.2e}");
+        assert!(d < 1e-4, "tract's widened weights are ONNX Runtime's: {d}");
+    }
+}
+
 #[test]
 fn derived_models_are_current() {
     use sha2::Digest;
     let sha =
         format!("{:x}", sha2::Sha256::digest(std::fs::read(model_dir("digits").join("denoiser.onnx")).expect("onnx")));
-    for name in ["digits-int8", "digits-fp16"] {
+    for name in ["digits-int8", "digits-fp16", "digits-int4"] {
         let derived: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(model_dir(name).join("derived.json")).expect("derived.json"))
                 .expect("json");
@@ -103,7 +124,8 @@ fn derived_models_are_current() {
 #[test]
 fn bench_names_the_precision() {
     for backend in backends() {
-        for (name, precision) in [("digits", "fp32"), ("digits-int8", "int8"), ("digits-fp16", "fp16")] {
+        let models = [("digits", "fp32"), ("digits-int8", "int8"), ("digits-fp16", "fp16"), ("digits-int4", "int4")];
+        for (name, precision) in models {
             let params = GenerateParams { steps: Some(2), batch: 1, ..GenerateParams::default() };
             let opts = BenchOptions { runs: 1, warmup: 0, ..BenchOptions::default() };
             let report = bench::run(&model_dir(name), &common::options(backend), &params, &opts).expect("bench");

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use common::unet::{load, load_with, run, unet, with_external_data};
 use common::{ort_available, rel_l2, TempDir};
 use diffusion_rt::backend::segments::{split, tensor_bytes, weight_bytes, MAX_SEGMENTS};
-use diffusion_rt::backend::{load_graph, segment_weights, BackendKind, BackendOptions};
+use diffusion_rt::backend::{largest_segments, load_graph, BackendKind, BackendOptions};
 use prost::Message;
 use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::{AttributeProto, GraphProto, ModelProto, NodeProto};
@@ -84,12 +84,13 @@ fn segments_give_the_whole_graphs_output() {
 }
 
 #[test]
-fn segment_weights_are_read_from_the_graph_as_a_load_cuts_it() {
+fn the_largest_segments_are_read_from_the_graph_as_a_load_cuts_it() {
     let tmp = TempDir::new("segment-weights");
     let external = with_external_data(tmp.path());
-    let expected: Vec<u64> = split(&model(), 4).unwrap().iter().map(|s| s.weight_bytes).collect();
-    assert_eq!(segment_weights(&external, 1, 4).expect("weights"), expected);
-    assert_eq!(segment_weights(&unet(), 1, 4).expect("weights"), expected);
+    let largest = |n| split(&model(), n).unwrap().iter().map(|s| s.weight_bytes).max().unwrap();
+    let expected = vec![largest(2), largest(4)];
+    assert_eq!(largest_segments(&external, 1, &[2, 4]).expect("weights"), expected);
+    assert_eq!(largest_segments(&unet(), 1, &[2, 4]).expect("weights"), expected);
 }
 
 #[test]

@@ -24,6 +24,8 @@ pub mod segments;
 mod tract;
 #[cfg(feature = "tract")]
 mod tract_gemm;
+#[cfg(feature = "tract")]
+mod tract_nbits;
 
 /// Element type of a graph input or output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -284,15 +286,15 @@ fn load_ort_segments(_: &Path, _: &BackendOptions, _: usize, _: usize) -> Result
     ))
 }
 
-/// The weight bytes of each segment of `path`'s graph cut into `segments`, as a load with
-/// `segments` would cut it (see [`segments::split`]).
+/// For each count in `segments`, the weight bytes of the largest segment of `path`'s graph cut
+/// into that many, as a load with those options would cut it (see [`segments::split`]).
 #[cfg(feature = "tract")]
-pub fn segment_weights(path: &Path, attention_slices: usize, segments: usize) -> Result<Vec<u64>> {
-    segments::weights_of_file(path, attention_slices, segments)
+pub fn largest_segments(path: &Path, attention_slices: usize, segments: &[usize]) -> Result<Vec<u64>> {
+    segments::largest_segments(path, attention_slices, segments)
 }
 
 #[cfg(not(feature = "tract"))]
-pub fn segment_weights(_: &Path, _: usize, _: usize) -> Result<Vec<u64>> {
+pub fn largest_segments(_: &Path, _: usize, _: &[usize]) -> Result<Vec<u64>> {
     Err(Error::BackendUnavailable("cutting a graph into segments needs the `tract` feature".into()))
 }
 

@@ -4,8 +4,8 @@
 //! A segment's session reads its weights from the external-data file where the system mapped it
 //! (no prepacking, no level-3 layouts, as with mapped weights), so loading one costs the graph's
 //! setup and page-cache reads rather than copies, and dropping it unmaps them. Its activations
-//! come from the system allocator, not an arena: the tensors handed to the next segment then own
-//! only their own memory, where an arena's tensors would keep the whole arena alive.
+//! live in its own arena, which goes with it; the tensors handed to later segments are copied out
+//! first, since a tensor of the arena would keep the whole arena alive.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,10 +64,9 @@ impl OrtSegmentedGraph {
         let model = segments::read(path, attention_slices)?;
         let graph = model.graph.as_ref().ok_or_else(|| model_error(path, "the model has no graph"))?;
         let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-        let io = |v: &ValueInfoProto| io_info(v);
         let inputs: Vec<IoInfo> =
-            graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).map(io).collect();
-        let outputs: Vec<IoInfo> = graph.output.iter().map(io).collect();
+            graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).map(io_info).collect();
+        let outputs: Vec<IoInfo> = graph.output.iter().map(io_info).collect();
         let cut = split(&model, segments).map_err(|e| model_error(path, e))?;
         drop(model);
         let mut parts: Vec<Part> = cut

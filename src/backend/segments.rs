@@ -86,12 +86,16 @@ pub fn read(path: &Path, attention_slices: usize) -> Result<ModelProto> {
     Ok(model)
 }
 
-/// The weight bytes of each segment of `path`'s graph cut into `segments` after slicing its
-/// attention, as a load in segments cuts it.
-pub fn weights_of_file(path: &Path, attention_slices: usize, segments: usize) -> Result<Vec<u64>> {
+/// For each count of `segments`, the weight bytes of the largest segment of `path`'s graph cut
+/// into that many after slicing its attention, as a load in segments cuts it; the graph is read
+/// once.
+pub fn largest_segments(path: &Path, attention_slices: usize, segments: &[usize]) -> Result<Vec<u64>> {
     let model = read(path, attention_slices)?;
-    let cut = split(&model, segments).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
-    Ok(cut.iter().map(|s| s.weight_bytes).collect())
+    let largest = |n: usize| -> Result<u64> {
+        let cut = split(&model, n).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+        Ok(cut.iter().map(|s| s.weight_bytes).max().unwrap_or(0))
+    };
+    segments.iter().map(|&n| largest(n)).collect()
 }
 
 /// Cuts `model` into at most `segments` segments of about equal weight bytes (fewer when the
@@ -273,8 +277,8 @@ fn elem_types(graph: &GraphProto) -> HashMap<&str, i32> {
         };
         let Some(first) = first else { continue };
         for (k, o) in n.output.iter().enumerate().filter(|(_, o)| !o.is_empty()) {
-            // Other second outputs (LayerNormalization's mean and inverse deviation, Dropout's
-            // mask is the exception and is never read at inference) take the first's type.
+            // Other outputs past the first (LayerNormalization's mean and inverse deviation) have
+            // the first's type in every exporter seen.
             let ty = match (n.op_type.as_str(), k) {
                 ("TopK" | "MaxPool", 1) => int64,
                 ("DynamicQuantizeLinear", 1) => float,

@@ -73,6 +73,11 @@ impl TractGraph {
         if rewritten > 0 {
             log::debug!("{}: {rewritten} float16 Gemm nodes run as MatMul + Add", path.display());
         }
+        let widened = super::tract_nbits::widen_matmul_nbits(&mut proto)
+            .map_err(|e| e.map_message(|m| format!("{}: {m}", path.display())))?;
+        if widened > 0 {
+            log::debug!("{}: {widened} MatMulNBits nodes run as float32 MatMul", path.display());
+        }
         let sliced = super::attention::slice_attention(&mut proto, attention_slices);
         if sliced > 0 {
             log::debug!("{}: {sliced} attentions in {attention_slices} slices", path.display());

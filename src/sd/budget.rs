@@ -193,17 +193,18 @@ impl fmt::Display for Plan {
     }
 }
 
-/// Weight bytes of the largest of `segments` UNet segments with attention in `slices` slices.
-pub type SegmentWeights<'a> = dyn FnMut(usize, usize) -> Result<u64> + 'a;
+/// Given attention slices and counts of segments, the weight bytes of the largest UNet segment
+/// of each cut.
+pub type LargestSegments<'a> = dyn FnMut(usize, &[usize]) -> Result<Vec<u64>> + 'a;
 
 /// The cheapest plan for `inputs` under `budget_mb`, or an out-of-memory error naming the smallest
-/// budget any plan meets. `vae_tile`, when the caller set one, is kept; `max_segment` gives the
-/// largest segment's weights of a cut (it reads the UNet's graph).
+/// budget any plan meets. `vae_tile`, when the caller set one, is kept; `largest` gives the
+/// weights of the largest segment of each cut (it reads the UNet's graph).
 pub fn plan(
     budget_mb: u64,
     inputs: &Inputs,
     vae_tile: Option<usize>,
-    max_segment: &mut SegmentWeights<'_>,
+    largest: &mut LargestSegments<'_>,
 ) -> Result<Plan> {
     let budget = budget_mb.saturating_mul(MB);
     let text = Stage {
@@ -212,17 +213,22 @@ pub fn plan(
         activation_bytes: TEXT_ACTIVATION_BYTES,
     };
     // Segments only help with weights the segments do not all hold.
-    let cut = inputs.segments_possible && inputs.unet.external > inputs.unet.inline;
-    let segment_counts: &[usize] = if cut { &SEGMENTS } else { &SEGMENTS[..1] };
+    let cuttable = inputs.segments_possible && inputs.unet.external > inputs.unet.inline;
+    let segment_counts: &[usize] = if cuttable { &SEGMENTS } else { &SEGMENTS[..1] };
     let mut unet_options = Vec::new();
-    for &segments in segment_counts {
-        for &slices in &SLICES {
-            let weight_bytes =
-                if segments == 1 { inputs.unet.loaded() } else { inputs.unet.inline + max_segment(slices, segments)? };
+    for &slices in &SLICES {
+        let cut = if segment_counts.len() > 1 { largest(slices, &segment_counts[1..])? } else { vec![] };
+        for (k, &segments) in segment_counts.iter().enumerate() {
+            let weight_bytes = match k {
+                0 => inputs.unet.loaded(),
+                _ => inputs.unet.inline + cut.get(k - 1).copied().unwrap_or(0),
+            };
             let stage = Stage { name: "unet", weight_bytes, activation_bytes: unet_activations(inputs, slices) };
             unet_options.push((segments, slices, stage));
         }
     }
+    // Fewest segments first (each is set up again on every step), then fewest slices.
+    unet_options.sort_by_key(|(segments, slices, _)| (*segments, *slices));
     let tiles: Vec<Option<usize>> = match vae_tile {
         Some(t) => vec![Some(t)],
         None => std::iter::once(None)
@@ -321,8 +327,8 @@ mod tests {
     }
 
     /// Segments of equal weights.
-    fn even(total: u64) -> impl FnMut(usize, usize) -> Result<u64> {
-        move |_, segments| Ok(total.div_ceil(segments as u64))
+    fn even(total: u64) -> impl FnMut(usize, &[usize]) -> Result<Vec<u64>> {
+        move |_, counts| Ok(counts.iter().map(|&n| total.div_ceil(n as u64)).collect())
     }
 
     #[test]
@@ -376,7 +382,7 @@ mod tests {
             let mut asked = false;
             let err = plan(1_500, &inputs, None, &mut |_, _| {
                 asked = true;
-                Ok(0)
+                Ok(vec![])
             });
             assert!(err.is_err() && !asked, "{err:?}");
         }

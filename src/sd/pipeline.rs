@@ -259,10 +259,8 @@ impl StableDiffusion {
         let segments = backend::can_run_in_segments(&self.opts);
         let inputs = budget::Inputs::read(&self.dir, latent, unet_batch, self.vae.factor, segments)?;
         let unet = self.dir.join("unet/model.onnx");
-        let mut max_segment = |slices: usize, segments: usize| -> Result<u64> {
-            Ok(backend::segment_weights(&unet, slices, segments)?.into_iter().max().unwrap_or(0))
-        };
-        budget::plan(budget, &inputs, tile, &mut max_segment)
+        let mut largest = |slices: usize, segments: &[usize]| backend::largest_segments(&unet, slices, segments);
+        budget::plan(budget, &inputs, tile, &mut largest)
     }
 
     /// The plan of `req` under the export's memory budget; `None` without one.
@@ -576,7 +574,7 @@ impl StableDiffusion {
         };
         let lists: &[&[String]] = if guidance > 1.0 { &[&prompts, &negatives] } else { &[&prompts] };
         let mut embeddings = self.encode_prompts_as(lists, &layout)?.into_iter();
-        memory_note("text encoder");
+        stage_done("text encoder");
         let context = embeddings.next();
         let uncond_context = embeddings.next();
         let Start { init, inpaint, strength, sample_extra } = self.start(req, batch, shape)?;
@@ -592,12 +590,12 @@ impl StableDiffusion {
             ..p.clone()
         };
         let gen = session.generate(&params, progress)?;
-        memory_note("sampling");
         // The UNet is freed before the decoder loads (what low-memory mode is for).
         drop(session);
         drop(model);
+        stage_done("sampling");
         let pixels = self.decode_as(&gen.samples, batch, shape, vae_tile, &layout)?;
-        memory_note("VAE decoder");
+        stage_done("VAE decoder");
         Ok(Images {
             batch,
             width: shape[2] * self.vae.factor,
@@ -613,8 +611,9 @@ impl StableDiffusion {
     }
 }
 
-/// Logs the resident memory after a stage, and the peak so far (debug level).
-fn memory_note(stage: &str) {
+/// After a stage whose part was dropped: hands what the allocator kept of it back to the system,
+/// and logs the resident memory and the peak so far (debug level).
+fn stage_done(stage: &str) {
     crate::sysinfo::release_freed_memory();
     let mb = |b: Option<u64>| b.map_or(0.0, |b| b as f64 / (1 << 20) as f64);
     let (now, peak) = (mb(crate::sysinfo::rss_bytes()), mb(crate::sysinfo::peak_rss_bytes()));

@@ -8,6 +8,7 @@ public final class ModelOptions {
     int threads;
     int attentionSlices;
     boolean mappedWeights;
+    int memoryBudgetMb;
 
     /** "tract" (pure Rust), "ort" (ONNX Runtime), or null for automatic: ort when its library is found. */
     public ModelOptions backend(String backend) {
@@ -45,6 +46,16 @@ public final class ModelOptions {
     /** ONNX Runtime reads an external-data graph's weights from the mapped file instead of copies. */
     public ModelOptions mappedWeights(boolean mapped) {
         this.mappedWeights = mapped;
+        return this;
+    }
+
+    /**
+     * Stable Diffusion exports: megabytes of resident memory every generation must stay under; the
+     * runtime plans how the parts load to fit, and a budget it cannot meet throws
+     * {@code OUT_OF_MEMORY} naming the smallest it could. 0 = none. Not for model.json models.
+     */
+    public ModelOptions memoryBudgetMb(int megabytes) {
+        this.memoryBudgetMb = megabytes;
         return this;
     }
 }

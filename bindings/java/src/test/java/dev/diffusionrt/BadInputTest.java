@@ -70,6 +70,10 @@ class BadInputTest {
         fails(Status.INVALID_ARGUMENT, "threads", () -> Model.load(
                 Fixtures.path("models/digits"), new ModelOptions().threads(-1)));
         fails(Status.INVALID_ARGUMENT, "NUL", () -> Model.load("models\0digits"));
+        fails(Status.INVALID_ARGUMENT, "memory_budget_mb is planned for Stable Diffusion exports", () -> Model.load(
+                Fixtures.path("models/digits"), new ModelOptions().memoryBudgetMb(1000)));
+        fails(Status.OUT_OF_MEMORY, "a memory budget of 60 MB cannot be met", () -> StableDiffusion.load(
+                Fixtures.path("tests/fixtures/sd-tiny/export"), new ModelOptions().memoryBudgetMb(60), false));
         fails(Status.INVALID_ARGUMENT, "attentionSlices must be 0 or more", () -> Model.load(
                 Fixtures.path("models/digits"), new ModelOptions().attentionSlices(-1)));
         fails(Status.INVALID_ARGUMENT, "attention slices must be at most 64", () -> Model.load(
