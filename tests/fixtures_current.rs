@@ -63,3 +63,8 @@ fn clip_tokenizer_fixture_is_what_its_script_makes() {
 fn pillow_resize_fixture_is_what_its_script_makes() {
     check("pil-resize");
 }
+
+#[test]
+fn matmul_nbits_fixture_is_what_its_script_makes() {
+    check("nbits");
+}

@@ -104,6 +104,32 @@ fn int4_runs_on_tract_as_on_onnx_runtime() {
     }
 }
 
+/// The MatMulNBits layouts tract's widening reads (tests/fixtures/nbits: 4-bit with zero points,
+/// 4-bit and 8-bit symmetric, a padded second block): tract's product equals ONNX Runtime's.
+#[test]
+fn matmul_nbits_layouts_widen_to_onnx_runtime_s_numbers() {
+    use diffusion_rt::backend::{load_graph, BackendOptions, Input, InputData};
+    let x: Vec<f32> = (0..3 * 40).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let product = |name: &str, backend: BackendKind| {
+        let path = common::repo().join("tests/fixtures/nbits").join(format!("{name}.onnx"));
+        let opts = BackendOptions { backend, ..BackendOptions::default() };
+        let graph = load_graph(&path, &opts).unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}"));
+        let mut out = vec![0f32; 3 * 6];
+        let input = Input { index: 0, shape: &[3, 40], data: InputData::F32(&x) };
+        graph.runner().expect("runner").run(&[input], 0, &mut out).expect("run");
+        out
+    };
+    for name in ["int4_zero_points", "int4", "int8"] {
+        let tract = product(name, BackendKind::Tract);
+        assert!(tract.iter().any(|v| *v != 0.0) && tract.iter().all(|v| v.is_finite()), "{name}: {tract:?}");
+        if ort_available() {
+            let d = rel_l2(&tract, &product(name, BackendKind::Ort));
+            println!("{name}: tract vs ONNX Runtime rel. L2 {d:.1e}");
+            assert!(d < 1e-6, "{name}: tract's widened weights differ from ONNX Runtime's by {d}");
+        }
+    }
+}
+
 #[test]
 fn derived_models_are_current() {
     use sha2::Digest;
