@@ -45,6 +45,20 @@ fn on_last_axis(softmax: &NodeProto) -> bool {
     softmax.attribute.iter().find(|a| a.name == "axis").is_none_or(|a| a.i == -1)
 }
 
+/// The graph in `path`, decoded, with its attentions in `slices` slices, and how many it sliced.
+/// Reads only the graph when its weights are in external data.
+pub fn read_sliced(path: &std::path::Path, slices: usize) -> crate::error::Result<(ModelProto, usize)> {
+    use crate::error::Error;
+    use prost::Message;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut model = ModelProto::decode(bytes.as_slice())
+        .map_err(|e| Error::Model(format!("{}: not an ONNX model: {e}", path.display())))?;
+    drop(bytes);
+    let sliced = slice_attention(&mut model, slices);
+    log::debug!("{}: {sliced} attentions in {slices} slices", path.display());
+    Ok((model, sliced))
+}
+
 /// Rewrites every attention of `model` into `slices` slices of queries (see the module's
 /// documentation) and returns how many it rewrote; a graph without the pattern, or an opset before
 /// 13, is left as it is (0).

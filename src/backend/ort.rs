@@ -140,12 +140,7 @@ fn rewrite(path: &Path, slices: usize) -> Result<Option<Vec<u8>>> {
     if slices <= 1 {
         return Ok(None);
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let mut model = tract_onnx::pb::ModelProto::decode(bytes.as_slice())
-        .map_err(|e| Error::Model(format!("{}: not an ONNX model: {e}", path.display())))?;
-    drop(bytes);
-    let sliced = super::attention::slice_attention(&mut model, slices);
-    log::debug!("{}: {sliced} attentions in {slices} slices", path.display());
+    let (model, sliced) = super::attention::read_sliced(path, slices)?;
     Ok((sliced > 0).then(|| model.encode_to_vec()))
 }
 

@@ -22,7 +22,7 @@ use tract_onnx::pb::{tensor_proto::DataType, ValueInfoProto};
 use super::ort::{
     commit_error, copy_output, environment, model_error, new_tensor, session_builder, with_external_data_beside,
 };
-use super::segments::{self, split};
+use super::segments::split;
 use super::{
     check_inputs, check_output, default_threads, ort_lib, BackendOptions, DType, Graph, Input, IoInfo, Runner,
 };
@@ -61,7 +61,7 @@ impl OrtSegmentedGraph {
         }
         let library = ort_lib::find(opts.ort_library.as_deref())?;
         let env = environment(&library)?;
-        let model = segments::read(path, attention_slices)?;
+        let (model, _) = super::attention::read_sliced(path, attention_slices)?;
         let graph = model.graph.as_ref().ok_or_else(|| model_error(path, "the model has no graph"))?;
         let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
         let inputs: Vec<IoInfo> =

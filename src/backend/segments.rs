@@ -15,8 +15,6 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use prost::Message;
-
 use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::tensor_proto::{DataLocation, DataType};
 use tract_onnx::pb::type_proto::{Tensor, Value};
@@ -75,22 +73,11 @@ pub fn weight_bytes(model: &ModelProto) -> u64 {
     model.graph.as_ref().map_or(0, |g| g.initializer.iter().map(tensor_bytes).sum())
 }
 
-/// The graph in `path` with its attention in `attention_slices` slices ([`super::attention`]).
-/// Reads only the graph when its weights are in external data.
-pub fn read(path: &Path, attention_slices: usize) -> Result<ModelProto> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let mut model = ModelProto::decode(bytes.as_slice())
-        .map_err(|e| Error::Model(format!("{}: not an ONNX model: {e}", path.display())))?;
-    drop(bytes);
-    super::attention::slice_attention(&mut model, attention_slices);
-    Ok(model)
-}
-
 /// For each count of `segments`, the weight bytes of the largest segment of `path`'s graph cut
 /// into that many after slicing its attention, as a load in segments cuts it; the graph is read
 /// once.
 pub fn largest_segments(path: &Path, attention_slices: usize, segments: &[usize]) -> Result<Vec<u64>> {
-    let model = read(path, attention_slices)?;
+    let (model, _) = super::attention::read_sliced(path, attention_slices)?;
     let largest = |n: usize| -> Result<u64> {
         let cut = split(&model, n).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
         Ok(cut.iter().map(|s| s.weight_bytes).max().unwrap_or(0))
