@@ -43,6 +43,9 @@ pub struct StableDiffusion {
     memory_budget_mb: Option<u64>,
     /// How parts load by default: under a budget, as the plan of a default generation says.
     layout: Layout,
+    /// By attention slices and segment counts, the UNet's largest segment of each cut: a property
+    /// of the graph file, worked out once instead of on every generation's plan.
+    largest_segments: Mutex<HashMap<CutKey, Vec<u64>>>,
     scheduler: SchedulerConfig,
     vae: VaeConfig,
     /// Latent channels the UNet returns (and the sampler walks).
@@ -95,6 +98,9 @@ pub struct SdOptions {
     /// planned to fit. A budget the plan cannot meet is an error naming the smallest it could.
     pub memory_budget_mb: Option<u64>,
 }
+
+/// Attention slices and the segment counts of the cuts asked for.
+type CutKey = (usize, Vec<usize>);
 
 /// A part and the latent size it was loaded for (0 × 0 for the text encoder).
 type GraphKey = (Part, usize, usize);
@@ -205,6 +211,7 @@ impl StableDiffusion {
             low_memory: sd.low_memory || sd.memory_budget_mb.is_some(),
             memory_budget_mb: sd.memory_budget_mb,
             layout: Layout::default(),
+            largest_segments: Mutex::new(HashMap::new()),
             scheduler,
             vae,
             channels: 0,
@@ -259,7 +266,16 @@ impl StableDiffusion {
         let segments = backend::can_run_in_segments(&self.opts);
         let inputs = budget::Inputs::read(&self.dir, latent, unet_batch, self.vae.factor, segments)?;
         let unet = self.dir.join("unet/model.onnx");
-        let mut largest = |slices: usize, segments: &[usize]| backend::largest_segments(&unet, slices, segments);
+        let mut largest = |slices: usize, segments: &[usize]| -> Result<Vec<u64>> {
+            let mut known = self.largest_segments.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (slices, segments.to_vec());
+            if let Some(cut) = known.get(&key) {
+                return Ok(cut.clone());
+            }
+            let cut = backend::largest_segments(&unet, slices, segments)?;
+            known.insert(key, cut.clone());
+            Ok(cut)
+        };
         budget::plan(budget, &inputs, tile, &mut largest)
     }
 
