@@ -383,6 +383,16 @@ typedef struct drt_generate_params {
    * (then `noise` is read as that many floats). Bindings set it.
    */
   size_t noise_len;
+  /**
+   * Tensor inputs (model.json `denoiser.tensor_inputs`, e.g. an observation): `tensor_count`
+   * input names, and for each a pointer to its floats and how many there are: one sample's
+   * tensor (the graph's per-sample shape, row-major) for every sample, or `batch` of them. Every
+   * tensor input of the model must be given; all three arrays NULL when tensor_count is 0.
+   */
+  const char *const *tensor_names;
+  const float *const *tensor_values;
+  const size_t *tensor_lens;
+  size_t tensor_count;
 } drt_generate_params;
 
 /**

@@ -31,11 +31,19 @@ pub struct Conditioning {
     pub context: Vec<f32>,
     /// `batch` blocks of the sample input's extra channels; empty when it has none.
     pub extra: Vec<f32>,
+    /// Per tensor input (the model's `tensor_inputs` order), `batch` tensors one after another.
+    pub tensors: Vec<Vec<f32>>,
 }
 
 impl Conditioning {
     pub fn per_sample(&self) -> PerSample<'_> {
-        PerSample { classes: &self.classes, conds: &self.conds, context: &self.context, extra: &self.extra }
+        PerSample {
+            classes: &self.classes,
+            conds: &self.conds,
+            context: &self.context,
+            extra: &self.extra,
+            tensors: &self.tensors,
+        }
     }
 
     /// The doubled batch of one guided call: these `batch` samples, then `other`'s.
@@ -48,6 +56,7 @@ impl Conditioning {
             conds: conds.collect(),
             context: cat(&self.context, &other.context),
             extra: cat(&self.extra, &other.extra),
+            tensors: self.tensors.iter().zip(&other.tensors).map(|(a, b)| cat(a, b)).collect(),
         }
     }
 }

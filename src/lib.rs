@@ -55,6 +55,7 @@ pub mod model;
 pub mod npy;
 mod panic;
 pub mod pipeline;
+pub mod policy;
 pub mod quality;
 pub mod request;
 pub mod rng;

@@ -16,6 +16,10 @@ pub const MAX_GUIDANCE: f32 = 100.0;
 pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
 /// The most pixels per image side (a 4096 × 4096 image).
 pub const MAX_IMAGE_SIDE: usize = 4096;
+/// The most tensor inputs one request may name (a C caller's count is checked before it is read).
+pub const MAX_TENSOR_INPUTS: usize = 64;
+/// The most values one tensor input may be given (1 GiB of floats), as for a sample.
+pub const MAX_TENSOR_VALUES: usize = 1 << 28;
 
 fn invalid<T>(msg: String) -> Result<T> {
     Err(Error::InvalidArgument(msg))

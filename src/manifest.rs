@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::limits;
 use crate::schedule::{
-    BetaSchedule, DiscreteSchedule, EdmSchedule, FinalSigmas, FlowSchedule, NoiseSchedule, TimestepSpacing,
+    BetaSchedule, DiscreteSchedule, EdmSchedule, FinalSigmas, FlowSchedule, NoiseSchedule, TimestepSpacing, VpSchedule,
 };
 
 pub const SCHEMA: &str = "diffusion-rt.model/1";
@@ -48,6 +48,10 @@ pub struct DenoiserSpec {
     /// and appended after them (an inpainting UNet's mask and masked-image latents: 5).
     #[serde(default)]
     pub sample_extra_channels: usize,
+    /// Float tensors the caller fills per generation (an observation, a low-resolution image, a
+    /// measured signal), each of the graph's fixed per-sample shape.
+    #[serde(default)]
+    pub tensor_inputs: Vec<TensorInput>,
     pub output: String,
     pub prediction: Prediction,
 }
@@ -93,6 +97,16 @@ pub struct ClassInput {
 #[serde(deny_unknown_fields)]
 pub struct ContextInput {
     pub name: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorInput {
+    pub name: String,
+    /// The value of every element on guidance's unconditional branch (the "no observation" the
+    /// network was trained with); without it, guidance above 1 is an error for this model.
+    #[serde(default)]
+    pub null: Option<f32>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -154,6 +168,15 @@ pub enum NoiseScheduleSpec {
         num_train_timesteps: Option<usize>,
         #[serde(default)]
         shift: Option<f64>,
+    },
+    /// Song et al.'s continuous variance-preserving SDE.
+    Vp {
+        #[serde(default)]
+        beta_min: Option<f64>,
+        #[serde(default)]
+        beta_max: Option<f64>,
+        #[serde(default)]
+        t_min: Option<f64>,
     },
 }
 
@@ -252,6 +275,27 @@ impl NoiseScheduleSpec {
                     ));
                 }
                 NoiseSchedule::Flow(s)
+            }
+            NoiseScheduleSpec::Vp { beta_min, beta_max, t_min } => {
+                let d = VpSchedule::default();
+                let s = VpSchedule {
+                    beta_min: beta_min.unwrap_or(d.beta_min),
+                    beta_max: beta_max.unwrap_or(d.beta_max),
+                    t_min: t_min.unwrap_or(d.t_min),
+                };
+                if !(s.beta_min >= 0.0 && s.beta_max > s.beta_min && s.beta_max.is_finite()) {
+                    return Err(key(
+                        "beta_max",
+                        Error::InvalidArgument(format!(
+                            "need 0 <= beta_min < beta_max, got {} and {}",
+                            s.beta_min, s.beta_max
+                        )),
+                    ));
+                }
+                if !(s.t_min > 0.0 && s.t_min < 1.0) {
+                    return Err(key("t_min", Error::InvalidArgument(format!("must lie in (0, 1), got {}", s.t_min))));
+                }
+                NoiseSchedule::Vp(s)
             }
         })
     }
@@ -362,6 +406,7 @@ impl Manifest {
         names.extend(d.class_input.as_ref().map(|c| c.name.as_str()));
         names.extend(d.cond_inputs.iter().map(|c| c.name.as_str()));
         names.extend(d.context_input.as_ref().map(|c| c.name.as_str()));
+        names.extend(d.tensor_inputs.iter().map(|t| t.name.as_str()));
         for (i, n) in names.iter().enumerate() {
             if names[..i].contains(n) {
                 return bad("denoiser", format!("input `{n}` is named twice"));
@@ -371,6 +416,9 @@ impl Manifest {
             if !c.default.is_finite() {
                 return bad("denoiser.cond_inputs.default", format!("`{}` has a non-finite default", c.name));
             }
+        }
+        if let Some(t) = d.tensor_inputs.iter().find(|t| t.null.is_some_and(|v| !v.is_finite())) {
+            return bad("denoiser.tensor_inputs.null", format!("`{}` has a non-finite null", t.name));
         }
         self.noise_schedule.to_schedule()?;
         // The defaults are a request: the request's limits hold for them.
@@ -462,7 +510,23 @@ mod tests {
                 "sigma_min",
             ),
             (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"flow\", \"shift\": -1}"), "shift"),
-            (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"vp\"}"), "vp"),
+            (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"ve\"}"), "ve"),
+            (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"vp\", \"beta_max\": 0.05}"), "beta_max"),
+            (GOOD.replace("{\"type\": \"discrete\"}", "{\"type\": \"vp\", \"t_min\": 0}"), "t_min"),
+            (
+                GOOD.replace(
+                    "\"output\": \"y\"",
+                    "\"output\": \"y\", \"tensor_inputs\": [{\"name\": \"o\"}, {\"name\": \"o\"}]",
+                ),
+                "named twice",
+            ),
+            (
+                GOOD.replace(
+                    "\"output\": \"y\"",
+                    "\"output\": \"y\", \"tensor_inputs\": [{\"name\": \"o\", \"nul\": 0}]",
+                ),
+                "nul",
+            ),
             (GOOD.replace("\"kind\": \"index\"}", "\"kind\": \"index\", \"scale\": 0}"), "scale"),
             (
                 GOOD.replace(

@@ -37,6 +37,9 @@ pub struct GenerateParams {
     pub classes: Vec<i64>,
     /// Conditioning values by input name: one value for all samples or one per sample.
     pub conds: Vec<(String, Vec<f32>)>,
+    /// Tensors by input name (`denoiser.tensor_inputs`): one sample's tensor (in the graph's
+    /// per-sample shape, row-major) for all samples, or one per sample one after another.
+    pub tensors: Vec<(String, Vec<f32>)>,
     /// Initial unit noise `[batch, *sample_shape]` instead of the seeded one.
     pub noise: Option<Vec<f32>>,
     /// Per-step noise for stochastic samplers, indexed by step, instead of the seeded one.
@@ -295,7 +298,47 @@ fn conditioning(model: &Model, p: &GenerateParams, batch: usize) -> Result<Condi
         }
         (Some(v), _) => whole_batch(v, el, batch, "sample_extra")?,
     };
-    Ok(Conditioning { classes: classes(model, p, batch)?, conds: conds(model, p, batch)?, context, extra })
+    Ok(Conditioning {
+        classes: classes(model, p, batch)?,
+        conds: conds(model, p, batch)?,
+        context,
+        extra,
+        tensors: tensors(model, p, batch)?,
+    })
+}
+
+/// Every tensor input's values for the whole batch, in the model's order; each must be given.
+fn tensors(model: &Model, p: &GenerateParams, batch: usize) -> Result<Vec<Vec<f32>>> {
+    let m = model.manifest();
+    let known = || {
+        let names: Vec<&str> = model.tensor_inputs().map(|(n, _, _)| n).collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    if let Some((name, _)) = p.tensors.iter().find(|(n, _)| !model.tensor_inputs().any(|(t, _, _)| t == n)) {
+        return invalid(format!("model `{}` has no tensor input `{name}` (it has: {})", m.name, known()));
+    }
+    let mut out = Vec::new();
+    for (name, shape, per) in model.tensor_inputs() {
+        let given: Vec<&Vec<f32>> = p.tensors.iter().filter(|(n, _)| n == name).map(|(_, v)| v).collect();
+        let v = match given.as_slice() {
+            [v] => v,
+            [] => return invalid(format!("model `{}` needs its tensor input `{name}` {shape:?}", m.name)),
+            _ => return invalid(format!("tensor input `{name}` given twice")),
+        };
+        if v.len() != per && v.len() != batch * per {
+            return invalid(format!(
+                "tensor input `{name}` has {} values; its shape {shape:?} needs {per} (one for all samples) or \
+                 batch {batch} × {per}",
+                v.len()
+            ));
+        }
+        out.push(whole_batch(v, per, batch, &format!("tensor input `{name}`"))?);
+    }
+    Ok(out)
 }
 
 /// `batch` tensors one after another, as a context is given.
@@ -382,8 +425,8 @@ fn unconditional(
     let classes = match (&d.class_input, m.null_class()) {
         (Some(_), Some(null)) => vec![null; cond.classes.len()],
         (Some(_), None) => return no_uncond("no null class (denoiser.class_input.null_class)"),
-        (None, _) if d.context_input.is_none() => {
-            return no_uncond("no null class (no class input) and no context input")
+        (None, _) if d.context_input.is_none() && d.tensor_inputs.is_empty() => {
+            return no_uncond("no null class (no class input), no context input and no tensor input")
         }
         (None, _) => Vec::new(),
     };
@@ -403,7 +446,14 @@ fn unconditional(
             v
         }
     };
-    Ok(Conditioning { classes, context, ..cond.clone() })
+    let mut tensors = Vec::with_capacity(d.tensor_inputs.len());
+    for (t, given) in d.tensor_inputs.iter().zip(&cond.tensors) {
+        let Some(null) = t.null else {
+            return no_uncond(&format!("no null for its tensor input `{}` (denoiser.tensor_inputs.null)", t.name));
+        };
+        tensors.push(vec![null; given.len()]);
+    }
+    Ok(Conditioning { classes, context, tensors, ..cond.clone() })
 }
 
 /// What a request that sets no sampling option runs on a model: its manifest's `defaults`, and the

@@ -153,12 +153,30 @@ impl Default for FlowSchedule {
     }
 }
 
+/// Song et al.'s variance-preserving SDE in continuous time `t` in [0, 1]:
+/// `ᾱ(t) = exp(−½ t² (β_max − β_min) − t β_min)`, `alpha = √ᾱ`, `sigma = √(1 − ᾱ)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VpSchedule {
+    pub beta_min: f64,
+    pub beta_max: f64,
+    /// The smallest time a grid visits before its final clean level.
+    pub t_min: f64,
+}
+
+impl Default for VpSchedule {
+    /// score-SDE's and diffusers' `ScoreSdeVpScheduler` values.
+    fn default() -> Self {
+        VpSchedule { beta_min: 0.1, beta_max: 20.0, t_min: 1e-3 }
+    }
+}
+
 /// The model's training noise schedule.
 #[derive(Clone, Debug, PartialEq)]
 pub enum NoiseSchedule {
     Discrete(DiscreteSchedule),
     Edm(EdmSchedule),
     Flow(FlowSchedule),
+    Vp(VpSchedule),
 }
 
 impl std::fmt::Display for NoiseSchedule {
@@ -186,11 +204,14 @@ impl std::fmt::Display for NoiseSchedule {
             NoiseSchedule::Flow(fl) => {
                 write!(f, "flow, shift {}, {} train timesteps", fl.shift, fl.num_train_timesteps)
             }
+            NoiseSchedule::Vp(v) => {
+                write!(f, "vp, beta {} to {}, t from 1 to {} then 0", v.beta_min, v.beta_max, v.t_min)
+            }
         }
     }
 }
 
-/// Which diffusers scheduler's grid to lay out for a discrete model (EDM and flow ignore it).
+/// Which diffusers scheduler's grid to lay out for a discrete model (EDM, flow and vp ignore it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Grid {
     /// DDIMScheduler: listed timesteps, then the "final alpha".
@@ -246,6 +267,8 @@ impl NoiseSchedule {
             }
             NoiseSchedule::Edm(cfg) => Schedule::new(continuous::edm_levels(cfg, steps, spacing)?, edm_init_scale(cfg)),
             NoiseSchedule::Flow(cfg) => Schedule::new(continuous::flow_levels(cfg, steps, spacing)?, 1.0),
+            // The initial sample is the unit noise itself (sigma(1) is 1 − 2e-5 at the defaults).
+            NoiseSchedule::Vp(cfg) => Schedule::new(continuous::vp_levels(cfg, steps, spacing)?, 1.0),
         }
     }
 }
@@ -281,7 +304,7 @@ impl Schedule {
 
     /// A custom sigma table in the model's own convention, last entry included (usually 0): k-diffusion
     /// sigmas for discrete models (timesteps by diffusers' `_sigma_to_t`; the initial sample scaled as
-    /// EulerDiscrete does for the configured spacing), sigmas for EDM, flow times `t` for flow models.
+    /// EulerDiscrete does for the configured spacing), sigmas for EDM, times `t` for flow and vp models.
     pub fn from_sigmas(noise: &NoiseSchedule, sigmas: &[f64]) -> Result<Self> {
         limits::sigma_table(sigmas)?;
         match noise {
@@ -306,6 +329,12 @@ impl Schedule {
                     return Err(Error::InvalidArgument(format!("flow times must lie in [0, 1], got {}", sigmas[0])));
                 }
                 Schedule::new(sigmas.iter().map(|&t| continuous::flow_level(t as f32)).collect(), 1.0)
+            }
+            NoiseSchedule::Vp(cfg) => {
+                if sigmas[0] > 1.0 {
+                    return Err(Error::InvalidArgument(format!("vp times must lie in [0, 1], got {}", sigmas[0])));
+                }
+                Schedule::new(sigmas.iter().map(|&t| continuous::vp_level(cfg, t)).collect(), 1.0)
             }
         }
     }

@@ -68,3 +68,8 @@ fn pillow_resize_fixture_is_what_its_script_makes() {
 fn matmul_nbits_fixture_is_what_its_script_makes() {
     check("nbits");
 }
+
+#[test]
+fn vp_fixture_is_what_its_script_makes() {
+    check("vp");
+}

@@ -10,9 +10,11 @@
 
   cargo build --release && python quantize.py
 
-`python quantize.py --export SRC DEST [--bits 4|8]` writes a Stable Diffusion export (as optimum
+`python quantize.py --export SRC DEST [--bits 4|8|none]` writes a Stable Diffusion export (as optimum
 writes it) with the matrix products of its text encoder and UNet in 4- or 8-bit weight-only form,
-the other parts copied.
+the other parts copied. Either way the UNet's weights go to external data (`model.onnx_data`), which
+is what lets the runtime cut it into segments under a memory budget; `--bits none` does only that,
+for exports such as optimum's float16 one, whose UNet (1.7 GB) fits inside its graph file.
 
 Each directory gets the digits model.json under a new name and a derived.json recording the source
 graph's sha256, so tests notice when digits is retrained and these are not.
@@ -162,13 +164,15 @@ def int4():
 
 def export(src, dest, bits):
     """An optimum Stable Diffusion export with its text encoder's and UNet's matrix products in
-    `bits`-bit weights."""
+    `bits`-bit weights (as they are for `bits=None`), the UNet's weights in external data."""
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("text_encoder", "unet"))
     for part in ("text_encoder", "unet"):
         (dest / part).mkdir()
         for f in (src / part).glob("*.json"):
             shutil.copy(f, dest / part)
-        model = weight_only(onnx.load(str(src / part / "model.onnx")), bits)
+        model = onnx.load(str(src / part / "model.onnx"))
+        if bits:
+            model = weight_only(model, bits)
         # External data when the weights pass protobuf's 2 GB, or for the UNet, so it can run in
         # segments under a memory budget.
         onnx.save(model, str(dest / part / "model.onnx"), save_as_external_data=part == "unet",
@@ -181,10 +185,11 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--export", nargs=2, metavar=("SRC", "DEST"), type=Path,
                    help="quantize a Stable Diffusion export instead of models/digits")
-    p.add_argument("--bits", type=int, choices=(4, 8), default=4)
+    p.add_argument("--bits", choices=("4", "8", "none"), default="4",
+                   help="with --export: the weights' bits, or none to only move the UNet's to external data")
     a = p.parse_args()
     if a.export:
-        export(*a.export, a.bits)
+        export(*a.export, None if a.bits == "none" else int(a.bits))
         return
     with tempfile.TemporaryDirectory() as tmp:
         int8(Path(tmp))

@@ -32,6 +32,41 @@ enum Command {
     Bench(Box<BenchArgs>),
     /// Show a model's manifest, graph inputs and outputs, and what the backend makes of them.
     Inspect(InspectArgs),
+    /// Run a point-task policy in closed loop with the task's simulator: success rate, the sides
+    /// it passes the obstacle on, network passes and the time of each plan (p50, p99).
+    PolicyEval(Box<PolicyEvalArgs>),
+}
+
+#[derive(Args)]
+struct PolicyEvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The task (default: task.json in the model directory).
+    #[arg(long)]
+    task: Option<PathBuf>,
+    #[arg(long, default_value_t = 200)]
+    episodes: usize,
+    /// Picks the episodes' starts and every plan's noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sampler (default: the model's).
+    #[arg(long)]
+    sampler: Option<String>,
+    /// Steps per plan from noise (default: the model's).
+    #[arg(long)]
+    steps: Option<u32>,
+    #[arg(long)]
+    guidance: Option<f32>,
+    /// Warm start: plans after an episode's first begin from the previous plan, shifted and
+    /// noised, and run this fraction of the schedule.
+    #[arg(long, value_name = "FRACTION")]
+    warm_start: Option<f32>,
+    /// Actions run per plan (default: the task's `execute`).
+    #[arg(long)]
+    execute: Option<usize>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -235,6 +270,10 @@ struct SamplingArgs {
     /// NAME=VALUE conditioning: once for all samples or once per sample.
     #[arg(long = "cond")]
     conds: Vec<String>,
+    /// NAME=FILE.npy: a tensor input's value, shaped as the graph's per-sample input (one for all
+    /// samples) or [batch, ...] (one per sample).
+    #[arg(long = "tensor")]
+    tensors: Vec<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Number of samples (default: the number of classes given, else 1).
@@ -284,6 +323,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => generate(a),
         Command::Bench(a) => bench(a),
         Command::Inspect(a) => inspect(a),
+        Command::PolicyEval(a) => policy_eval(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -313,9 +353,39 @@ fn parse_conds(items: &[String]) -> Result<Vec<(String, Vec<f32>)>> {
 }
 
 impl SamplingArgs {
-    /// The generation's parameters; `sample_len` sizes the batch implied by `--noise`.
-    fn params(&self, sample_len: usize) -> Result<GenerateParams> {
-        self.params_with(sample_len, true)
+    /// The generation's parameters for `model`.
+    fn params(&self, model: &Model) -> Result<GenerateParams> {
+        let mut p = self.params_with(model.sample_len(), true)?;
+        p.tensors = self.tensors(model, p.batch)?;
+        Ok(p)
+    }
+
+    /// The `--tensor` files, each checked against its input's per-sample shape.
+    fn tensors(&self, model: &Model, batch: usize) -> Result<Vec<(String, Vec<f32>)>> {
+        let mut out = Vec::new();
+        for item in &self.tensors {
+            let (name, file) = item
+                .split_once('=')
+                .ok_or_else(|| Error::InvalidArgument(format!("--tensor `{item}`: expected NAME=FILE.npy")))?;
+            let known: Vec<&str> = model.tensor_inputs().map(|(n, _, _)| n).collect();
+            let Some((_, shape, _)) = model.tensor_inputs().find(|(n, _, _)| *n == name) else {
+                let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+                let m = &model.manifest().name;
+                return Err(Error::InvalidArgument(format!(
+                    "--tensor `{item}`: model `{m}` has no tensor input `{name}` (it has: {known})"
+                )));
+            };
+            let arr = read_npy(&format!("--tensor {name}:"), std::path::Path::new(file))?;
+            let fits = arr.shape == shape || (arr.shape.len() == shape.len() + 1 && arr.shape[1..] == *shape);
+            if !fits || (arr.shape.len() > shape.len() && ![1, batch].contains(&arr.shape[0])) {
+                return Err(Error::InvalidArgument(format!(
+                    "--tensor {name}: {file} has shape {:?}; the input takes {shape:?}, [1, ...] or [batch {batch}, ...]",
+                    arr.shape
+                )));
+            }
+            out.push((name.to_string(), arr.data));
+        }
+        Ok(out)
     }
 
     /// As `params`; without `read_init`, `--init` is left to the caller (a Stable Diffusion
@@ -417,7 +487,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     a.text.prompt.refuse_unless_export(&a.model.model, a.text.save_latents.is_some())?;
     let model = a.model.load()?;
     let m = model.manifest();
-    let params = a.sampling.params(model.sample_len())?;
+    let params = a.sampling.params(&model)?;
     let batch = params.batch;
     let mut session = Session::new(&model)?;
     if let Some(limit) = a.limits.bytes() {
@@ -524,6 +594,12 @@ impl PromptArgs {
             _ => (self.width, self.height),
         };
         let [c, h, w] = sd.latent_shape(width, height)?;
+        if !sampling.tensors.is_empty() {
+            return Err(Error::InvalidArgument(
+                "--tensor is for models whose model.json has denoiser.tensor_inputs, not Stable Diffusion exports"
+                    .into(),
+            ));
+        }
         let mut params = sampling.params_with(c * h * w, false)?;
         let (w, h) = (w * f, h * f);
         let init_image = match (sampling.init.as_deref(), init_png) {
@@ -645,8 +721,30 @@ fn bench(a: &BenchArgs) -> Result<()> {
         classifier: a.classifier.clone(),
         memory_limit: a.limits.bytes(),
     };
-    let params = |m: &Model| a.sampling.params(m.sample_len());
+    let params = |m: &Model| a.sampling.params(m);
     let report = diffusion_rt::bench::run_with(&a.model.model, &a.model.options()?, params, &opts)?;
+    print_report(&report.table(), report.to_json(), a.json.as_deref())
+}
+
+fn policy_eval(a: &PolicyEvalArgs) -> Result<()> {
+    use diffusion_rt::policy::{evaluate, EvalOptions, PointTask};
+    check_output("--json", a.json.as_deref(), None)?;
+    let task = PointTask::load(&a.task.clone().unwrap_or_else(|| a.model.model.join("task.json")))?;
+    let model = a.model.load()?;
+    let mut session = Session::new(&model)?;
+    let opts = EvalOptions {
+        episodes: a.episodes,
+        seed: a.seed,
+        params: GenerateParams {
+            sampler: a.sampler.clone(),
+            steps: a.steps,
+            guidance: a.guidance,
+            ..GenerateParams::default()
+        },
+        warm_start: a.warm_start,
+        execute: a.execute,
+    };
+    let report = evaluate(&mut session, &task, &opts)?;
     print_report(&report.table(), report.to_json(), a.json.as_deref())
 }
 
@@ -720,6 +818,10 @@ fn describe(model: &Model, defaults: &ModelDefaults) -> String {
     }
     if let Some(c) = &d.context_input {
         line("context", format!("`{}`", c.name));
+    }
+    for ((name, shape, _), t) in model.tensor_inputs().zip(&d.tensor_inputs) {
+        let null = t.null.map_or("no null (no guidance)".into(), |v| format!("null {v}"));
+        line("tensor", format!("`{name}` {shape:?} per sample, {null}"));
     }
     line("schedule", model.noise_schedule().to_string());
     line("defaults", defaults.to_string());

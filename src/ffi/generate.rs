@@ -111,6 +111,14 @@ pub struct drt_generate_params {
     /// The number of floats `noise` holds, checked against what the request needs; 0 = not given
     /// (then `noise` is read as that many floats). Bindings set it.
     pub noise_len: usize,
+    /// Tensor inputs (model.json `denoiser.tensor_inputs`, e.g. an observation): `tensor_count`
+    /// input names, and for each a pointer to its floats and how many there are: one sample's
+    /// tensor (the graph's per-sample shape, row-major) for every sample, or `batch` of them. Every
+    /// tensor input of the model must be given; all three arrays NULL when tensor_count is 0.
+    pub tensor_names: *const *const c_char,
+    pub tensor_values: *const *const f32,
+    pub tensor_lens: *const usize,
+    pub tensor_count: usize,
 }
 
 /// drt_generate_params.step_cache: no step caching.
@@ -124,7 +132,7 @@ super::params_layout!(drt_generate_params: struct_size, seed, steps, guidance, s
     user_data, classes, noise, cond_names, cond_values, cond_count, init, init_len, strength, adaptive_guidance,
     guidance_interval_lo, guidance_interval_hi, sigmas, sigmas_len, step_cache, cache_threshold, cache_max_skips, reserved,
     prompts, prompts_len, negative_prompts, negative_prompts_len, width, height, vae_tile, reserved2, mask, mask_len,
-    classes_len, noise_len);
+    classes_len, noise_len, tensor_names, tensor_values, tensor_lens, tensor_count);
 
 /// Defaults: seed 0, the model's steps, guidance and sampler, no class, batch 1, no callback: with a
 /// seed and a class set, the samples `drt generate` makes with no sampling options, bit for bit.
@@ -169,6 +177,10 @@ pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
         mask_len: 0,
         classes_len: 0,
         noise_len: 0,
+        tensor_names: std::ptr::null(),
+        tensor_values: std::ptr::null(),
+        tensor_lens: std::ptr::null(),
+        tensor_count: 0,
     }
 }
 
@@ -210,6 +222,7 @@ pub(super) unsafe fn generate_params(
         conds.push((name.to_string(), vec![*p.cond_values.add(i)]));
     }
     let gp = GenerateParams {
+        tensors: tensors(p)?,
         sampler: opt_str(p.sampler, "params.sampler")?.map(str::to_string),
         steps: (p.steps != 0).then_some(p.steps),
         guidance: (p.guidance >= 0.0 || p.guidance.is_nan()).then_some(p.guidance),
@@ -230,6 +243,41 @@ pub(super) unsafe fn generate_params(
         ..GenerateParams::default()
     };
     Ok((gp, needed))
+}
+
+/// The caller's tensor inputs, each checked before it is read.
+unsafe fn tensors(p: &drt_generate_params) -> Result<Vec<(String, Vec<f32>)>, Error> {
+    let n = p.tensor_count;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if n > limits::MAX_TENSOR_INPUTS {
+        return Err(invalid(&format!("tensor_count {n} is over {}", limits::MAX_TENSOR_INPUTS)));
+    }
+    if p.tensor_names.is_null() || p.tensor_values.is_null() || p.tensor_lens.is_null() {
+        return Err(invalid("tensor_count > 0 needs tensor_names, tensor_values and tensor_lens"));
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = opt_str(*p.tensor_names.add(i), "params.tensor_names")?
+            .ok_or_else(|| invalid(&format!("tensor_names[{i}] is NULL")))?;
+        let (values, len) = (*p.tensor_values.add(i), *p.tensor_lens.add(i));
+        if len > limits::MAX_TENSOR_VALUES {
+            return Err(invalid(&format!(
+                "tensor input `{name}`: tensor_lens[{i}] {len} is over {}",
+                limits::MAX_TENSOR_VALUES
+            )));
+        }
+        let data = match (values.is_null(), len) {
+            (_, 0) => Vec::new(),
+            (true, _) => {
+                return Err(invalid(&format!("tensor input `{name}`: tensor_values[{i}] is NULL with {len} values")))
+            }
+            (false, _) => std::slice::from_raw_parts(values, len).to_vec(),
+        };
+        out.push((name.to_string(), data));
+    }
+    Ok(out)
 }
 
 /// The step cache a caller's params ask for.

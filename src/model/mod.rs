@@ -81,7 +81,7 @@ impl Model {
         graph: Arc<dyn Graph>,
     ) -> Result<Model> {
         let onnx = dir.join(&manifest.denoiser.onnx);
-        let wiring = wire(&manifest, graph.as_ref())
+        let wiring = wire(&manifest, graph.as_ref(), &schedule)
             .map_err(|e| e.map_message(|m| format!("{}: {m} (graph {})", json.display(), onnx.display())))?;
         Ok(Model { manifest, dir: dir.to_path_buf(), schedule, graph, wiring })
     }
@@ -114,6 +114,13 @@ impl Model {
     }
     pub fn cond_names(&self) -> impl Iterator<Item = &str> {
         self.manifest.denoiser.cond_inputs.iter().map(|c| c.name.as_str())
+    }
+    /// Each tensor input's name, per-sample shape and value count (the manifest's order).
+    pub fn tensor_inputs(&self) -> impl Iterator<Item = (&str, &[usize], usize)> {
+        let specs = self.manifest.denoiser.tensor_inputs.iter();
+        specs
+            .zip(&self.wiring.tensors)
+            .map(|(t, (_, _, shape))| (t.name.as_str(), shape.as_slice(), shape.iter().product()))
     }
     /// The largest batch one network call may take (a graph exported with a fixed batch).
     pub fn max_network_batch(&self) -> Option<usize> {

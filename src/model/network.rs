@@ -14,6 +14,7 @@ use crate::denoiser::{Level, Precision};
 use crate::dump::InputDump;
 use crate::error::{Error, Result};
 use crate::manifest::{Prediction, TimeKind};
+use crate::schedule::NoiseSchedule;
 
 /// Conditioning of the samples of one network call.
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +27,8 @@ pub struct PerSample<'a> {
     pub context: &'a [f32],
     /// `n` blocks of the sample input's extra channels; empty when it has none.
     pub extra: &'a [f32],
+    /// Per tensor input, `n` tensors one after another.
+    pub tensors: &'a [Vec<f32>],
 }
 
 /// A conditional network as guidance calls it: any number of samples with their conditioning in
@@ -64,6 +67,9 @@ struct Feeds {
     class_i32: Vec<i32>,
     cond_f16: Vec<half::f16>,
     context_f16: Vec<half::f16>,
+    /// Per tensor input: its float16 copy (for float16 inputs) and its shape `[n, ...]`.
+    tensor_f16: Vec<Vec<half::f16>>,
+    tensor_shapes: Vec<Vec<usize>>,
     sample_f16: Vec<half::f16>,
     /// The sample with its extra channels appended, per sample.
     sample_cat: Vec<f32>,
@@ -108,6 +114,16 @@ impl Network {
         if m.extra_len() > 0 {
             f.sample_cat.reserve(n * (m.sample_len() + m.extra_len()));
         }
+        f.tensor_shapes = m.wiring.tensors.iter().map(|(_, _, per)| [&[n][..], per].concat()).collect();
+        f.tensor_f16 = m
+            .wiring
+            .tensors
+            .iter()
+            .map(|(_, dtype, per)| {
+                let len = if *dtype == DType::F16 { n * per.iter().product::<usize>() } else { 0 };
+                Vec::with_capacity(len)
+            })
+            .collect();
     }
 
     /// [`crate::backend::Runner::release_after_run`] for the calls from now on.
@@ -132,6 +148,8 @@ impl Network {
             TimeKind::Index => level.timestep,
             TimeKind::Sigma => level.ve_sigma(),
             TimeKind::CNoise => 0.25 * level.ve_sigma().ln(),
+            // A vp level carries its own time; elsewhere `t` is the flow time the level implies.
+            TimeKind::T if matches!(self.model.schedule, NoiseSchedule::Vp(_)) => level.timestep,
             TimeKind::T => level.sigma / (level.alpha + level.sigma),
         };
         Some(v * t.scale)
@@ -153,6 +171,10 @@ impl Network {
         }
         if cond.extra.len() != n * m.extra_len() {
             return internal(format!("{} extra channel values for {n} samples", cond.extra.len()));
+        }
+        let tensors = m.wiring.tensors.iter().map(|(_, _, per)| n * per.iter().product::<usize>());
+        if cond.tensors.len() != m.wiring.tensors.len() || cond.tensors.iter().map(Vec::len).ne(tensors) {
+            return internal(format!("tensor inputs of the wrong sizes for {n} samples"));
         }
         if let Some(b) = m.wiring.fixed_batch.filter(|&b| b != n) {
             return Err(Error::InvalidArgument(format!(
@@ -215,6 +237,14 @@ impl Feeds {
         }
         if let Some((_, dtype, width)) = w.context {
             self.fill_context(cond.context, n, dtype, width)?;
+        }
+        self.tensor_shapes.resize_with(w.tensors.len(), Vec::new);
+        self.tensor_f16.resize_with(w.tensors.len(), Vec::new);
+        for (k, (_, dtype, per)) in w.tensors.iter().enumerate() {
+            copy_into(&mut self.tensor_shapes[k], std::iter::once(n).chain(per.iter().copied()));
+            if *dtype == DType::F16 {
+                copy_into(&mut self.tensor_f16[k], cond.tensors[k].iter().map(|&v| half::f16::from_f32(v)));
+            }
         }
         Ok(())
     }
@@ -299,6 +329,13 @@ impl Feeds {
             let data =
                 if dtype == DType::F16 { InputData::F16(&self.context_f16) } else { InputData::F32(cond.context) };
             inputs.push(Input { index: i, shape: &self.context_shape, data });
+        }
+        for (k, &(i, dtype, _)) in w.tensors.iter().enumerate() {
+            let data = match dtype {
+                DType::F16 => InputData::F16(&self.tensor_f16[k]),
+                _ => InputData::F32(&cond.tensors[k]),
+            };
+            inputs.push(Input { index: i, shape: &self.tensor_shapes[k], data });
         }
         inputs
     }

@@ -3,7 +3,8 @@
 
 use crate::backend::{DType, Graph, IoInfo};
 use crate::error::{Error, Result};
-use crate::manifest::{ClassInput, CondInput, ContextInput, Manifest, TimeInput, TimeKind};
+use crate::manifest::{ClassInput, CondInput, ContextInput, Manifest, TensorInput, TimeInput, TimeKind};
+use crate::schedule::NoiseSchedule;
 
 /// Where each manifest role sits among the graph's inputs, and how it is fed.
 #[derive(Clone, Debug)]
@@ -16,6 +17,8 @@ pub(super) struct Wiring {
     pub conds: Vec<(usize, DType, usize)>,
     /// Input index, element type and width (last dimension) of the context input.
     pub context: Option<(usize, DType, Option<usize>)>,
+    /// Per tensor input (the manifest's order): input index, element type, per-sample shape.
+    pub tensors: Vec<(usize, DType, Vec<usize>)>,
     pub output: usize,
     /// A batch dimension fixed in the graph (`None` = symbolic).
     pub fixed_batch: Option<usize>,
@@ -29,25 +32,27 @@ fn find(infos: &[IoInfo], name: &str, key: &str, what: &str) -> Result<usize> {
 }
 
 /// Checks the manifest against the graph: names, element types, ranks and static dimensions.
-pub(super) fn wire(m: &Manifest, g: &dyn Graph) -> Result<Wiring> {
+pub(super) fn wire(m: &Manifest, g: &dyn Graph, schedule: &NoiseSchedule) -> Result<Wiring> {
     let d = &m.denoiser;
     let ins = g.inputs();
     let sample = find(ins, &d.sample_input, "denoiser.sample_input", "input")?;
     let output = find(g.outputs(), &d.output, "denoiser.output", "output")?;
     let fixed_batch = wire_sample(m, &ins[sample], &g.outputs()[output])?;
-    let time = d.time_input.as_ref().map(|t| wire_time(t, ins)).transpose()?;
+    let time = d.time_input.as_ref().map(|t| wire_time(t, ins, schedule)).transpose()?;
     let class = d.class_input.as_ref().map(|c| wire_class(c, ins)).transpose()?;
     let conds = d.cond_inputs.iter().map(|c| wire_cond(c, ins)).collect::<Result<Vec<_>>>()?;
     let context = d.context_input.as_ref().map(|c| wire_context(c, ins)).transpose()?;
+    let tensors = d.tensor_inputs.iter().map(|t| wire_tensor(t, ins)).collect::<Result<Vec<_>>>()?;
     let mut used: Vec<usize> = vec![sample];
     used.extend(context.map(|c| c.0));
     used.extend(time.map(|t| t.0));
     used.extend(class.map(|c| c.0));
     used.extend(conds.iter().map(|c| c.0));
+    used.extend(tensors.iter().map(|t| t.0));
     if let Some(extra) = ins.iter().enumerate().find(|(i, _)| !used.contains(i)) {
         return bad("denoiser", format!("graph input `{}` is not described in model.json", extra.1));
     }
-    Ok(Wiring { sample, time, class, conds, context, output, fixed_batch })
+    Ok(Wiring { sample, time, class, conds, context, tensors, output, fixed_batch })
 }
 
 fn bad<T>(key: &str, msg: String) -> Result<T> {
@@ -89,7 +94,10 @@ fn wire_sample(m: &Manifest, input: &IoInfo, output: &IoInfo) -> Result<Option<u
     Ok(fixed_batch)
 }
 
-fn wire_time(t: &TimeInput, ins: &[IoInfo]) -> Result<(usize, DType, bool)> {
+fn wire_time(t: &TimeInput, ins: &[IoInfo], schedule: &NoiseSchedule) -> Result<(usize, DType, bool)> {
+    if matches!(schedule, NoiseSchedule::Vp(_)) && t.kind == TimeKind::Index {
+        return bad("denoiser.time_input.kind", "a vp schedule has no timestep index; feed it `t`".into());
+    }
     let i = find(ins, &t.name, "denoiser.time_input.name", "input")?;
     let info = &ins[i];
     if !matches!(info.dtype, DType::F32 | DType::F16 | DType::I64 | DType::I32) {
@@ -154,4 +162,27 @@ fn wire_context(c: &ContextInput, ins: &[IoInfo]) -> Result<(usize, DType, Optio
         return bad("denoiser.context_input", format!("`{info}` must be float32 or float16 [batch, tokens, width]"));
     }
     Ok((i, info.dtype, info.shape[2]))
+}
+
+fn wire_tensor(t: &TensorInput, ins: &[IoInfo]) -> Result<(usize, DType, Vec<usize>)> {
+    let i = find(ins, &t.name, "denoiser.tensor_inputs.name", "input")?;
+    let info = &ins[i];
+    if !matches!(info.dtype, DType::F32 | DType::F16) || info.shape.is_empty() {
+        return bad("denoiser.tensor_inputs", format!("`{info}` must be a float32 or float16 tensor [batch, ...]"));
+    }
+    // The caller passes values without a shape (C gives a pointer and a length), so the graph must
+    // say what one sample's tensor is.
+    let per: Option<Vec<usize>> = info.shape[1..].iter().map(|d| d.filter(|&d| d > 0)).collect();
+    match per {
+        Some(per)
+            if per
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .is_some_and(|n| n <= crate::limits::MAX_TENSOR_VALUES) =>
+        {
+            Ok((i, info.dtype, per))
+        }
+        Some(_) => bad("denoiser.tensor_inputs", format!("`{info}` is too large")),
+        None => bad("denoiser.tensor_inputs", format!("`{info}` needs fixed dimensions after the batch")),
+    }
 }

@@ -1,9 +1,9 @@
-//! Grids of continuous-time models: EDM (variance exploding, `alpha = 1`) and rectified flow
-//! (`alpha = 1 - t`, `sigma = t`).
+//! Grids of continuous-time models: EDM (variance exploding, `alpha = 1`), rectified flow
+//! (`alpha = 1 - t`, `sigma = t`) and the variance-preserving SDE (`alpha² + sigma² = 1`).
 
 use super::discrete::respace;
 use super::numpy::{np_linspace, torch_linspace_f64};
-use super::{EdmSchedule, FlowSchedule, SigmaSpacing};
+use super::{EdmSchedule, FlowSchedule, SigmaSpacing, VpSchedule};
 use crate::denoiser::Level;
 use crate::error::{Error, Result};
 use crate::limits::{self, MAX_TRAIN_TIMESTEPS};
@@ -79,6 +79,26 @@ pub(super) fn flow_levels(cfg: &FlowSchedule, steps: usize, spacing: SigmaSpacin
     let mut levels: Vec<Level> = sigmas.iter().map(|&s| flow_level(s as f32)).collect();
     levels.push(flow_level(0.0));
     Ok(levels)
+}
+
+/// The level at time `t` of a vp schedule, in float64 throughout (no diffusers scheduler rounds
+/// it to float32). `Level.timestep` is `t`, which the network is fed (times the time input's scale).
+pub(super) fn vp_level(cfg: &VpSchedule, t: f64) -> Level {
+    let log_abar = -0.5 * t * t * (cfg.beta_max - cfg.beta_min) - t * cfg.beta_min;
+    // 1 − ᾱ as −expm1(ln ᾱ): exact where ᾱ is close to 1, at small t.
+    Level { alpha: (0.5 * log_abar).exp(), sigma: (-log_abar.exp_m1()).sqrt(), timestep: t }
+}
+
+/// `steps` levels at `t = linspace(1, t_min, steps)`, then the clean level `t = 0` (sigma 0), for
+/// every sampler.
+pub(super) fn vp_levels(cfg: &VpSchedule, steps: usize, spacing: SigmaSpacing) -> Result<Vec<Level>> {
+    check_steps(steps)?;
+    if spacing != SigmaSpacing::Default {
+        return Err(Error::InvalidArgument(format!(
+            "{spacing} sigma spacing is not defined for a vp schedule, whose grid is linear in t"
+        )));
+    }
+    Ok(np_linspace(1.0, cfg.t_min, steps).into_iter().chain(std::iter::once(0.0)).map(|t| vp_level(cfg, t)).collect())
 }
 
 #[cfg(test)]

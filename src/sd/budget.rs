@@ -9,6 +9,9 @@
 //! - weights kept inside a graph file are read into memory (and a quarter more while ONNX
 //!   Runtime parses them); weights in an external-data file are used where the system maps them,
 //!   and a UNet in segments holds one segment's at a time (see [`crate::backend::segments`]);
+//! - float16 weights are held twice more in bytes: the CPU kernels compute in float32, so ONNX
+//!   Runtime casts each float16 weight to a float32 copy at load (measured: a float16 UNet
+//!   segment of 848 MB held 1,705 MB of private memory beside its 848 MB of mapped file);
 //! - activations scale with the latent or image area and the width of the network's first block:
 //!   measured on Stable Diffusion 1.5's shapes (README, "Memory budget"), they are the constants
 //!   below, and attention scores shrink with the slices.
@@ -76,9 +79,19 @@ impl Weights {
     }
 
     /// Resident while the graph is loaded whole: ONNX Runtime's parse of inline weights holds a
-    /// quarter more for a while (measured on SD 1.5's text encoder).
-    fn loaded(self) -> u64 {
-        self.inline + self.inline / 4 + self.external
+    /// quarter more for a while (measured on SD 1.5's text encoder), and float16 weights (`half`)
+    /// get their float32 copies.
+    fn loaded(self, half: bool) -> u64 {
+        self.inline + self.inline / 4 + self.external + widened(self.total(), half)
+    }
+}
+
+/// The float32 copies that `bytes` of float16 weights get, if `half`.
+fn widened(bytes: u64, half: bool) -> u64 {
+    if half {
+        2 * bytes
+    } else {
+        0
     }
 }
 
@@ -101,6 +114,8 @@ pub struct Inputs {
     pub vae_width: usize,
     /// The backend can run the UNet in segments ([`crate::backend::can_run_in_segments`]).
     pub segments_possible: bool,
+    /// The weights are float16 (the UNet takes float16 latents).
+    pub half: bool,
 }
 
 impl Inputs {
@@ -112,6 +127,7 @@ impl Inputs {
         unet_batch: usize,
         vae_factor: usize,
         segments_possible: bool,
+        half: bool,
     ) -> Result<Inputs> {
         let unet_config = read_json(&dir.join("unet/config.json"))?;
         let vae_config = read_json(&dir.join("vae_decoder/config.json"))?;
@@ -133,6 +149,7 @@ impl Inputs {
             unet_heads: heads.unwrap_or(8) as usize,
             vae_width: first(&vae_config, "block_out_channels").unwrap_or(128) as usize,
             segments_possible,
+            half,
         })
     }
 }
@@ -209,7 +226,7 @@ pub fn plan(
     let budget = budget_mb.saturating_mul(MB);
     let text = Stage {
         name: "text_encoder",
-        weight_bytes: inputs.text_encoder.loaded(),
+        weight_bytes: inputs.text_encoder.loaded(inputs.half),
         activation_bytes: TEXT_ACTIVATION_BYTES,
     };
     // Segments only help with weights the segments do not all hold.
@@ -220,8 +237,11 @@ pub fn plan(
         let cut = if segment_counts.len() > 1 { largest(slices, &segment_counts[1..])? } else { vec![] };
         for (k, &segments) in segment_counts.iter().enumerate() {
             let weight_bytes = match k {
-                0 => inputs.unet.loaded(),
-                _ => inputs.unet.inline + cut.get(k - 1).copied().unwrap_or(0),
+                0 => inputs.unet.loaded(inputs.half),
+                _ => {
+                    let segment = cut.get(k - 1).copied().unwrap_or(0);
+                    inputs.unet.inline + segment + widened(segment, inputs.half)
+                }
             };
             let stage = Stage { name: "unet", weight_bytes, activation_bytes: unet_activations(inputs, slices) };
             unet_options.push((segments, slices, stage));
@@ -250,7 +270,7 @@ pub fn plan(
         return Err(Error::OutOfMemory(format!(
             "a memory budget of {budget_mb} MB cannot be met for {}×{} images at {} UNet images per call: the \
              smallest plan needs {} MB (text encoder {} MB, UNet {} MB, VAE decoder {} MB, each with {} MB for \
-             the runtime)",
+             the runtime){}",
             w * inputs.vae_factor,
             h * inputs.vae_factor,
             inputs.unet_batch,
@@ -259,6 +279,12 @@ pub fn plan(
             need[1].div_ceil(MB),
             need[2].div_ceil(MB),
             BASE_BYTES / MB,
+            if inputs.segments_possible && !cuttable {
+                "; the UNet's weights are inside its graph file, so it runs whole: with them in external data \
+                 (models/train/quantize.py --export SRC DEST --bits none) it can run in segments"
+            } else {
+                ""
+            },
         )));
     };
     let stages = vec![text.clone(), unet.clone(), vae.clone()];
@@ -303,7 +329,11 @@ fn vae_stage(inputs: &Inputs, tile: Option<usize>) -> Stage {
     let scores = 2 * 4 * queries * queries;
     // The whole image's pixels are kept while tiles are decoded into it.
     let image = 3 * 4 * (h as u64 * f) * (w as u64 * f);
-    Stage { name: "vae_decoder", weight_bytes: inputs.vae_decoder.loaded(), activation_bytes: maps + scores + image }
+    Stage {
+        name: "vae_decoder",
+        weight_bytes: inputs.vae_decoder.loaded(inputs.half),
+        activation_bytes: maps + scores + image,
+    }
 }
 
 #[cfg(test)]
@@ -323,6 +353,7 @@ mod tests {
             unet_heads: 8,
             vae_width: 128,
             segments_possible: true,
+            half: false,
         }
     }
 
@@ -373,18 +404,33 @@ mod tests {
     }
 
     #[test]
+    fn float16_weights_are_counted_with_their_float32_copies() {
+        // SD 1.5 in float16: half the bytes on disk, each segment held as stored and widened.
+        let mut half = sd15();
+        (half.half, half.unet.external, half.text_encoder.inline) = (true, 1639 * MB, 246 * MB);
+        let whole = plan(16_000, &half, None, &mut even(1639 * MB)).unwrap();
+        assert_eq!(whole.stages[1].weight_bytes, MB + MB / 4 + 1639 * MB + 2 * 1640 * MB, "{whole}");
+        let p = plan(1_500, &half, None, &mut even(1639 * MB)).unwrap();
+        let segment = 1639 * MB / p.unet_segments as u64 + 1;
+        assert_eq!(p.stages[1].weight_bytes, MB + 3 * segment, "{p}");
+        assert!(p.peak_bytes <= 1_500 * MB && p.unet_segments >= 6, "{p}");
+    }
+
+    #[test]
     fn a_unet_with_inline_weights_or_on_tract_is_not_cut() {
         let mut inline = sd15();
         inline.unet = Weights { inline: 1640 * MB, external: 0 };
         let mut on_tract = sd15();
         on_tract.segments_possible = false;
-        for inputs in [inline, on_tract] {
+        for (inputs, hint) in [(inline, true), (on_tract, false)] {
             let mut asked = false;
             let err = plan(1_500, &inputs, None, &mut |_, _| {
                 asked = true;
                 Ok(vec![])
             });
-            assert!(err.is_err() && !asked, "{err:?}");
+            assert!(!asked, "{err:?}");
+            let msg = err.expect_err("too small").to_string();
+            assert_eq!(msg.contains("inside its graph file"), hint, "{msg}");
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct StableDiffusion {
     /// Channels the UNet takes beyond those: 0, or an inpainting UNet's mask and masked-image
     /// latents (`channels + 1`).
     extra_channels: usize,
+    /// The UNet takes float16 latents: a float16 export, for the memory planner.
+    half: bool,
     /// Latents per side when no size is asked for.
     default_latent: usize,
 }
@@ -216,6 +218,7 @@ impl StableDiffusion {
             vae,
             channels: 0,
             extra_channels: 0,
+            half: false,
             default_latent,
         };
         // Every part loads now, so a broken export fails here rather than mid-generation (in
@@ -253,7 +256,7 @@ impl StableDiffusion {
                 "the UNet takes {c_in} channels and returns {c_out}: neither a plain nor an inpainting UNet ({}: latents, mask, masked image)",
                 2 * c_out + 1)));
         }
-        (sd.channels, sd.extra_channels) = (c_out, c_in - c_out);
+        (sd.channels, sd.extra_channels, sd.half) = (c_out, c_in - c_out, sample.dtype == DType::F16);
         drop(unet);
         sd.graph(Part::TextEncoder, (0, 0))?;
         sd.graph(Part::VaeDecoder, latent)?;
@@ -264,7 +267,7 @@ impl StableDiffusion {
     /// `budget` MB ([`budget::plan`]).
     fn plan_for(&self, budget: u64, latent: (usize, usize), unet_batch: usize, tile: Option<usize>) -> Result<Plan> {
         let segments = backend::can_run_in_segments(&self.opts);
-        let inputs = budget::Inputs::read(&self.dir, latent, unet_batch, self.vae.factor, segments)?;
+        let inputs = budget::Inputs::read(&self.dir, latent, unet_batch, self.vae.factor, segments, self.half)?;
         let unet = self.dir.join("unet/model.onnx");
         let mut largest = |slices: usize, segments: &[usize]| -> Result<Vec<u64>> {
             let mut known = self.largest_segments.lock().unwrap_or_else(|p| p.into_inner());
