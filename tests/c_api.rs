@@ -164,6 +164,36 @@ fn threads_example_equals_sequential_runs_on_every_backend() {
     }
 }
 
+/// The numbers of `policy.c`'s summary line: plans, cut short, missed deadlines, goals reached.
+fn policy_summary(out: &str) -> [u64; 4] {
+    let line = out.lines().last().unwrap_or_default();
+    let after = |word: &str| -> u64 {
+        let head = &line[..line.find(word).unwrap_or_else(|| panic!("`{word}` in `{line}`"))];
+        head.split_whitespace().last().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("a count before `{word}`"))
+    };
+    [after(" plans"), after(" cut short"), after(" missed deadlines"), after(" reached the goal")]
+}
+
+/// `policy.c` runs a fixed-rate control loop: with a period every plan fits in, none is cut short
+/// or late; with a 1 µs period every plan stops after its first step, takes that step's
+/// prediction, and is counted late, and the loop goes on.
+#[test]
+fn policy_example_meets_or_reports_its_deadlines() {
+    let tmp = TempDir::new("c-policy");
+    let exe = build_example("policy", tmp.path());
+    for backend in common::backends() {
+        let name = backend_name(backend);
+        let o = run(Command::new(&exe).arg(model_dir("point-policy")).args([name, "50000", "2"]));
+        let out = String::from_utf8_lossy(&o.stdout);
+        let [plans, cut, missed, reached] = policy_summary(&out);
+        assert!(plans >= 2 && cut == 0 && missed == 0 && reached >= 1, "{name}: {out}");
+        let o = run(Command::new(&exe).arg(model_dir("point-policy")).args([name, "1", "2"]));
+        let out = String::from_utf8_lossy(&o.stdout);
+        let [plans, cut, missed, _] = policy_summary(&out);
+        assert!(plans >= 2 && cut == plans && missed == plans, "{name}: {out}");
+    }
+}
+
 /// `bench.c` prints the report `drt bench --json` writes: the same keys, the same settings.
 #[test]
 fn bench_example_reports_what_the_cli_reports() {
@@ -231,14 +261,22 @@ fn makefile_and_pkg_config_build_and_link() {
     let tmp = TempDir::new("c-make");
     let src = tmp.path().join("c_examples");
     std::fs::create_dir(&src).expect("mkdir");
-    for f in
-        ["Makefile", "diffusion_rt.pc.in", "generate.c", "steps.c", "threads.c", "bench.c", "txt2img.c", "digits.cpp"]
-    {
+    for f in [
+        "Makefile",
+        "diffusion_rt.pc.in",
+        "generate.c",
+        "steps.c",
+        "threads.c",
+        "bench.c",
+        "txt2img.c",
+        "policy.c",
+        "digits.cpp",
+    ] {
         std::fs::copy(repo().join("c_examples").join(f), src.join(f)).expect("copy");
     }
     let (root, lib) = (format!("ROOT={}", repo().display()), format!("LIBDIR={}", lib_dir().display()));
     run(Command::new("make").arg("-C").arg(&src).args([&root, &lib]));
-    for exe in ["generate", "steps", "threads", "bench", "txt2img", "digits"] {
+    for exe in ["generate", "steps", "threads", "bench", "txt2img", "policy", "digits"] {
         assert!(src.join(exe).is_file(), "make built {exe}");
     }
     let prefix = tmp.path().join("prefix");

@@ -24,6 +24,7 @@ flow=$!
 wait $eps
 wait $flow
 tail -n 1 "$repo/target/train-epsilon.log" "$repo/target/train-flow.log"
+"$py" train_policy.py
 "$py" evaluate.py --model digits
 "$py" evaluate.py --model digits-flow
 "$py" reference_stats.py

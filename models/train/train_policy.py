@@ -17,6 +17,7 @@ into the obstacle. Both networks see the robot's position (`obs`, [2]) and outpu
   network returns its chunk whatever the noise, so `drt policy-eval` runs it with one DDIM step.
 """
 import argparse
+import hashlib
 import json
 import math
 
@@ -26,7 +27,8 @@ from torch import nn
 
 from common import MODELS, Ema, Timer, export_onnx, seed_everything, torch_threads, write_json
 
-TASK = json.loads((MODELS / "point-policy" / "task.json").read_text())
+TASK_FILE = MODELS / "point-policy" / "task.json"
+TASK = json.loads(TASK_FILE.read_text())
 H, A = TASK["horizon"], 2
 BETA_MIN, BETA_MAX, T_MIN, T_SCALE = 0.1, 20.0, 1e-3, 1000.0
 WIDTH, EMB, OBS_OCTAVES, OBS_EMB = 256, 32, 4, 64
@@ -182,7 +184,7 @@ def export(model, name, prediction, defaults, record):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--demos", type=int, default=1000)
-    p.add_argument("--iters", type=int, default=20000)
+    p.add_argument("--iters", type=int, default=50000)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -193,10 +195,11 @@ def main():
     obs, chunks, sides = demonstrations(a.demos, np.random.default_rng(a.seed))
     print(f"{a.demos} demonstrations ({(sides < 0).mean():.0%} left), {len(obs)} (observation, chunk) pairs")
     obs, chunks = torch.from_numpy(obs), torch.from_numpy(chunks)
-    common = {"demos": a.demos, "pairs": len(obs), "iters": a.iters, "batch": a.batch, "lr": a.lr,
+    # tests/policy.rs checks that task.json is still the task the policies were trained on.
+    common = {"task_sha256": hashlib.sha256(TASK_FILE.read_bytes()).hexdigest(), "demos": a.demos, "pairs": len(obs), "iters": a.iters, "batch": a.batch, "lr": a.lr,
               "seed": a.seed, "threads": threads}
     for name, net, loss, prediction, defaults in [
-        ("point-policy", Denoiser(), diffusion_loss, "epsilon", {"sampler": "ddim", "steps": 8}),
+        ("point-policy", Denoiser(), diffusion_loss, "epsilon", {"sampler": "dpmpp-2m", "steps": 10}),
         ("point-policy-regression", Regression(), regression_loss, "sample", {"sampler": "ddim", "steps": 1}),
     ]:
         if a.only not in (None, name):
