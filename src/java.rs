@@ -245,6 +245,10 @@ struct Params {
     _noise: Vec<f32>,
     _cond_names: Strings,
     _cond_values: Vec<f32>,
+    _tensor_names: Strings,
+    _tensor_values: Vec<Vec<f32>>,
+    _tensor_ptrs: Vec<*const f32>,
+    _tensor_lens: Vec<usize>,
     _init: Vec<f32>,
     _sigmas: Vec<f64>,
     _mask: Vec<f32>,
@@ -295,6 +299,26 @@ fn strings(env: &mut Env, name: &str, array: JObject) -> Result<Strings> {
     Ok(Strings { _owned: owned, ptrs })
 }
 
+/// A Java `float[][]`'s elements (a null array is none; a null element is refused by index).
+fn float_arrays(env: &mut Env, name: &str, array: JObject) -> Result<Vec<Vec<f32>>> {
+    if array.is_null() {
+        return Ok(Vec::new());
+    }
+    let array = JObjectArray::<JFloatArray>::cast_local(env, array)?;
+    let mut out = Vec::new();
+    for i in 0..array.len(env)? {
+        let element = array.get_element(env, i)?;
+        if element.is_null() {
+            return Err(invalid(format!("{name}[{i}] is null")));
+        }
+        let mut v = vec![0f32; element.len(env)?];
+        element.get_region(env, 0, &mut v)?;
+        env.delete_local_ref(element);
+        out.push(v);
+    }
+    Ok(out)
+}
+
 /// Reads a `dev.diffusionrt.GenerateParams` (its package-private fields, named as C's).
 fn params(env: &mut Env, obj: &JObject) -> Result<Params> {
     if obj.is_null() {
@@ -326,6 +350,19 @@ fn params(env: &mut Env, obj: &JObject) -> Result<Params> {
     (c.cond_names, c.cond_values) = (nonempty_ptr(&cond_names.ptrs), nonempty_ptr(&cond_values));
     c.cond_count = u32::try_from(cond_values.len()).map_err(|_| invalid("too many conds".into()))?;
 
+    let names = field!(env, obj, "tensorNames", "[Ljava/lang/String;", l);
+    let tensor_names = strings(env, "tensorNames", names)?;
+    let values = field!(env, obj, "tensorValues", "[[F", l);
+    let tensor_values = float_arrays(env, "tensorValues", values)?;
+    if tensor_names.ptrs.len() != tensor_values.len() {
+        return Err(invalid(format!("{} tensor names but {} tensors", tensor_names.ptrs.len(), tensor_values.len())));
+    }
+    let tensor_ptrs: Vec<*const f32> = tensor_values.iter().map(|v| nonempty_ptr(v)).collect();
+    let tensor_lens: Vec<usize> = tensor_values.iter().map(Vec::len).collect();
+    (c.tensor_names, c.tensor_values, c.tensor_lens) =
+        (nonempty_ptr(&tensor_names.ptrs), nonempty_ptr(&tensor_ptrs), nonempty_ptr(&tensor_lens));
+    c.tensor_count = tensor_values.len();
+
     let init = array_field!(env, obj, "init", "[F", JFloatArray, 0f32).unwrap_or_default();
     (c.init, c.init_len) = (nonempty_ptr(&init), init.len());
     c.strength = field!(env, obj, "strength", "F", f);
@@ -356,6 +393,10 @@ fn params(env: &mut Env, obj: &JObject) -> Result<Params> {
         _noise: noise,
         _cond_names: cond_names,
         _cond_values: cond_values,
+        _tensor_names: tensor_names,
+        _tensor_values: tensor_values,
+        _tensor_ptrs: tensor_ptrs,
+        _tensor_lens: tensor_lens,
         _init: init,
         _sigmas: sigmas,
         _mask: mask,

@@ -17,7 +17,7 @@
 //! 7. [`request`]: a generation request, checked against a model into a plan
 //! 8. [`pipeline`]: one generation, whole or step by step
 //! 9. [`bench`]: the benchmark
-//! 10. [`sd`]: Stable Diffusion exports as they are
+//! 10. [`sd`], [`policy`]: Stable Diffusion exports as they are; policies in closed loop
 //! 11. [`ffi`]: the C ABI
 //! 12. `java`: the Java API's native methods, over the C ABI (feature `jni`)
 //!

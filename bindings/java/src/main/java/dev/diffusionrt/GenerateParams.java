@@ -24,6 +24,8 @@ public final class GenerateParams {
     float[] noise;
     String[] condNames = new String[0];
     float[] condValues;
+    String[] tensorNames = new String[0];
+    float[][] tensorValues = new float[0][];
     float[] init;
     float strength = 0.8f;
     float adaptiveGuidance;
@@ -85,6 +87,20 @@ public final class GenerateParams {
     /** The initial standard-normal noise, {@code batch × sampleLength} floats (instead of seeded noise). */
     public GenerateParams noise(float[] noise) {
         this.noise = copy(noise);
+        return this;
+    }
+
+    /**
+     * Sets one of the model's tensor inputs (model.json {@code tensor_inputs}, e.g. a robot's
+     * observation): one sample's tensor in the graph's per-sample shape, row-major, for every
+     * sample, or {@code batch} of them one after another. Repeatable, one call per input.
+     */
+    public GenerateParams tensor(String name, float[] values) {
+        int n = tensorNames.length;
+        tensorNames = Arrays.copyOf(tensorNames, n + 1);
+        tensorNames[n] = name;
+        tensorValues = Arrays.copyOf(tensorValues, n + 1);
+        tensorValues[n] = values == null ? null : values.clone();
         return this;
     }
 
