@@ -5,6 +5,8 @@ same machine:
   .venv-sd/bin/python benches/peer/sd_memory.py --model SD15_DIR --width 512 --height 512 --steps 20 \
       --threads 2 --configs optimum,default,low-memory,budget-1500,budget-1000 [--json OUT.json]
 
+(`tract` is a further configuration: drt default on the tract backend.)
+
 SD15_DIR comes from `tests/fixtures/sd-tiny/make.py --sd15 DIR` (random weights, real shapes). For
 each process: load time, one generation's time, peak total RSS (the kernel's high-water mark) and
 peak anonymous RSS (sampled every 2 ms; file-backed pages such as memory-mapped weights excluded).
@@ -37,7 +39,14 @@ CONFIGS = {
     "mapped+low-memory": ["--mapped-weights", "--low-memory"],
     "budget-1500": ["--memory-budget", "1500"],
     "budget-1000": ["--memory-budget", "1000"],
+    # tract runs on one thread whatever --threads says.
+    "tract": ["--backend", "tract"],
 }
+
+
+def backend(flags):
+    """ONNX Runtime unless the configuration names a backend."""
+    return [] if "--backend" in flags else ["--backend", "ort"]
 
 
 def main():
@@ -60,8 +69,8 @@ def main():
         if CONFIGS[name] is None:
             cmd = [sys.executable, __file__, "--peer-once", str(out), *common]
         else:
-            cmd = [a.drt, "bench", "--backend", "ort", "--runs", "1", "--warmup", "0", "--json", str(out), *common,
-                   *CONFIGS[name]]
+            cmd = [a.drt, "bench", *backend(CONFIGS[name]), "--runs", "1", "--warmup", "0", "--json", str(out),
+                   *common, *CONFIGS[name]]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        env={**os.environ, "TQDM_DISABLE": "1"})
         rows[name] = json.loads(out.read_text())
@@ -73,8 +82,8 @@ def main():
         raw = {}
         for name in ["default"] + [n for n in a.configs.split(",") if CONFIGS[n] and n != "default"]:
             raw[name] = tmp / f"{name}.npy"
-            subprocess.run([a.drt, "generate", "--backend", "ort", "--quiet", "--seed", "0", "--save-raw", str(raw[name]),
-                            *request_flags(a), *CONFIGS[name]], check=True)
+            subprocess.run([a.drt, "generate", *backend(CONFIGS[name]), "--quiet", "--seed", "0", "--save-raw",
+                            str(raw[name]), *request_flags(a), *CONFIGS[name]], check=True)
         base = np.load(raw["default"]).astype(np.float64)
         for name, path in raw.items():
             d = float(np.linalg.norm(np.load(path) - base) / np.linalg.norm(base))
