@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 
 #[cfg(feature = "tract")]
 pub mod attention;
+#[cfg(feature = "tract")]
+mod input_types;
 #[cfg(feature = "ort")]
 mod ort;
 pub mod ort_lib;
@@ -291,6 +293,18 @@ fn load_ort_segments(_: &Path, _: &BackendOptions, _: usize, _: usize) -> Result
 #[cfg(feature = "tract")]
 pub fn largest_segments(path: &Path, attention_slices: usize, segments: &[usize]) -> Result<Vec<u64>> {
     segments::largest_segments(path, attention_slices, segments)
+}
+
+/// The element type of the input `name` of the graph at `path`, read without loading the graph
+/// (see [`input_types`]); `None` for an input it cannot tell.
+#[cfg(feature = "tract")]
+pub fn input_type(path: &Path, name: &str) -> Result<Option<DType>> {
+    input_types::input_type(path, name)
+}
+
+#[cfg(not(feature = "tract"))]
+pub fn input_type(_: &Path, _: &str) -> Result<Option<DType>> {
+    Ok(None)
 }
 
 #[cfg(not(feature = "tract"))]

@@ -225,6 +225,8 @@ impl StableDiffusion {
         // low-memory mode each is dropped again before the next loads); under a budget, as the
         // plan of a default generation (one image, guided) loads it.
         let latent = (default_latent, default_latent);
+        // Known before the load-time plan, which counts float16 weights' float32 copies.
+        sd.half = backend::input_type(&dir.join("unet/model.onnx"), "sample")? == Some(DType::F16);
         if let Some(budget) = sd.memory_budget_mb {
             let plan = sd.plan_for(budget, latent, 2, None)?;
             sd.low_memory = !plan.resident;
