@@ -33,6 +33,7 @@ int main(int argc, char **argv) {
             std::fprintf(stderr, "COUNT must be 1 to 10\n");
             return 2;
         }
+        p.classes_len = p.batch;
         uint32_t steps = 0;
         std::vector<float> samples = session.generate(p, [&](uint32_t step, uint32_t) {
             steps = step;
@@ -73,6 +74,7 @@ int main(int argc, char **argv) {
         // Bad calls are statuses turned into exceptions; a moved-from handle is one too.
         p.class_label = 42;
         p.classes = nullptr;
+        p.classes_len = 0;
         p.batch = 1;
         try {
             session.generate(p);

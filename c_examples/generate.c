@@ -43,6 +43,7 @@ int main(int argc, char **argv) {
     gp.seed = 42;
     gp.batch = 10;
     gp.classes = digits;
+    gp.classes_len = 10;
     if (argc > 5) gp.steps = (uint32_t)strtoul(argv[5], NULL, 10);
     s = drt_generate(session, &gp, samples, 10 * len);
     drt_session_free(session);

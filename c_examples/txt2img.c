@@ -36,21 +36,22 @@ int main(int argc, char **argv) {
     if (argc > 5 && argv[5][0] != 'a') mp.backend = argv[5];
 
     drt_sd *sd = NULL;
-    drt_status s = drt_sd_load(argv[1], &mp, 0, &sd);
+    drt_status s = drt_sd_load(argv[1], &mp, NULL, &sd);
     if (s != DRT_OK) return fail("drt_sd_load", s);
 
     const char *prompts[1] = {argv[2]};
     const char *negatives[1] = {argc > 6 ? argv[6] : ""};
+    drt_sd_params sp = drt_sd_params_default();
+    sp.prompts = prompts;
+    sp.prompts_len = 1;
+    sp.negative_prompts = negatives;
+    sp.negative_prompts_len = 1;
     drt_generate_params gp = drt_generate_params_default();
-    gp.prompts = prompts;
-    gp.prompts_len = 1;
-    gp.negative_prompts = negatives;
-    gp.negative_prompts_len = 1;
     if (argc > 4) gp.steps = (uint32_t)strtoul(argv[4], NULL, 10);
     gp.progress = progress;
 
     uint32_t width = 0, height = 0, batch = 0;
-    s = drt_sd_image_size(sd, &gp, &width, &height, &batch);
+    s = drt_sd_image_size(sd, &gp, &sp, &width, &height, &batch);
     if (s != DRT_OK) {
         drt_sd_free(sd);
         return fail("drt_sd_image_size", s);
@@ -61,7 +62,7 @@ int main(int argc, char **argv) {
         drt_sd_free(sd);
         return 1;
     }
-    s = drt_sd_generate_rgb8(sd, &gp, rgb, len);
+    s = drt_sd_generate_rgb8(sd, &gp, &sp, rgb, len);
     drt_sd_free(sd);
     if (s != DRT_OK) {
         free(rgb);

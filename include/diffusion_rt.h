@@ -38,11 +38,11 @@
 #define DRT_VERSION_PATCH 0
 
 /**
- * Bumped on every incompatible change of this header. An app compares it with drt_abi_version() at
- * start-up to catch a mismatched shared library before calling anything else. 2: the default
- * drt_generate_params.steps is 0, the model's own step count (it was 20).
+ * Bumped on every incompatible change of this header (CHANGELOG.md says what each changed). An app
+ * compares it with drt_abi_version() at start-up to catch a mismatched shared library before
+ * calling anything else.
  */
-#define DRT_ABI_VERSION 2
+#define DRT_ABI_VERSION 3
 
 /**
  * drt_generate_params.step_cache: no step caching.
@@ -60,10 +60,16 @@
 #define DRT_STEP_CACHE_AB 2
 
 /**
- * drt_sd_load flag: load text encoder, UNet and VAE decoder only while each runs, freeing each
- * before the next (peak memory of the largest part, at the cost of loading them every time).
+ * drt_generate_read: the sample as it stands, noisy until the last step (the model's native
+ * scaling).
  */
-#define DRT_SD_LOW_MEMORY 1
+#define DRT_READ_SAMPLE 0
+
+/**
+ * drt_generate_read: the clean result the last step predicted, a preview of the final sample.
+ * Available after the first step.
+ */
+#define DRT_READ_PREDICTION 1
 
 /**
  * Result of every fallible call; drt_last_error() says more.
@@ -110,21 +116,6 @@ typedef enum drt_status {
 } drt_status;
 
 /**
- * What drt_generate_read copies out.
- */
-typedef enum drt_read_kind {
-  /**
-   * The sample as it stands, noisy until the last step (the model's native scaling).
-   */
-  DRT_READ_SAMPLE = 0,
-  /**
-   * The clean result the last step predicted: a preview of the final sample. Available after
-   * the first step.
-   */
-  DRT_READ_PREDICTION = 1,
-} drt_read_kind;
-
-/**
  * Message severities, most severe first; a callback receives records up to its `max_level`.
  */
 typedef enum drt_log_level {
@@ -154,6 +145,12 @@ typedef struct drt_model drt_model;
 typedef struct drt_sd drt_sd;
 
 /**
+ * One text-to-image generation at a time over a `drt_sd`; calls on one session wait for each
+ * other, different sessions may run on different threads.
+ */
+typedef struct drt_sd_session drt_sd_session;
+
+/**
  * One generation at a time over a model; owns the backend state and scratch buffers.
  */
 typedef struct drt_session drt_session;
@@ -171,7 +168,9 @@ typedef struct drt_model_params {
    */
   const char *backend;
   /**
-   * ONNX Runtime shared library; NULL: $DRT_ORT_LIB, $ORT_DYLIB_PATH, then .ort/lib.
+   * ONNX Runtime shared library (a file, a folder holding it, or a bare name for the system
+   * loader); NULL: $DRT_ORT_LIB, then $ORT_DYLIB_PATH, then the system loader's search for
+   * libonnxruntime. Never a path relative to the working directory unless given here.
    */
   const char *ort_library_path;
   /**
@@ -179,7 +178,8 @@ typedef struct drt_model_params {
    */
   const char *execution_provider;
   /**
-   * Intra-op threads for ONNX Runtime; 0 = number of physical cores.
+   * Intra-op threads for ONNX Runtime; 0 = the number of physical cores, at most 8. A value
+   * given here is not capped. (tract runs on one thread whatever this says.)
    */
   uint32_t threads;
   /**
@@ -194,12 +194,9 @@ typedef struct drt_model_params {
    */
   uint32_t mapped_weights;
   /**
-   * Stable Diffusion exports (drt_sd_load): megabytes of resident memory the generations must
-   * stay under; the runtime plans stages, attention slices, UNet segments and VAE tiles to
-   * fit, and a budget it cannot meet is DRT_ERR_OUT_OF_MEMORY naming the smallest it could.
-   * 0 = none. Not for model.json models. (This field was `reserved`, always 0.)
+   * Zero. Fills what would be tail padding, so fields added later never overlap it.
    */
-  uint32_t memory_budget_mb;
+  uint32_t reserved;
 } drt_model_params;
 
 /**
@@ -239,7 +236,7 @@ typedef struct drt_generate_params {
   /**
    * Sampler steps; 0 = the model's default (its model.json `defaults.steps`, or its
    * `defaults.sigmas` table; else 20; 50 for a Stable Diffusion export, 4 with an LCM scheduler),
-   * which is what `drt generate` runs without --steps. (ABI 1 had no default: 20 was set here.)
+   * which is what `drt generate` runs without --steps.
    */
   uint32_t steps;
   /**
@@ -255,7 +252,9 @@ typedef struct drt_generate_params {
    */
   int32_t class_label;
   /**
-   * Number of samples; the output holds batch * drt_model_sample_len() floats.
+   * Number of samples; 0 = as many as the longest per-sample list holds (`classes`, `noise` in
+   * whole samples, and for drt_sd_* the prompts and negative prompts), else 1. The output holds
+   * batch × drt_model_sample_len() floats.
    */
   uint32_t batch;
   /**
@@ -268,35 +267,48 @@ typedef struct drt_generate_params {
    */
   void *user_data;
   /**
-   * Optional per-sample class labels (`batch` of them; say how many in `classes_len`),
-   * overriding class_label; NULL = none.
+   * Optional per-sample class labels overriding class_label: `classes_len` of them, one for all
+   * samples or one per sample. NULL with 0 = none.
    */
   const int32_t *classes;
   /**
-   * Optional initial standard-normal noise, `batch * sample_len` floats (say how many in
-   * `noise_len`); NULL = seeded noise.
+   * The number of values at `classes`.
+   */
+  size_t classes_len;
+  /**
+   * Optional initial standard-normal noise instead of seeded noise: `noise_len` floats,
+   * batch × sample_len. NULL with 0 = seeded noise.
    */
   const float *noise;
   /**
-   * Optional float conditioning: `cond_count` names of the model's cond_inputs; others keep
-   * their manifest default. NULL when cond_count is 0.
+   * The number of values at `noise`.
+   */
+  size_t noise_len;
+  /**
+   * Optional float conditioning: `cond_count` names of the model's cond_inputs and one value per
+   * name, for every sample; others keep their manifest default. Both NULL when cond_count is 0.
    */
   const char *const *cond_names;
   /**
-   * One value per name in `cond_names`, for every sample.
+   * One value per entry of `cond_names`.
    */
   const float *cond_values;
   /**
-   * Number of entries in cond_names and cond_values.
+   * The number of entries in cond_names and cond_values.
    */
   uint32_t cond_count;
   /**
-   * Optional img2img start, `sample_len` (shared) or `batch * sample_len` floats; NULL = none.
-   * For drt_sd_*: the starting image(s), height × width × 3 floats in [0, 1] each.
+   * Zero. Fills what would be padding, so the struct has none.
+   */
+  uint32_t reserved;
+  /**
+   * Optional img2img start for model.json models: `init_len` floats, sample_len (one for all)
+   * or batch × sample_len. NULL with 0 = none. (Stable Diffusion's start image is
+   * drt_sd_params.init_image.)
    */
   const float *init;
   /**
-   * Number of floats at `init`.
+   * The number of values at `init`.
    */
   size_t init_len;
   /**
@@ -316,6 +328,9 @@ typedef struct drt_generate_params {
    * guide every step whatever the model says.
    */
   float guidance_interval_lo;
+  /**
+   * See guidance_interval_lo.
+   */
   float guidance_interval_hi;
   /**
    * Optional step table: `sigmas_len` noise levels in the model's convention, last one included
@@ -323,11 +338,14 @@ typedef struct drt_generate_params {
    * Align Your Steps). NULL = the sampler's schedule over `steps`.
    */
   const double *sigmas;
+  /**
+   * The number of values at `sigmas`.
+   */
   size_t sigmas_len;
   /**
    * Output-level step caching on steps where the trajectory is stable: DRT_STEP_CACHE_OFF,
    * DRT_STEP_CACHE_SKIP (reuse the last prediction) or DRT_STEP_CACHE_AB (Adams-Bashforth
-   * extrapolation). A plain integer, so any value a caller passes is checked, not undefined.
+   * extrapolation); any other value is DRT_ERR_INVALID_ARGUMENT.
    */
   uint32_t step_cache;
   /**
@@ -339,50 +357,9 @@ typedef struct drt_generate_params {
    */
   uint32_t cache_max_skips;
   /**
-   * Zero. Fills what would be tail padding, so fields added later never overlap it.
-   */
-  uint32_t reserved;
-  /**
-   * Stable Diffusion exports (drt_sd_*): `prompts_len` UTF-8 prompts, one for all images or
-   * one per image (then `batch` 1 means one image per prompt).
-   */
-  const char *const *prompts;
-  size_t prompts_len;
-  /**
-   * Negative prompts (guidance's unconditional branch): none (the empty prompt), one for all
-   * images or one per image.
-   */
-  const char *const *negative_prompts;
-  size_t negative_prompts_len;
-  /**
-   * Image size in pixels; 0 = the UNet's training size.
-   */
-  uint32_t width;
-  uint32_t height;
-  /**
-   * Decode in overlapping tiles of this many latents per side (bounded decoder memory); 0 = whole.
-   */
-  uint32_t vae_tile;
-  /**
    * Zero, as `reserved`.
    */
   uint32_t reserved2;
-  /**
-   * For drt_sd_*, inpainting with `init`: height × width floats (one mask for all images, or
-   * `batch` of them), at least 0.5 = repaint, below = keep; NULL = none.
-   */
-  const float *mask;
-  size_t mask_len;
-  /**
-   * The number of entries `classes` holds, checked against `batch`; 0 = not given (then
-   * `classes` is read as `batch` entries, as before this field existed). Bindings set it.
-   */
-  size_t classes_len;
-  /**
-   * The number of floats `noise` holds, checked against what the request needs; 0 = not given
-   * (then `noise` is read as that many floats). Bindings set it.
-   */
-  size_t noise_len;
   /**
    * Tensor inputs (model.json `denoiser.tensor_inputs`, e.g. an observation): `tensor_count`
    * input names, and for each a pointer to its floats and how many there are: one sample's
@@ -390,8 +367,17 @@ typedef struct drt_generate_params {
    * tensor input of the model must be given; all three arrays NULL when tensor_count is 0.
    */
   const char *const *tensor_names;
+  /**
+   * For each name, its floats.
+   */
   const float *const *tensor_values;
+  /**
+   * For each name, the number of floats at its `tensor_values` entry.
+   */
   const size_t *tensor_lens;
+  /**
+   * The number of entries in the three arrays.
+   */
   size_t tensor_count;
 } drt_generate_params;
 
@@ -427,6 +413,138 @@ typedef void (*drt_log_fn)(enum drt_log_level level,
                            const char *message,
                            void *user_data);
 
+/**
+ * How a Stable Diffusion export is held in memory. Initialise with drt_sd_load_params_default().
+ */
+typedef struct drt_sd_load_params {
+  /**
+   * sizeof(drt_sd_load_params), set by drt_sd_load_params_default().
+   */
+  uint32_t struct_size;
+  /**
+   * Nonzero: load the text encoder, UNet and VAE decoder only while each runs, freeing each
+   * before the next (peak memory of the largest part, at the cost of loading them every time).
+   */
+  uint32_t low_memory;
+  /**
+   * Megabytes of resident memory every generation must stay under: the runtime plans stages,
+   * attention slices, UNet segments and VAE tiles to fit, and a budget it cannot meet is
+   * DRT_ERR_OUT_OF_MEMORY naming the smallest it could. 0 = none.
+   */
+  uint32_t memory_budget_mb;
+} drt_sd_load_params;
+
+/**
+ * 8-bit pixels as an app holds them, rows top to bottom, channels interleaved.
+ */
+typedef struct drt_image {
+  /**
+   * `pixels_len` bytes: width × height × channels. NULL with 0 = no image.
+   */
+  const uint8_t *pixels;
+  /**
+   * The number of bytes at `pixels`.
+   */
+  size_t pixels_len;
+  /**
+   * Pixels per row.
+   */
+  uint32_t width;
+  /**
+   * Rows.
+   */
+  uint32_t height;
+  /**
+   * 1 (grey), 3 (RGB) or 4 (RGBA; alpha is dropped).
+   */
+  uint32_t channels;
+  /**
+   * Zero, as drt_sd_params.reserved.
+   */
+  uint32_t reserved;
+} drt_image;
+
+/**
+ * What only text-to-image has, beside a drt_generate_params (seed, steps, guidance, sampler,
+ * batch, initial latents as `noise`, progress). Initialise with drt_sd_params_default().
+ */
+typedef struct drt_sd_params {
+  /**
+   * sizeof(drt_sd_params), set by drt_sd_params_default().
+   */
+  uint32_t struct_size;
+  /**
+   * Image size in pixels; 0 = the UNet's training size.
+   */
+  uint32_t width;
+  /**
+   * See width.
+   */
+  uint32_t height;
+  /**
+   * Decode in overlapping tiles of this many latents per side (bounded decoder memory); 0 = whole.
+   */
+  uint32_t vae_tile;
+  /**
+   * `prompts_len` UTF-8 prompts: one for all images, or one per image (with batch 0, one image
+   * per prompt).
+   */
+  const char *const *prompts;
+  /**
+   * The number of values at `prompts`.
+   */
+  size_t prompts_len;
+  /**
+   * Negative prompts (guidance's unconditional branch): none (the empty prompt), one for all
+   * images or one per image.
+   */
+  const char *const *negative_prompts;
+  /**
+   * The number of values at `negative_prompts`.
+   */
+  size_t negative_prompts_len;
+  /**
+   * img2img: the starting image as an app holds it, any size, converted to RGB and resized as
+   * diffusers' image processor does; with width and height 0, the images are its size rounded
+   * down to a multiple of 8 (with a mask, the UNet's size). Pixels 0 = none.
+   */
+  struct drt_image start_image;
+  /**
+   * Inpainting with `start_image`: white = repaint, black = keep, any size and channels,
+   * converted to grey and resized as diffusers' mask processor does. Pixels 0 = none.
+   */
+  struct drt_image mask_image;
+  /**
+   * img2img with values instead of `start_image`: `init_image_len` floats in [0, 1], height ×
+   * width × 3 at the images' size (one for all images, or one per image), rows top to bottom.
+   * NULL with 0 = none.
+   */
+  const float *init_image;
+  /**
+   * The number of values at `init_image`.
+   */
+  size_t init_image_len;
+  /**
+   * img2img: the fraction of the schedule run on `init_image`, in (0, 1]; 0 = 0.8, or 1 with a
+   * mask (diffusers' defaults).
+   */
+  float strength;
+  /**
+   * Zero. Fills what would be padding, so the struct has none.
+   */
+  uint32_t reserved;
+  /**
+   * Inpainting with `init_image`: `mask_len` floats, height × width at the images' size (one
+   * mask for all images, or one per image), at least 0.5 = repaint, below = keep. NULL with 0 =
+   * none.
+   */
+  const float *mask;
+  /**
+   * The number of values at `mask`.
+   */
+  size_t mask_len;
+} drt_sd_params;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -448,9 +566,10 @@ const char *drt_version(void);
 const char *drt_last_error(void);
 
 /**
- * A static name for a status code, e.g. "DRT_ERR_IO"; never NULL.
+ * A static name for a status code, e.g. "DRT_ERR_IO"; "DRT_UNKNOWN_STATUS" for a value that is
+ * no drt_status. Never NULL.
  */
-const char *drt_status_string(enum drt_status s);
+const char *drt_status_string(uint32_t status);
 
 /**
  * Defaults: automatic backend, CPU, default threads.
@@ -519,13 +638,26 @@ void drt_session_free(struct drt_session *s);
 void drt_session_cancel(const struct drt_session *s);
 
 /**
- * Defaults: seed 0, the model's steps, guidance and sampler, no class, batch 1, no callback: with a
- * seed and a class set, the samples `drt generate` makes with no sampling options, bit for bit.
+ * Defaults: seed 0, the model's steps, guidance and sampler, no class, the batch the lists give
+ * (1 without any), no callback: with a seed and a class set, the samples `drt generate` makes with
+ * no sampling options, bit for bit.
  */
 struct drt_generate_params drt_generate_params_default(void);
 
 /**
- * Generates `params->batch` samples into `out` (`out_len` floats). A short buffer is
+ * Sets `*batch` to the number of samples `params` make on the model of `s` (its `batch`, or the
+ * library's batch rule for batch 0), so a caller can size its output: batch ×
+ * drt_model_sample_len() floats.
+ *
+ * # Safety
+ * `s` a live session; `params` NULL or valid; `batch` valid.
+ */
+enum drt_status drt_generate_batch(const struct drt_session *s,
+                                   const struct drt_generate_params *params,
+                                   uint32_t *batch);
+
+/**
+ * Generates the batch drt_generate_batch tells of into `out` (`out_len` floats). A short buffer is
  * DRT_ERR_INVALID_ARGUMENT and nothing is written; on any error `out` is untouched. One call at a
  * time per session (concurrent calls on one session wait for each other); different sessions may
  * run on different threads. A generation begun with drt_generate_begin on `s` is dropped.
@@ -563,15 +695,16 @@ enum drt_status drt_generate_begin(struct drt_session *s,
 enum drt_status drt_generate_step(struct drt_session *s, uint32_t *steps_done);
 
 /**
- * Copies the current sample or prediction of the generation in progress on `s` into `out`
- * (`batch * drt_model_sample_len()` floats). A short buffer, no generation in progress, or a
- * prediction asked for before the first step is DRT_ERR_INVALID_ARGUMENT, and nothing is written.
+ * Copies the current sample (`what` = DRT_READ_SAMPLE) or prediction (DRT_READ_PREDICTION) of the
+ * generation in progress on `s` into `out` (`batch * drt_model_sample_len()` floats). Another
+ * `what`, a short buffer, no generation in progress, or a prediction asked for before the first
+ * step is DRT_ERR_INVALID_ARGUMENT, and nothing is written.
  *
  * # Safety
  * `s` a live session; `out` valid for `out_len` floats.
  */
 enum drt_status drt_generate_read(const struct drt_session *s,
-                                  enum drt_read_kind what,
+                                  uint32_t what,
                                   float *out,
                                   size_t out_len);
 
@@ -600,7 +733,7 @@ struct drt_bench_params drt_bench_params_default(void);
 
 /**
  * Loads the model in `model_dir` with `model_params` and benchmarks generations with
- * `generate_params` (its progress callback is not called) as `bench_params` says; any params
+ * `params` (its progress callback is not called) as `bench_params` says; any params
  * pointer may be NULL for the defaults. On success `*out` owns the report. Takes as long as the
  * generations do; runs on the calling thread.
  *
@@ -609,7 +742,7 @@ struct drt_bench_params drt_bench_params_default(void);
  */
 enum drt_status drt_bench_run(const char *model_dir,
                               const struct drt_model_params *model_params,
-                              const struct drt_generate_params *generate_params_,
+                              const struct drt_generate_params *params,
                               const struct drt_bench_params *bench_params,
                               struct drt_bench_report **out);
 
@@ -637,7 +770,8 @@ void drt_bench_report_free(struct drt_bench_report *report);
 
 /**
  * Sends the library's log records up to `max_level` to `callback`, process-wide (logging in Rust
- * is global); NULL `callback` or DRT_LOG_OFF stops it. Replaces an earlier callback. Fails with
+ * is global); NULL `callback` or DRT_LOG_OFF stops it. `max_level` is a drt_log_level value; any
+ * other is DRT_ERR_INVALID_ARGUMENT and changes nothing. Replaces an earlier callback. Fails with
  * DRT_ERR_INVALID_ARGUMENT when the host process installed its own Rust logger, which then keeps
  * receiving the records. `user_data` is passed back untouched and must stay valid until the
  * callback is replaced; the callback must be callable from any thread.
@@ -645,22 +779,30 @@ void drt_bench_report_free(struct drt_bench_report *report);
  * # Safety
  * `callback` NULL or a function callable with the documented arguments from any thread.
  */
-enum drt_status drt_set_log_callback(drt_log_fn callback,
-                                     enum drt_log_level max_level,
-                                     void *user_data);
+enum drt_status drt_set_log_callback(drt_log_fn callback, uint32_t max_level, void *user_data);
+
+/**
+ * Defaults: every part stays loaded, no budget.
+ */
+struct drt_sd_load_params drt_sd_load_params_default(void);
+
+/**
+ * Defaults: the UNet's size, no prompt (the empty one), no tiling, text to image.
+ */
+struct drt_sd_params drt_sd_params_default(void);
 
 /**
  * Loads the Stable Diffusion export in `dir` (the directory `optimum-cli export onnx --task
  * text-to-image` writes: model_index.json, tokenizer/, text_encoder/, unet/, vae_decoder/).
- * `params` may be NULL for the defaults; `flags` is 0 or DRT_SD_LOW_MEMORY. On success `*out`
- * owns it (free with drt_sd_free).
+ * `params` and `load_params` may be NULL for the defaults. On success `*out` owns it (free with
+ * drt_sd_free).
  *
  * # Safety
- * `dir` a NUL-terminated string; `params` NULL or valid; `out` valid.
+ * `dir` a NUL-terminated string; `params` and `load_params` NULL or valid; `out` valid.
  */
 enum drt_status drt_sd_load(const char *dir,
                             const struct drt_model_params *params,
-                            uint32_t flags,
+                            const struct drt_sd_load_params *load_params,
                             struct drt_sd **out);
 
 /**
@@ -673,30 +815,32 @@ void drt_sd_free(struct drt_sd *sd);
 
 /**
  * Sets `*width`, `*height` (pixels) and `*batch` (images) of what drt_sd_generate_rgb8 would make
- * with `params`, so a caller can size its buffer: width × height × 3 bytes per image. Any pointer
- * may be NULL.
+ * with `params` and `sd_params`, so a caller can size its buffer: width × height × 3 bytes per
+ * image. Any pointer may be NULL.
  *
  * # Safety
- * `sd` live; `params` NULL or valid; the out pointers NULL or valid.
+ * `sd` live; `params` and `sd_params` NULL or valid; the out pointers NULL or valid.
  */
 enum drt_status drt_sd_image_size(const struct drt_sd *sd,
                                   const struct drt_generate_params *params,
+                                  const struct drt_sd_params *sd_params,
                                   uint32_t *width,
                                   uint32_t *height,
                                   uint32_t *batch);
 
 /**
- * Generates images from `params` (prompts, negative prompts, size, sampler, steps, guidance,
- * seed, batch, initial latents as `noise`) into `out`: 8-bit RGB, rows top to bottom, images one
+ * Generates images from `sd_params` (prompts, negative prompts, size, start image, mask) and
+ * `params` (sampler, steps, guidance, seed, batch, initial latents as `noise`) into `out`: 8-bit RGB, rows top to bottom, images one
  * after another (`out_len` bytes; drt_sd_image_size tells how many are needed). `progress` is
  * called after every sampling step; returning false cancels (DRT_ERR_CANCELLED). On any error
  * `out` is untouched.
  *
  * # Safety
- * `sd` live; `params` NULL or valid; `out` valid for `out_len` bytes.
+ * `sd` live; `params` and `sd_params` NULL or valid; `out` valid for `out_len` bytes.
  */
 enum drt_status drt_sd_generate_rgb8(const struct drt_sd *sd,
                                      const struct drt_generate_params *params,
+                                     const struct drt_sd_params *sd_params,
                                      uint8_t *out,
                                      size_t out_len);
 
@@ -704,12 +848,134 @@ enum drt_status drt_sd_generate_rgb8(const struct drt_sd *sd,
  * As drt_sd_generate_rgb8, into floats in [0, 1] (diffusers' `output_type="np"`), `out_len` floats.
  *
  * # Safety
- * `sd` live; `params` NULL or valid; `out` valid for `out_len` floats.
+ * `sd` live; `params` and `sd_params` NULL or valid; `out` valid for `out_len` floats.
  */
 enum drt_status drt_sd_generate(const struct drt_sd *sd,
                                 const struct drt_generate_params *params,
+                                const struct drt_sd_params *sd_params,
                                 float *out,
                                 size_t out_len);
+
+/**
+ * Creates a session over `sd` (which it keeps alive: drt_sd_free may come first). Free with
+ * drt_sd_session_free.
+ *
+ * # Safety
+ * `sd` a live export; `out` valid.
+ */
+enum drt_status drt_sd_session_create(const struct drt_sd *sd, struct drt_sd_session **out);
+
+/**
+ * Frees a session. NULL is a no-op. Must not run concurrently with a call on the same session.
+ *
+ * # Safety
+ * `s` NULL or from drt_sd_session_create, not freed before.
+ */
+void drt_sd_session_free(struct drt_sd_session *s);
+
+/**
+ * Asks the generation on `s` to stop: drt_sd_session_generate_rgb8 returns DRT_ERR_CANCELLED once
+ * the step in flight ends, and the next drt_sd_session_step returns it without stepping. Safe
+ * from any thread (it does not wait for the session); NULL is a no-op. The next generation begun
+ * clears the request.
+ *
+ * # Safety
+ * `s` NULL or a live session.
+ */
+void drt_sd_session_cancel(const struct drt_sd_session *s);
+
+/**
+ * As drt_sd_generate_rgb8, on this session: `params->progress` after every step, and
+ * drt_sd_session_cancel from any thread.
+ *
+ * # Safety
+ * `s` live; `params` and `sd_params` NULL or valid; `out` valid for `out_len` bytes.
+ */
+enum drt_status drt_sd_session_generate_rgb8(struct drt_sd_session *s,
+                                             const struct drt_generate_params *params,
+                                             const struct drt_sd_params *sd_params,
+                                             uint8_t *out,
+                                             size_t out_len);
+
+/**
+ * Begins a caller-driven generation: encodes the prompts and the start image, loads the UNet and
+ * draws the initial latents (the work before the first step), and sets `*total_steps` (may be
+ * NULL). `params->progress` is not called; the caller sees every step. A generation in progress
+ * on `s` is dropped.
+ *
+ * # Safety
+ * `s` live; `params` and `sd_params` NULL or valid; `total_steps` NULL or valid.
+ */
+enum drt_status drt_sd_session_begin(struct drt_sd_session *s,
+                                     const struct drt_generate_params *params,
+                                     const struct drt_sd_params *sd_params,
+                                     uint32_t *total_steps);
+
+/**
+ * Takes the next sampling step; `*steps_done` (may be NULL) is set to the steps done. After
+ * drt_sd_session_cancel it is DRT_ERR_CANCELLED without stepping; any error ends the generation.
+ *
+ * # Safety
+ * `s` live; `steps_done` NULL or valid.
+ */
+enum drt_status drt_sd_session_step(struct drt_sd_session *s, uint32_t *steps_done);
+
+/**
+ * Sets `*width`, `*height` (pixels) and `*batch` (images) of the generation in progress, so a
+ * caller can size the buffers of drt_sd_session_preview_rgb8 and drt_sd_session_finish_rgb8:
+ * width × height × 3 bytes per image. Any pointer may be NULL; with no generation in progress it
+ * is DRT_ERR_INVALID_ARGUMENT.
+ *
+ * # Safety
+ * `s` live; the out pointers NULL or valid.
+ */
+enum drt_status drt_sd_session_image_size(const struct drt_sd_session *s,
+                                          uint32_t *width,
+                                          uint32_t *height,
+                                          uint32_t *batch);
+
+/**
+ * Copies the latents of the generation in progress (`what` = DRT_READ_SAMPLE: as they stand;
+ * DRT_READ_PREDICTION: the clean latents the last step predicted) into `out`: batch × 4 ×
+ * height/8 × width/8 floats for SD 1.x/2.x, unscaled. Another `what`, a short buffer, no
+ * generation, or a prediction before the first step is DRT_ERR_INVALID_ARGUMENT.
+ *
+ * # Safety
+ * `s` live; `out` valid for `out_len` floats.
+ */
+enum drt_status drt_sd_session_read(const struct drt_sd_session *s,
+                                    uint32_t what,
+                                    float *out,
+                                    size_t out_len);
+
+/**
+ * Decodes the last step's prediction with the VAE into `out` as 8-bit RGB images (what the
+ * result will look like; one VAE decode, so a UI calls it every few steps). Sized as the result.
+ *
+ * # Safety
+ * `s` live; `out` valid for `out_len` bytes.
+ */
+enum drt_status drt_sd_session_preview_rgb8(const struct drt_sd_session *s,
+                                            uint8_t *out,
+                                            size_t out_len);
+
+/**
+ * Ends the generation whose steps are all done and decodes its images into `out` (8-bit RGB, as
+ * drt_sd_generate_rgb8). Before the last step, or with a short buffer, it is
+ * DRT_ERR_INVALID_ARGUMENT, nothing is written, and the generation stays in progress.
+ *
+ * # Safety
+ * `s` live; `out` valid for `out_len` bytes.
+ */
+enum drt_status drt_sd_session_finish_rgb8(struct drt_sd_session *s, uint8_t *out, size_t out_len);
+
+/**
+ * Drops the generation in progress on `s`, if any. NULL is a no-op.
+ *
+ * # Safety
+ * `s` NULL or a live session.
+ */
+void drt_sd_session_abandon(struct drt_sd_session *s);
 
 #ifdef __cplusplus
 }  // extern "C"

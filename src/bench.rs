@@ -283,7 +283,7 @@ fn report(
         device: Device::this(),
         version: env!("CARGO_PKG_VERSION"),
         backend: model.graph().backend_name(),
-        execution_provider: model.graph().execution_provider(),
+        execution_provider: model.graph().execution_provider().to_string(),
         model: model.manifest().name.clone(),
         precision: precision(model),
         batch: params.batch,

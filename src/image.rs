@@ -59,6 +59,26 @@ pub fn write_png(path: &Path, pic: &Picture) -> Result<()> {
     w.finish().map_err(|e| io(&e))
 }
 
+/// Reads a PNG as 8-bit pixels, as Pillow opens it for an image processor: grey (1 channel), RGB
+/// (3) or RGBA (4); grey with alpha loses the alpha, 16-bit samples keep their high byte,
+/// palettes are expanded. `(width, height, channels, pixels)`.
+pub fn read_png_u8(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
+    let bad =
+        |e: &dyn std::fmt::Display| Error::InvalidArgument(format!("{}: not a readable PNG: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(|e| bad(&e))?;
+    let mut buf = vec![0u8; reader.output_buffer_size().ok_or_else(|| bad(&"image too large"))?];
+    let info = reader.next_frame(&mut buf).map_err(|e| bad(&e))?;
+    buf.truncate(info.buffer_size());
+    let (w, h) = (info.width as usize, info.height as usize);
+    match info.color_type.samples() {
+        2 => Ok((w, h, 1, buf.chunks_exact(2).map(|p| p[0]).collect())),
+        n => Ok((w, h, n, buf)),
+    }
+}
+
 /// Reads an 8-bit or 16-bit PNG as RGB values in [0, 1], `height × width × 3` (grey is repeated
 /// over the channels, alpha dropped): `(width, height, values)`.
 pub fn read_png(path: &Path) -> Result<(usize, usize, Vec<f32>)> {

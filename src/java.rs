@@ -170,7 +170,6 @@ fn model_options(env: &mut Env, obj: &JObject) -> Result<ModelOptions> {
     params.threads = unsigned(field!(env, obj, "threads", "I", i), "threads")?;
     params.attention_slices = unsigned(field!(env, obj, "attentionSlices", "I", i), "attentionSlices")?;
     params.mapped_weights = field!(env, obj, "mappedWeights", "Z", z) as u32;
-    params.memory_budget_mb = unsigned(field!(env, obj, "memoryBudgetMb", "I", i), "memoryBudgetMb")?;
     Ok(ModelOptions { params, _strings: strings })
 }
 
@@ -251,9 +250,6 @@ struct Params {
     _tensor_lens: Vec<usize>,
     _init: Vec<f32>,
     _sigmas: Vec<f64>,
-    _mask: Vec<f32>,
-    _prompts: Strings,
-    _negative_prompts: Strings,
 }
 
 /// A Java `String[]` as C's array of NUL-terminated strings (a null element stays NULL, which
@@ -331,12 +327,8 @@ fn params(env: &mut Env, obj: &JObject) -> Result<Params> {
     let sampler = string_field(env, obj, jni_str!("sampler"), "sampler")?;
     c.sampler = c_ptr(&sampler);
     c.class_label = field!(env, obj, "classLabel", "I", i);
-    let classes = array_field!(env, obj, "classes", "[I", JIntArray, 0i32);
-    c.batch = match unsigned(field!(env, obj, "batch", "I", i), "batch")? {
-        0 => classes.as_ref().map_or(1, |c| c.len() as u32),
-        b => b,
-    };
-    let classes = classes.unwrap_or_default();
+    c.batch = unsigned(field!(env, obj, "batch", "I", i), "batch")?;
+    let classes = array_field!(env, obj, "classes", "[I", JIntArray, 0i32).unwrap_or_default();
     (c.classes, c.classes_len) = (nonempty_ptr(&classes), classes.len());
     let noise = array_field!(env, obj, "noise", "[F", JFloatArray, 0f32).unwrap_or_default();
     (c.noise, c.noise_len) = (nonempty_ptr(&noise), noise.len());
@@ -374,18 +366,6 @@ fn params(env: &mut Env, obj: &JObject) -> Result<Params> {
     c.step_cache = unsigned(field!(env, obj, "stepCache", "I", i), "stepCache")?;
     c.cache_threshold = field!(env, obj, "cacheThreshold", "F", f);
     c.cache_max_skips = unsigned(field!(env, obj, "cacheMaxSkips", "I", i), "cacheMaxSkips")?;
-
-    let array = field!(env, obj, "prompts", "[Ljava/lang/String;", l);
-    let prompts = strings(env, "prompts", array)?;
-    (c.prompts, c.prompts_len) = (nonempty_ptr(&prompts.ptrs), prompts.ptrs.len());
-    let array = field!(env, obj, "negativePrompts", "[Ljava/lang/String;", l);
-    let negative_prompts = strings(env, "negativePrompts", array)?;
-    (c.negative_prompts, c.negative_prompts_len) = (nonempty_ptr(&negative_prompts.ptrs), negative_prompts.ptrs.len());
-    c.width = unsigned(field!(env, obj, "width", "I", i), "width")?;
-    c.height = unsigned(field!(env, obj, "height", "I", i), "height")?;
-    c.vae_tile = unsigned(field!(env, obj, "vaeTile", "I", i), "vaeTile")?;
-    let mask = array_field!(env, obj, "mask", "[F", JFloatArray, 0f32).unwrap_or_default();
-    (c.mask, c.mask_len) = (nonempty_ptr(&mask), mask.len());
     Ok(Params {
         c,
         _sampler: sampler,
@@ -399,10 +379,73 @@ fn params(env: &mut Env, obj: &JObject) -> Result<Params> {
         _tensor_lens: tensor_lens,
         _init: init,
         _sigmas: sigmas,
-        _mask: mask,
+    })
+}
+
+/// A Java `SdParams` as C's `drt_sd_params`, with the copies its pointers point into (as
+/// [`Params`]).
+struct SdParams {
+    c: drt_sd_params,
+    _prompts: Strings,
+    _negative_prompts: Strings,
+    _init_image: Vec<f32>,
+    _mask: Vec<f32>,
+    _start_pixels: Vec<i8>,
+    _mask_pixels: Vec<i8>,
+}
+
+/// Reads a `dev.diffusionrt.SdParams` (its package-private fields, named as C's).
+fn sd_params(env: &mut Env, obj: &JObject) -> Result<SdParams> {
+    if obj.is_null() {
+        return Err(invalid("sdParams is null".into()));
+    }
+    let mut c = drt_sd_params_default();
+    let array = field!(env, obj, "prompts", "[Ljava/lang/String;", l);
+    let prompts = strings(env, "prompts", array)?;
+    (c.prompts, c.prompts_len) = (nonempty_ptr(&prompts.ptrs), prompts.ptrs.len());
+    let array = field!(env, obj, "negativePrompts", "[Ljava/lang/String;", l);
+    let negative_prompts = strings(env, "negativePrompts", array)?;
+    (c.negative_prompts, c.negative_prompts_len) = (nonempty_ptr(&negative_prompts.ptrs), negative_prompts.ptrs.len());
+    c.width = unsigned(field!(env, obj, "width", "I", i), "width")?;
+    c.height = unsigned(field!(env, obj, "height", "I", i), "height")?;
+    c.vae_tile = unsigned(field!(env, obj, "vaeTile", "I", i), "vaeTile")?;
+    let init_image = array_field!(env, obj, "initImage", "[F", JFloatArray, 0f32).unwrap_or_default();
+    (c.init_image, c.init_image_len) = (nonempty_ptr(&init_image), init_image.len());
+    c.strength = field!(env, obj, "strength", "F", f);
+    let mask = array_field!(env, obj, "mask", "[F", JFloatArray, 0f32).unwrap_or_default();
+    (c.mask, c.mask_len) = (nonempty_ptr(&mask), mask.len());
+    let start_pixels = array_field!(env, obj, "startPixels", "[B", JByteArray, 0i8).unwrap_or_default();
+    c.start_image = image(
+        &start_pixels,
+        [
+            unsigned(field!(env, obj, "startWidth", "I", i), "startImage width")?,
+            unsigned(field!(env, obj, "startHeight", "I", i), "startImage height")?,
+            unsigned(field!(env, obj, "startChannels", "I", i), "startImage channels")?,
+        ],
+    );
+    let mask_pixels = array_field!(env, obj, "maskPixels", "[B", JByteArray, 0i8).unwrap_or_default();
+    c.mask_image = image(
+        &mask_pixels,
+        [
+            unsigned(field!(env, obj, "maskWidth", "I", i), "maskImage width")?,
+            unsigned(field!(env, obj, "maskHeight", "I", i), "maskImage height")?,
+            unsigned(field!(env, obj, "maskChannels", "I", i), "maskImage channels")?,
+        ],
+    );
+    Ok(SdParams {
+        c,
         _prompts: prompts,
         _negative_prompts: negative_prompts,
+        _init_image: init_image,
+        _mask: mask,
+        _start_pixels: start_pixels,
+        _mask_pixels: mask_pixels,
     })
+}
+
+/// Java's bytes as C's image of `[width, height, channels]`.
+fn image(pixels: &[i8], [width, height, channels]: [u32; 3]) -> drt_image {
+    drt_image { pixels: nonempty_ptr(pixels).cast(), pixels_len: pixels.len(), width, height, channels, reserved: 0 }
 }
 
 /// A vector's elements for C: NULL when there are none.
@@ -493,9 +536,11 @@ pub fn generate<'l>(
         let s = handle::<drt_session>(session);
         // SAFETY: a live session (NativeHandle).
         let (sample_len, _) = unsafe { s.as_ref() }.map_or((0, 0), drt_session::lengths);
-        // The batch is checked before it sizes anything.
-        let batch = crate::limits::batch(p.c.batch as usize).map_err(|e| invalid(e.to_string()))?;
-        let mut out = buffer::<f32>(batch * sample_len)?;
+        // The library's batch rule, checked before it sizes anything.
+        let mut batch = 0u32;
+        // SAFETY: a live session; params point into `p`; `batch` is a local.
+        check(unsafe { drt_generate_batch(s, &p.c, &mut batch) })?;
+        let mut out = buffer::<f32>(batch as usize * sample_len)?;
         // SAFETY: a live session; params point into `p`; `out` holds out.len() floats.
         with_listener(env, &listener, &mut p, |c| unsafe { drt_generate(s, c, out.as_mut_ptr(), out.len()) })?;
         float_array(env, &out)
@@ -533,7 +578,7 @@ fn run_len(session: jlong) -> usize {
 #[jni_mangle("dev.diffusionrt.Native")]
 pub fn read<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, session: jlong, prediction: jboolean) -> JFloatArray<'l> {
     native(&mut env, |env| {
-        let what = if prediction { drt_read_kind::DRT_READ_PREDICTION } else { drt_read_kind::DRT_READ_SAMPLE };
+        let what = if prediction { DRT_READ_PREDICTION } else { DRT_READ_SAMPLE };
         let mut out = vec![0f32; run_len(session)];
         // SAFETY: a live session; `out` holds out.len() floats.
         check(unsafe { drt_generate_read(handle(session), what, out.as_mut_ptr(), out.len()) })?;
@@ -564,14 +609,17 @@ pub fn sd_load<'l>(
     dir: JString<'l>,
     options: JObject<'l>,
     low_memory: jboolean,
+    memory_budget_mb: jint,
 ) -> jlong {
     native(&mut env, |env| {
         let dir = c_string(env, &dir, "dir")?;
         let opts = model_options(env, &options)?;
-        let flags = if low_memory { DRT_SD_LOW_MEMORY } else { 0 };
+        let mut load = drt_sd_load_params_default();
+        load.low_memory = low_memory as u32;
+        load.memory_budget_mb = unsigned(memory_budget_mb, "memoryBudgetMb")?;
         let mut sd = ptr::null_mut();
-        // SAFETY: every pointer is NULL or points into `dir` and `opts`, which outlive the call.
-        check(unsafe { drt_sd_load(c_ptr(&dir), &opts.params, flags, &mut sd) })?;
+        // SAFETY: every pointer is NULL or points into `dir`, `opts` and `load`, which outlive the call.
+        check(unsafe { drt_sd_load(c_ptr(&dir), &opts.params, &load, &mut sd) })?;
         Ok(into_handle(sd))
     })
 }
@@ -582,18 +630,25 @@ pub fn sd_free<'l>(_: EnvUnowned<'l>, _: JClass<'l>, sd: jlong) {
     unsafe { drt_sd_free(handle(sd)) }
 }
 
-/// `[width, height, batch]` of what `params` make on `sd`.
-fn image_size(sd: jlong, p: &Params) -> Result<[u32; 3]> {
+/// `[width, height, batch]` of what `p` and `q` make on `sd`.
+fn image_size(sd: jlong, p: &Params, q: &SdParams) -> Result<[u32; 3]> {
     let [mut w, mut h, mut n] = [0u32; 3];
-    // SAFETY: a live export handle; params point into `p`; the outputs are locals.
-    check(unsafe { drt_sd_image_size(handle(sd), &p.c, &mut w, &mut h, &mut n) })?;
+    // SAFETY: a live export handle; params point into `p` and `q`; the outputs are locals.
+    check(unsafe { drt_sd_image_size(handle(sd), &p.c, &q.c, &mut w, &mut h, &mut n) })?;
     Ok([w, h, n])
 }
 
 #[jni_mangle("dev.diffusionrt.Native")]
-pub fn sd_image_size<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, sd: jlong, params_obj: JObject<'l>) -> JIntArray<'l> {
+pub fn sd_image_size<'l>(
+    mut env: EnvUnowned<'l>,
+    _: JClass<'l>,
+    sd: jlong,
+    sd_params_obj: JObject<'l>,
+    params_obj: JObject<'l>,
+) -> JIntArray<'l> {
     native(&mut env, |env| {
-        let size = image_size(sd, &params(env, &params_obj)?)?.map(|v| v as jint);
+        let q = sd_params(env, &sd_params_obj)?;
+        let size = image_size(sd, &params(env, &params_obj)?, &q)?.map(|v| v as jint);
         let array = JIntArray::new(env, 3)?;
         array.set_region(env, 0, &size)?;
         Ok(array)
@@ -605,28 +660,34 @@ pub fn sd_image_size<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, sd: jlong, para
 fn sd_images<'l, T: Default + Clone>(
     env: &mut Env<'l>,
     sd: jlong,
-    params_obj: &JObject<'l>,
+    (sd_params_obj, params_obj): (&JObject<'l>, &JObject<'l>),
     listener: &JObject<'l>,
-    generate: unsafe extern "C" fn(*const drt_sd, *const drt_generate_params, *mut T, usize) -> drt_status,
+    generate: SdGenerate<T>,
 ) -> Result<Vec<T>> {
+    let q = sd_params(env, sd_params_obj)?;
     let mut p = params(env, params_obj)?;
-    let [w, h, n] = image_size(sd, &p)?;
+    let [w, h, n] = image_size(sd, &p, &q)?;
     let mut out = buffer::<T>(w as usize * h as usize * n as usize * 3)?;
-    // SAFETY: a live export; params point into `p`; `out` holds out.len() values.
-    with_listener(env, listener, &mut p, |c| unsafe { generate(handle(sd), c, out.as_mut_ptr(), out.len()) })?;
+    // SAFETY: a live export; params point into `p` and `q`; `out` holds out.len() values.
+    with_listener(env, listener, &mut p, |c| unsafe { generate(handle(sd), c, &q.c, out.as_mut_ptr(), out.len()) })?;
     Ok(out)
 }
+
+/// drt_sd_generate_rgb8 or drt_sd_generate.
+type SdGenerate<T> =
+    unsafe extern "C" fn(*const drt_sd, *const drt_generate_params, *const drt_sd_params, *mut T, usize) -> drt_status;
 
 #[jni_mangle("dev.diffusionrt.Native")]
 pub fn sd_generate_rgb8<'l>(
     mut env: EnvUnowned<'l>,
     _: JClass<'l>,
     sd: jlong,
+    sd_params_obj: JObject<'l>,
     params_obj: JObject<'l>,
     listener: JObject<'l>,
 ) -> JByteArray<'l> {
     native(&mut env, |env| {
-        let rgb = sd_images(env, sd, &params_obj, &listener, drt_sd_generate_rgb8)?;
+        let rgb = sd_images(env, sd, (&sd_params_obj, &params_obj), &listener, drt_sd_generate_rgb8)?;
         Ok(env.byte_array_from_slice(&rgb)?)
     })
 }
@@ -636,11 +697,173 @@ pub fn sd_generate<'l>(
     mut env: EnvUnowned<'l>,
     _: JClass<'l>,
     sd: jlong,
+    sd_params_obj: JObject<'l>,
     params_obj: JObject<'l>,
     listener: JObject<'l>,
 ) -> JFloatArray<'l> {
     native(&mut env, |env| {
-        let pixels = sd_images(env, sd, &params_obj, &listener, drt_sd_generate)?;
+        let pixels = sd_images(env, sd, (&sd_params_obj, &params_obj), &listener, drt_sd_generate)?;
         float_array(env, &pixels)
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn sd_session_create<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, sd: jlong) -> jlong {
+    native(&mut env, |_| {
+        let mut s = ptr::null_mut();
+        // SAFETY: a live export handle (NativeHandle); `s` is a local.
+        check(unsafe { drt_sd_session_create(handle(sd), &mut s) })?;
+        Ok(into_handle(s))
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn sd_session_free<'l>(_: EnvUnowned<'l>, _: JClass<'l>, session: jlong) {
+    // SAFETY: NativeHandle frees a handle once, after every call on it has returned.
+    unsafe { drt_sd_session_free(handle(session)) }
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn sd_session_cancel<'l>(_: EnvUnowned<'l>, _: JClass<'l>, session: jlong) {
+    // SAFETY: a live session (NativeHandle); the C call takes no lock.
+    unsafe { drt_sd_session_cancel(handle(session)) }
+}
+
+/// Latent floats and RGB bytes of the generation in progress on `session` (0 with none, which C
+/// then reports).
+fn sd_run_lengths(session: jlong) -> (usize, usize) {
+    // SAFETY: a live session (NativeHandle).
+    unsafe { handle::<drt_sd_session>(session).as_ref() }.map_or((0, 0), drt_sd_session::lengths)
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn sd_session_begin<'l>(
+    mut env: EnvUnowned<'l>,
+    _: JClass<'l>,
+    session: jlong,
+    sd_params_obj: JObject<'l>,
+    params_obj: JObject<'l>,
+) -> jint {
+    native(&mut env, |env| {
+        let q = sd_params(env, &sd_params_obj)?;
+        let p = params(env, &params_obj)?;
+        let mut total = 0u32;
+        // SAFETY: a live session; params point into `p` and `q`.
+        check(unsafe { drt_sd_session_begin(handle(session), &p.c, &q.c, &mut total) })?;
+        Ok(total as jint)
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn sd_session_step<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, session: jlong) -> jint {
+    native(&mut env, |_| {
+        let mut done = 0u32;
+        // SAFETY: a live session.
+        check(unsafe { drt_sd_session_step(handle(session), &mut done) })?;
+        Ok(done as jint)
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn sd_session_read<'l>(
+    mut env: EnvUnowned<'l>,
+    _: JClass<'l>,
+    session: jlong,
+    prediction: jboolean,
+) -> JFloatArray<'l> {
+    native(&mut env, |env| {
+        let what = if prediction { DRT_READ_PREDICTION } else { DRT_READ_SAMPLE };
+        let mut out = vec![0f32; sd_run_lengths(session).0];
+        // SAFETY: a live session; `out` holds out.len() floats.
+        check(unsafe { drt_sd_session_read(handle(session), what, out.as_mut_ptr(), out.len()) })?;
+        float_array(env, &out)
+    })
+}
+
+/// What `call` (drt_sd_session_preview_rgb8 or drt_sd_session_finish_rgb8 on `session`) writes
+/// into a buffer sized by the session.
+fn sd_session_rgb8<'l>(
+    env: &mut Env<'l>,
+    session: jlong,
+    call: impl FnOnce(*mut u8, usize) -> drt_status,
+) -> Result<JByteArray<'l>> {
+    let mut out = vec![0u8; sd_run_lengths(session).1];
+    check(call(out.as_mut_ptr(), out.len()))?;
+    Ok(env.byte_array_from_slice(&out)?)
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn sd_session_preview_rgb8<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, session: jlong) -> JByteArray<'l> {
+    // SAFETY: a live session; `out` holds `len` bytes.
+    native(&mut env, |env| {
+        sd_session_rgb8(env, session, |out, len| unsafe { drt_sd_session_preview_rgb8(handle(session), out, len) })
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn sd_session_finish_rgb8<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, session: jlong) -> JByteArray<'l> {
+    // SAFETY: a live session; `out` holds `len` bytes.
+    native(&mut env, |env| {
+        sd_session_rgb8(env, session, |out, len| unsafe { drt_sd_session_finish_rgb8(handle(session), out, len) })
+    })
+}
+
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn sd_session_abandon<'l>(_: EnvUnowned<'l>, _: JClass<'l>, session: jlong) {
+    // SAFETY: a live session (NativeHandle).
+    unsafe { drt_sd_session_abandon(handle(session)) }
+}
+
+/// Sets one field of a Java object to a C default.
+macro_rules! set_field {
+    ($env:ident, $obj:ident, $name:literal, $sig:literal, $value:expr) => {
+        $env.set_field(&$obj, jni_str!($name), jni_sig!($sig), $value)?
+    };
+}
+
+/// Fills a new `GenerateParams` with drt_generate_params_default()'s values, so Java keeps no copy
+/// of C's defaults (the class calls this once, for the template every instance starts from).
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn fill_generate_defaults<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, obj: JObject<'l>) {
+    native(&mut env, |env| {
+        let d = drt_generate_params_default();
+        set_field!(env, obj, "seed", "J", JValue::Long(d.seed as jlong));
+        set_field!(env, obj, "steps", "I", JValue::Int(d.steps as jint));
+        set_field!(env, obj, "guidance", "F", JValue::Float(d.guidance));
+        set_field!(env, obj, "classLabel", "I", JValue::Int(d.class_label));
+        set_field!(env, obj, "batch", "I", JValue::Int(d.batch as jint));
+        set_field!(env, obj, "strength", "F", JValue::Float(d.strength));
+        set_field!(env, obj, "adaptiveGuidance", "F", JValue::Float(d.adaptive_guidance));
+        set_field!(env, obj, "guidanceIntervalLo", "F", JValue::Float(d.guidance_interval_lo));
+        set_field!(env, obj, "guidanceIntervalHi", "F", JValue::Float(d.guidance_interval_hi));
+        set_field!(env, obj, "stepCache", "I", JValue::Int(d.step_cache as jint));
+        set_field!(env, obj, "cacheThreshold", "F", JValue::Float(d.cache_threshold));
+        set_field!(env, obj, "cacheMaxSkips", "I", JValue::Int(d.cache_max_skips as jint));
+        Ok(())
+    })
+}
+
+/// As [`fill_generate_defaults`], for `SdParams` from drt_sd_params_default().
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn fill_sd_defaults<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, obj: JObject<'l>) {
+    native(&mut env, |env| {
+        let d = drt_sd_params_default();
+        set_field!(env, obj, "width", "I", JValue::Int(d.width as jint));
+        set_field!(env, obj, "height", "I", JValue::Int(d.height as jint));
+        set_field!(env, obj, "vaeTile", "I", JValue::Int(d.vae_tile as jint));
+        set_field!(env, obj, "strength", "F", JValue::Float(d.strength));
+        Ok(())
+    })
+}
+
+/// As [`fill_generate_defaults`], for `ModelOptions` from drt_model_params_default().
+#[jni_mangle("dev.diffusionrt.Native")]
+pub fn fill_model_defaults<'l>(mut env: EnvUnowned<'l>, _: JClass<'l>, obj: JObject<'l>) {
+    native(&mut env, |env| {
+        let d = drt_model_params_default();
+        set_field!(env, obj, "threads", "I", JValue::Int(d.threads as jint));
+        set_field!(env, obj, "attentionSlices", "I", JValue::Int(d.attention_slices as jint));
+        set_field!(env, obj, "mappedWeights", "Z", JValue::Bool(d.mapped_weights != 0));
+        Ok(())
     })
 }

@@ -16,7 +16,7 @@
 //! 6. [`guidance`], [`cache`]: wrappers of the denoiser
 //! 7. [`request`]: a generation request, checked against a model into a plan
 //! 8. [`pipeline`]: one generation, whole or step by step
-//! 9. [`bench`]: the benchmark
+//! 9. [`bench`], [`inspect`]: the benchmark; what `drt inspect` shows of a model
 //! 10. [`sd`], [`policy`]: Stable Diffusion exports as they are; policies in closed loop
 //! 11. [`ffi`]: the C ABI
 //! 12. `java`: the Java API's native methods, over the C ABI (feature `jni`)
@@ -47,6 +47,7 @@ pub mod error;
 pub mod ffi;
 pub mod guidance;
 pub mod image;
+pub mod inspect;
 #[cfg(feature = "jni")]
 mod java;
 pub mod limits;

@@ -353,8 +353,18 @@ impl Manifest {
     /// Reads `dir/model.json`.
     pub fn load(dir: &Path) -> Result<(Manifest, PathBuf)> {
         let path = dir.join("model.json");
+        if dir.is_file() {
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            return Err(Error::io(dir, format!("is a file: give the directory that holds it ({})", parent.display())));
+        }
         if !dir.is_dir() {
             return Err(Error::io(dir, "model directory not found"));
+        }
+        if !path.exists() {
+            return Err(Error::io(
+                dir,
+                "holds neither model.json (a model directory) nor model_index.json (a Stable Diffusion export)",
+            ));
         }
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let m = Manifest::parse(&text).map_err(|e| match e {

@@ -31,6 +31,8 @@ pub struct GenerateParams {
     pub step_cache: Option<CacheOptions>,
     /// DDIM's eta.
     pub eta: f64,
+    /// Number of samples; 0 = by [`batch_size`]'s rule (as many as the per-sample lists hold,
+    /// else 1).
     pub batch: usize,
     pub seed: u64,
     /// One label for all samples, or one per sample; empty = the null class / no class input.
@@ -101,6 +103,33 @@ pub fn generation_bytes(n: usize) -> usize {
     n.saturating_mul(BUFFERS_PER_SAMPLE * std::mem::size_of::<f32>())
 }
 
+/// The batch rule every entry point follows (the CLI, Rust, C, Java, text-to-image): an explicit
+/// batch (nonzero) wins; else as many samples as the longest per-sample list holds (`lists`: class
+/// labels, initial noise in whole samples, prompts, negative prompts); else 1. Whether each list
+/// then holds one entry or one per sample is checked where it is used, naming it.
+pub fn batch_size(explicit: usize, lists: &[usize]) -> Result<usize> {
+    let n = match explicit {
+        0 => lists.iter().copied().max().unwrap_or(0).max(1),
+        n => n,
+    };
+    limits::batch(n)
+}
+
+/// Checks `p` against `model` as a generation would, before any work: the error a generation
+/// would fail with, without running the network.
+pub fn check(model: &Model, p: &GenerateParams, memory_limit: Option<usize>) -> Result<()> {
+    Plan::new(model, p, memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT)).map(drop)
+}
+
+impl GenerateParams {
+    /// The number of samples this request makes of a model with `sample_len` values per sample,
+    /// by [`batch_size`]'s rule.
+    pub fn batch_size(&self, sample_len: usize) -> Result<usize> {
+        let noise = self.noise.as_ref().map_or(0, |n| n.len() / sample_len.max(1));
+        batch_size(self.batch, &[self.classes.len(), noise])
+    }
+}
+
 /// A request checked against a model and resolved: what the generation will do.
 pub(crate) struct Plan {
     pub(crate) sampler: SamplerKind,
@@ -123,7 +152,7 @@ impl Plan {
     /// Checks `p` against `model`, refusing a generation whose own buffers would need more than
     /// `memory_limit` bytes, and resolves every default.
     pub(crate) fn new(model: &Model, p: &GenerateParams, memory_limit: usize) -> Result<Plan> {
-        let batch = limits::batch(p.batch)?;
+        let batch = p.batch_size(model.sample_len())?;
         // Before anything copies the caller's buffers for every sample.
         check_memory(model, batch, memory_limit)?;
         let (sampler, schedule, eta) = sampling(model, p)?;
@@ -167,12 +196,21 @@ fn check_memory(model: &Model, batch: usize, limit: usize) -> Result<()> {
     )))
 }
 
+/// The sampler a model's `defaults.sampler` names, or an error naming the file and the key.
+fn manifest_sampler(model: &Model, name: &str) -> Result<SamplerKind> {
+    sampler_by_name(name).map_err(|e| {
+        let path = model.dir().join("model.json");
+        Error::Manifest(format!("{}: key `defaults.sampler`: {}", path.display(), e.message()))
+    })
+}
+
 /// The sampler, the schedule it walks, and DDIM's eta.
 fn sampling(model: &Model, p: &GenerateParams) -> Result<(SamplerKind, Schedule, f64)> {
     let d = &model.manifest().defaults;
-    let sampler = match p.sampler.as_deref().or(d.sampler.as_deref()) {
-        Some(name) => sampler_by_name(name)?,
-        None => DEFAULT_SAMPLER,
+    let sampler = match (p.sampler.as_deref(), d.sampler.as_deref()) {
+        (Some(name), _) => sampler_by_name(name)?,
+        (None, Some(name)) => manifest_sampler(model, name)?,
+        (None, None) => DEFAULT_SAMPLER,
     };
     let eta = limits::eta(p.eta)?;
     // The caller's table, or the model's when the caller asks for no step count of its own.
@@ -307,19 +345,36 @@ fn conditioning(model: &Model, p: &GenerateParams, batch: usize) -> Result<Condi
     })
 }
 
+/// The tensor input `name` of `model`: its per-sample shape and values, or an error naming the
+/// inputs it has.
+fn tensor_input<'m>(model: &'m Model, name: &str) -> Result<(&'m [usize], usize)> {
+    if let Some((_, shape, per)) = model.tensor_inputs().find(|(n, _, _)| *n == name) {
+        return Ok((shape, per));
+    }
+    let names: Vec<&str> = model.tensor_inputs().map(|(n, _, _)| n).collect();
+    let known = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+    invalid(format!("model `{}` has no tensor input `{name}` (it has: {known})", model.manifest().name))
+}
+
+/// Checks a tensor given with a shape (an `.npy` file's) for the input `name`: one sample's shape
+/// (one for all samples), or that shape after a leading 1 or `batch`.
+pub fn check_tensor_shape(model: &Model, name: &str, shape: &[usize], batch: usize) -> Result<()> {
+    let (want, _) = tensor_input(model, name)?;
+    let fits =
+        shape == want || (shape.len() == want.len() + 1 && shape[1..] == *want && [1, batch].contains(&shape[0]));
+    match fits {
+        true => Ok(()),
+        false => invalid(format!(
+            "shape {shape:?} for tensor input `{name}`, which takes {want:?}, [1, ...] or [batch {batch}, ...]"
+        )),
+    }
+}
+
 /// Every tensor input's values for the whole batch, in the model's order; each must be given.
 fn tensors(model: &Model, p: &GenerateParams, batch: usize) -> Result<Vec<Vec<f32>>> {
     let m = model.manifest();
-    let known = || {
-        let names: Vec<&str> = model.tensor_inputs().map(|(n, _, _)| n).collect();
-        if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join(", ")
-        }
-    };
-    if let Some((name, _)) = p.tensors.iter().find(|(n, _)| !model.tensor_inputs().any(|(t, _, _)| t == n)) {
-        return invalid(format!("model `{}` has no tensor input `{name}` (it has: {})", m.name, known()));
+    for (name, _) in &p.tensors {
+        tensor_input(model, name)?;
     }
     let mut out = Vec::new();
     for (name, shape, per) in model.tensor_inputs() {
@@ -473,7 +528,7 @@ pub struct ModelDefaults {
 pub fn model_defaults(model: &Model) -> Result<ModelDefaults> {
     let d = &model.manifest().defaults;
     Ok(ModelDefaults {
-        sampler: d.sampler.as_deref().map(sampler_by_name).transpose()?.unwrap_or(DEFAULT_SAMPLER),
+        sampler: d.sampler.as_deref().map(|s| manifest_sampler(model, s)).transpose()?.unwrap_or(DEFAULT_SAMPLER),
         steps: d.steps.unwrap_or(DEFAULT_STEPS),
         guidance: d.guidance.unwrap_or(1.0),
         guidance_interval: d.guidance_interval,

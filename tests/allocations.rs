@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::{backends, model_dir, options};
-use diffusion_rt::backend::{load_graph, Graph, Input, IoInfo, Runner};
+use diffusion_rt::backend::{load_graph, BackendKind, ExecutionProvider, Graph, Input, IoInfo, Runner};
 use diffusion_rt::cache::{CacheMode, CacheOptions};
 use diffusion_rt::guidance::GuidanceRules;
 use diffusion_rt::sampler::sampler_names;
@@ -69,10 +69,10 @@ impl Graph for Marked {
     fn runner(&self) -> diffusion_rt::Result<Box<dyn Runner>> {
         Ok(Box::new(MarkedRunner(self.0.runner()?)))
     }
-    fn backend_name(&self) -> &'static str {
-        self.0.backend_name()
+    fn backend(&self) -> BackendKind {
+        self.0.backend()
     }
-    fn execution_provider(&self) -> String {
+    fn execution_provider(&self) -> ExecutionProvider {
         self.0.execution_provider()
     }
 }

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::{backends, ort_available, rel_l2, repo};
-use diffusion_rt::backend::{load_graph, ort_lib, BackendKind, BackendOptions, DType, Graph, Input, InputData, IoInfo};
+use diffusion_rt::backend::{
+    load_graph, ort_lib, BackendKind, BackendOptions, DType, ExecutionProvider, Graph, Input, InputData, IoInfo,
+};
 use diffusion_rt::error::Error;
 
 fn denoiser_path() -> PathBuf {
@@ -90,7 +92,7 @@ fn check_io(graph: &dyn Graph) {
         graph.backend_name()
     );
     assert_eq!(graph.outputs(), &[info("out_sample", DType::F32, &[None, Some(1), Some(16), Some(16)])]);
-    assert_eq!(graph.execution_provider(), "cpu");
+    assert_eq!(graph.execution_provider(), ExecutionProvider::Cpu);
 }
 
 /// Batch 1, then 3, then 1 again on one runner: the batch symbol must re-resolve on every call.
@@ -150,7 +152,7 @@ fn tract_and_ort_agree() {
 
 #[test]
 fn auto_prefers_ort_when_its_library_is_found() {
-    let expected = if ort_lib::find(None).is_ok() { "ort" } else { "tract" };
+    let expected = if ort_lib::available() { "ort" } else { "tract" };
     assert_eq!(load(BackendKind::Auto).backend_name(), expected);
 }
 
@@ -313,10 +315,13 @@ fn missing_ort_library_names_the_install_script() {
 
 #[test]
 fn execution_provider_requests() {
-    let with_ep =
-        |backend, ep: &str| BackendOptions { backend, execution_provider: ep.into(), ..BackendOptions::default() };
-    let err = load_graph(&denoiser_path(), &with_ep(BackendKind::Auto, "warp-drive")).err().expect("unknown EP");
-    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    let with_ep = |backend, ep: &str| BackendOptions {
+        backend,
+        execution_provider: ep.parse().expect("a provider"),
+        ..BackendOptions::default()
+    };
+    let err = "warp-drive".parse::<ExecutionProvider>().expect_err("unknown EP");
+    assert!(matches!(err, Error::InvalidArgument(_)) && err.to_string().contains("cpu, cuda, tensorrt"), "{err}");
     let err = load_graph(&denoiser_path(), &with_ep(BackendKind::Tract, "cuda")).err().expect("tract has no EPs");
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     // Without the cargo feature the provider is not compiled in: unavailable, never a silent CPU

@@ -271,12 +271,13 @@ fn makefile_and_pkg_config_build_and_link() {
         "txt2img.c",
         "policy.c",
         "digits.cpp",
+        "sd_preview.cpp",
     ] {
         std::fs::copy(repo().join("c_examples").join(f), src.join(f)).expect("copy");
     }
     let (root, lib) = (format!("ROOT={}", repo().display()), format!("LIBDIR={}", lib_dir().display()));
     run(Command::new("make").arg("-C").arg(&src).args([&root, &lib]));
-    for exe in ["generate", "steps", "threads", "bench", "txt2img", "policy", "digits"] {
+    for exe in ["generate", "steps", "threads", "bench", "txt2img", "policy", "digits", "sd_preview"] {
         assert!(src.join(exe).is_file(), "make built {exe}");
     }
     let prefix = tmp.path().join("prefix");

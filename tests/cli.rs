@@ -5,6 +5,7 @@ mod common;
 use std::process::Command;
 
 use common::{model_dir, TempDir};
+use diffusion_rt::backend::ort_lib::{self, Location};
 
 fn drt(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_drt")).args(args).output().expect("run drt")
@@ -247,7 +248,7 @@ fn dump_inputs_records_every_network_call() {
 /// clear error naming the name.
 #[test]
 fn a_bare_ort_library_name_is_searched_for_by_the_system_loader() {
-    let Ok(lib) = diffusion_rt::backend::ort_lib::find(None) else {
+    let Ok(Location::Path(lib)) = ort_lib::find(None) else {
         assert!(std::env::var_os("DRT_REQUIRE_ORT").is_none(), "DRT_REQUIRE_ORT is set but ONNX Runtime is missing");
         return;
     };
@@ -274,5 +275,136 @@ fn a_bare_ort_library_name_is_searched_for_by_the_system_loader() {
     let o = run(None);
     assert!(!o.status.success());
     let msg = stderr(&o);
-    assert!(msg.contains("cannot load ONNX Runtime from") && msg.contains(name), "{msg}");
+    assert!(msg.contains("cannot load ONNX Runtime") && msg.matches(name).count() == 1, "{msg}");
+}
+
+/// A library planted where the working directory's `.ort/lib/` would be (what the install script
+/// makes inside a checkout) is never loaded: with no --ort-lib, DRT_ORT_LIB or ORT_DYLIB_PATH the
+/// runtime asks the system loader for the bare name only. The planted library announces a load by
+/// writing a file from its constructor.
+#[test]
+fn a_library_planted_in_the_working_directory_is_not_loaded() {
+    let tmp = TempDir::new("planted-ort");
+    let lib_dir = tmp.path().join(".ort/lib");
+    std::fs::create_dir_all(&lib_dir).expect("mkdir");
+    let marker = tmp.path().join("loaded");
+    let src = tmp.path().join("planted.c");
+    std::fs::write(
+        &src,
+        format!(
+            "#include <stdio.h>\n__attribute__((constructor)) static void planted(void) {{\n\
+             FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f); }}\n",
+            marker.display()
+        ),
+    )
+    .expect("write source");
+    let so = lib_dir.join(ort_lib::default_name());
+    let cc = Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&so).arg(&src).output().expect("run cc");
+    assert!(cc.status.success(), "{}", stderr(&cc));
+    let model = model_dir("digits");
+    for backend in ["ort", "auto"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_drt"))
+            .current_dir(tmp.path())
+            .env_remove("DRT_ORT_LIB")
+            .env_remove("ORT_DYLIB_PATH")
+            .env_remove("LD_LIBRARY_PATH")
+            .args(["generate", "--model", model.to_str().expect("utf8"), "--backend", backend])
+            .args(["--steps", "2", "--quiet", "--save-raw", "out.npy"])
+            .output()
+            .expect("run drt");
+        assert!(!marker.exists(), "--backend {backend} loaded the planted library: {}", stderr(&o));
+        if backend == "ort" {
+            let msg = stderr(&o);
+            assert!(
+                !o.status.success() && msg.contains("cannot load ONNX Runtime: failed to load from `libonnxruntime"),
+                "{msg}"
+            );
+        } else {
+            assert!(o.status.success(), "auto falls back to tract: {}", stderr(&o));
+        }
+    }
+}
+
+/// What a newcomer ran into, answered: a manifest file given as --model, negative numbers, bad
+/// output names, a tensor model drawn as a PNG, argument errors before "nothing to write", a
+/// typo in the manifest's sampler, a --threads tract ignores, a reader that closes the pipe.
+#[test]
+fn first_mistakes_get_clear_answers() {
+    let tmp = TempDir::new("newcomer");
+    let digits = model_dir("digits");
+    let m = digits.to_str().expect("utf8");
+    let manifest = digits.join("model.json");
+    let raw = tmp.path().join("x.npy");
+    let r = raw.to_str().expect("utf8");
+    let policy = model_dir("point-policy");
+    let wrong_sampler = tmp.path().join("typo");
+    std::fs::create_dir(&wrong_sampler).expect("mkdir");
+    std::fs::copy(digits.join("denoiser.onnx"), wrong_sampler.join("denoiser.onnx")).expect("copy");
+    let text = std::fs::read_to_string(&manifest).expect("manifest").replace("\"dpmpp-2m\"", "\"dpmpp2m\"");
+    std::fs::write(wrong_sampler.join("model.json"), text).expect("write");
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (vec!["--guidance", "-1", "--save-raw", r], "guidance must be a finite number in [0, 100], got -1".into()),
+        (vec!["--class", "-1"], "class -1 is out of range".into()),
+        (vec!["--class", "11"], "class 11 is out of range".into()),
+        (vec!["--save-raw", "x.png"], "give a name ending in .npy".into()),
+        (vec!["--save-raw", r, "--out", r], "give a name ending in .png".into()),
+        (vec!["--memory-limit", "0", "--save-raw", r], "--memory-limit must be at least 1 MiB".into()),
+        (vec!["--model", tmp.path().to_str().expect("utf8"), "--save-raw", r], "holds neither model.json".into()),
+        (
+            vec!["--model", wrong_sampler.to_str().expect("utf8"), "--save-raw", r],
+            format!(
+                "{}: key `defaults.sampler`: unknown sampler 'dpmpp2m'",
+                wrong_sampler.join("model.json").display()
+            ),
+        ),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec!["generate", "--backend", "tract"];
+        if !extra.contains(&"--model") {
+            args.extend(["--model", m]);
+        }
+        args.extend(&extra);
+        let o = drt(&args);
+        let e = stderr(&o);
+        assert!(!o.status.success() && e.contains(&needle), "{args:?}: `{e}` should mention `{needle}`");
+    }
+    let same = tmp.path().join("same.npy");
+    let same = same.to_str().expect("utf8");
+    let o = drt(&["generate", "--model", m, "--backend", "tract", "--save-raw", same, "--save-latents", same]);
+    assert!(stderr(&o).contains("--save-raw and --save-latents name the same file"), "{}", stderr(&o));
+    let png = tmp.path().join("trajectory.png");
+    let obs = tmp.path().join("obs.npy");
+    diffusion_rt::npy::write(&obs, &[2], &[0.1, -0.2]).expect("obs");
+    let tensor = format!("obs={}", obs.display());
+    let args = ["generate", "--model", policy.to_str().expect("utf8"), "--backend", "tract", "--tensor", &tensor];
+    let o = drt(&[&args[..], &["--out", png.to_str().expect("utf8")]].concat());
+    assert!(stderr(&o).contains("--out draws images") && !png.exists(), "{}", stderr(&o));
+
+    // The manifest file names its directory; a summary counts in words; tract says it ignores --threads.
+    let args = ["generate", "--model", manifest.to_str().expect("utf8"), "--backend", "tract", "--class", "3"];
+    let o = drt(&[&args[..], &["--steps", "1", "--threads", "2", "--save-raw", r]].concat());
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("warning: --threads is ignored on tract")
+            && e.contains("(1 step, guidance 1.5, 1 network pass per sample)"),
+        "{e}"
+    );
+
+    // A reader that stops early ends the output quietly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drt"))
+        .args(["inspect", "--model", m, "--backend", "tract", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success() && !stderr(&o).contains("panicked"), "{}", stderr(&o));
+
+    let regression = model_dir("point-policy-regression");
+    let o = drt(&["policy-eval", "--model", regression.to_str().expect("utf8"), "--episodes", "1"]);
+    assert!(stderr(&o).contains("has no task.json: give the task with --task FILE"), "{}", stderr(&o));
+    let o = drt(&["policy-eval", "--model", policy.to_str().expect("utf8"), "--warm-start", "0", "--episodes", "1"]);
+    assert!(stderr(&o).contains("warm start must be a fraction of the schedule in (0, 1], got 0"), "{}", stderr(&o));
 }

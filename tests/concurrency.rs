@@ -95,8 +95,11 @@ fn cancel_from_another_thread_stops_within_a_step() {
         canceller.join().expect("canceller");
 
         // A cancel at an arbitrary moment from a free-running thread: the run ends cancelled, at
-        // most one step after the last step the callback saw before the flag was set.
+        // most one step after the last step the callback saw before the flag was set. The
+        // callback holds the run before its last steps until the flag is set (a handshake, so a
+        // slow canceller thread cannot let the run finish first).
         let flag = session.cancel_flag();
+        let is_set = session.cancel_flag();
         let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let seen_by_canceller = Arc::clone(&seen);
         let t = std::thread::spawn(move || {
@@ -108,8 +111,11 @@ fn cancel_from_another_thread_stops_within_a_step() {
             at
         });
         let long = GenerateParams { steps: Some(200), ..params(2) };
-        let err = session.generate(&long, &mut |done, _| {
+        let err = session.generate(&long, &mut |done, total| {
             seen.store(done, Ordering::SeqCst);
+            while done + 10 >= total && !is_set.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
             true
         });
         let at = t.join().expect("canceller");

@@ -49,7 +49,15 @@ fn errors_are_statuses_with_messages() {
         drt_session_free(null_mut());
         drt_session_cancel(null());
         assert_eq!(drt_model_sample_len(null()), 0);
-        assert_eq!(CStr::from_ptr(drt_status_string(drt_status::DRT_ERR_CANCELLED)).to_str(), Ok("DRT_ERR_CANCELLED"));
+        assert_eq!(
+            CStr::from_ptr(drt_status_string(drt_status::DRT_ERR_CANCELLED as u32)).to_str(),
+            Ok("DRT_ERR_CANCELLED")
+        );
+        // Enum-like arguments are plain integers, so a value outside the enum is checked, not UB.
+        assert_eq!(CStr::from_ptr(drt_status_string(10)).to_str(), Ok("DRT_UNKNOWN_STATUS"));
+        assert_eq!(CStr::from_ptr(drt_status_string(u32::MAX)).to_str(), Ok("DRT_UNKNOWN_STATUS"));
+        assert_eq!(drt_set_log_callback(None, 6, null_mut()), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("max_level 6"), "{}", last_error());
         assert_eq!(CStr::from_ptr(drt_version()).to_str(), Ok(env!("CARGO_PKG_VERSION")));
     }
 }
@@ -77,7 +85,6 @@ fn generate_checks_buffers_and_parameters() {
             (&|p: &mut drt_generate_params| p.class_label = 99, "class 99"),
             (&|p: &mut drt_generate_params| p.class_label = -2, "class_label"),
             (&|p: &mut drt_generate_params| p.guidance = f32::NAN, "guidance"),
-            (&|p: &mut drt_generate_params| p.batch = 0, "batch"),
             (&|p: &mut drt_generate_params| p.sampler = c"no-such-sampler".as_ptr(), "no-such-sampler"),
             (&|p: &mut drt_generate_params| p.cond_count = 1, "cond_count"),
             // The lengths bindings pass: checked before the arrays are read.
@@ -86,7 +93,7 @@ fn generate_checks_buffers_and_parameters() {
                     p.noise = SHORT_NOISE.as_ptr();
                     p.noise_len = 511;
                 },
-                "noise holds 511 values; batch 2 needs 512",
+                "noise has 511 values, expected batch 2 × 256",
             ),
             (&|p: &mut drt_generate_params| p.classes_len = 3, "classes is NULL with classes_len 3"),
             (
@@ -94,9 +101,9 @@ fn generate_checks_buffers_and_parameters() {
                     p.classes = THREE_CLASSES.as_ptr();
                     p.classes_len = 3;
                 },
-                "classes holds 3 values; batch 2 needs 2",
+                "3 classes for a batch of 2",
             ),
-        ] as [(&dyn Fn(&mut drt_generate_params), &str); 10]
+        ] as [(&dyn Fn(&mut drt_generate_params), &str); 9]
         {
             let mut bad = p;
             edit(&mut bad);
@@ -108,10 +115,15 @@ fn generate_checks_buffers_and_parameters() {
         (given.noise, given.noise_len, given.classes, given.classes_len) = (noise.as_ptr(), 512, classes.as_ptr(), 2);
         let mut with_lengths = vec![0f32; 512];
         assert_eq!(drt_generate(s, &given, with_lengths.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
-        (given.noise_len, given.classes_len) = (0, 0);
-        let mut without = vec![1f32; 512];
-        assert_eq!(drt_generate(s, &given, without.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
-        assert_eq!(with_lengths, without, "lengths that agree change nothing");
+        // ABI 3: a pointer without its length is refused, never read on trust.
+        given.noise_len = 0;
+        assert_eq!(drt_generate(s, &given, out.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("noise is set with noise_len 0"), "{}", last_error());
+        // Without an explicit batch, the lists make it (the batch rule).
+        (given.noise_len, given.batch) = (512, 0);
+        let mut by_rule = vec![1f32; 512];
+        assert_eq!(drt_generate(s, &given, by_rule.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
+        assert_eq!(with_lengths, by_rule, "the batch rule reads the same batch 2");
         assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
         assert_eq!(last_error(), "", "success clears the message");
         assert!(out.iter().all(|v| v.is_finite() && *v != 7.0));
@@ -202,13 +214,13 @@ fn extended_parameters_match_the_rust_api() {
         p.steps = 5;
         p.batch = 2;
         p.seed = 9;
-        p.classes = classes.as_ptr();
+        (p.classes, p.classes_len) = (classes.as_ptr(), 2);
         let base =
             GenerateParams { steps: Some(5), batch: 2, seed: 9, classes: vec![3, 8], ..GenerateParams::default() };
         let mut out = vec![0f32; 512];
         assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
         assert_eq!(out, rust(base.clone()), "per-sample classes");
-        p.noise = noise.as_ptr();
+        (p.noise, p.noise_len) = (noise.as_ptr(), noise.len());
         assert_eq!(drt_generate(s, &p, out.as_mut_ptr(), 512), drt_status::DRT_OK, "{}", last_error());
         assert_eq!(out, rust(GenerateParams { noise: Some(noise.clone()), ..base.clone() }), "supplied noise");
         p.init = init.as_ptr();
@@ -282,34 +294,32 @@ unsafe fn caller_driven_loop_on(m: *mut drt_model) {
         let mut done = 0u32;
         assert_eq!(drt_generate_step(s, &mut done), drt_status::DRT_ERR_INVALID_ARGUMENT, "step before begin");
         assert!(last_error().contains("begin"), "{}", last_error());
-        assert_eq!(
-            drt_generate_read(s, drt_read_kind::DRT_READ_SAMPLE, buf.as_mut_ptr(), 512),
-            drt_status::DRT_ERR_INVALID_ARGUMENT
-        );
+        assert_eq!(drt_generate_read(s, DRT_READ_SAMPLE, buf.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
         assert_eq!(drt_generate_finish(s, buf.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
         let mut total = 0u32;
         assert_eq!(drt_generate_begin(s, &p, &mut total), drt_status::DRT_OK, "{}", last_error());
         assert_eq!(total, 6);
         assert_eq!(
-            drt_generate_read(s, drt_read_kind::DRT_READ_PREDICTION, buf.as_mut_ptr(), 512),
+            drt_generate_read(s, DRT_READ_PREDICTION, buf.as_mut_ptr(), 512),
             drt_status::DRT_ERR_INVALID_ARGUMENT
         );
         assert!(last_error().contains("first step"), "{}", last_error());
+        for what in [2, u32::MAX] {
+            assert_eq!(drt_generate_read(s, what, buf.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
+            assert!(last_error().contains(&format!("what {what}")), "{}", last_error());
+        }
         assert!(buf.iter().all(|&v| v == 5.0), "nothing written on error");
-        assert_eq!(drt_generate_read(s, drt_read_kind::DRT_READ_SAMPLE, buf.as_mut_ptr(), 512), drt_status::DRT_OK);
+        assert_eq!(drt_generate_read(s, DRT_READ_SAMPLE, buf.as_mut_ptr(), 512), drt_status::DRT_OK);
         assert!(buf.iter().all(|v| v.is_finite()) && buf.iter().any(|&v| v != 5.0));
         for k in 1..=total {
             assert_eq!(drt_generate_step(s, &mut done), drt_status::DRT_OK, "{}", last_error());
             assert_eq!(done, k);
             assert_eq!(
-                drt_generate_read(s, drt_read_kind::DRT_READ_PREDICTION, buf.as_mut_ptr(), 511),
+                drt_generate_read(s, DRT_READ_PREDICTION, buf.as_mut_ptr(), 511),
                 drt_status::DRT_ERR_INVALID_ARGUMENT,
                 "short buffer"
             );
-            assert_eq!(
-                drt_generate_read(s, drt_read_kind::DRT_READ_PREDICTION, buf.as_mut_ptr(), 512),
-                drt_status::DRT_OK
-            );
+            assert_eq!(drt_generate_read(s, DRT_READ_PREDICTION, buf.as_mut_ptr(), 512), drt_status::DRT_OK);
             if k == 3 {
                 assert_eq!(drt_generate_finish(s, buf.as_mut_ptr(), 512), drt_status::DRT_ERR_INVALID_ARGUMENT);
                 assert!(last_error().contains("3 of 6"), "{}", last_error());
@@ -371,7 +381,7 @@ fn log_records_reach_the_callback() {
     static LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let ud = &LINES as *const _ as *mut c_void;
     unsafe {
-        assert_eq!(drt_set_log_callback(Some(collect_log), drt_log_level::DRT_LOG_INFO, ud), drt_status::DRT_OK);
+        assert_eq!(drt_set_log_callback(Some(collect_log), drt_log_level::DRT_LOG_INFO as u32, ud), drt_status::DRT_OK);
         drt_model_free(load());
         let seen = LINES.lock().expect("lock").clone();
         assert!(
@@ -381,7 +391,7 @@ fn log_records_reach_the_callback() {
             "{seen:?}"
         );
         assert!(seen.iter().all(|l| !l.starts_with("DRT_LOG_DEBUG")), "nothing above the level asked for");
-        assert_eq!(drt_set_log_callback(None, drt_log_level::DRT_LOG_INFO, null_mut()), drt_status::DRT_OK);
+        assert_eq!(drt_set_log_callback(None, drt_log_level::DRT_LOG_INFO as u32, null_mut()), drt_status::DRT_OK);
         LINES.lock().expect("lock").clear();
         drt_model_free(load());
         assert!(LINES.lock().expect("lock").is_empty(), "removed callback gets nothing");
@@ -474,15 +484,15 @@ fn c_defaults_are_the_clis_defaults() {
         let prompt = [c"a red cat".as_ptr()];
         let mut p = drt_generate_params_default();
         p.seed = 3;
-        p.prompts = prompt.as_ptr();
-        p.prompts_len = 1;
+        let mut q = drt_sd_params_default();
+        (q.prompts, q.prompts_len) = (prompt.as_ptr(), 1);
         let mut mp = drt_model_params_default();
         mp.backend = common::c::backend_cname(backend).as_ptr();
         let mut sd = null_mut();
         let mut images = vec![0f32; 32 * 32 * 3];
         unsafe {
-            assert_eq!(drt_sd_load(dir.as_ptr(), &mp, 0, &mut sd), drt_status::DRT_OK, "{}", last_error());
-            let status = drt_sd_generate(sd, &p, images.as_mut_ptr(), images.len());
+            assert_eq!(drt_sd_load(dir.as_ptr(), &mp, null(), &mut sd), drt_status::DRT_OK, "{}", last_error());
+            let status = drt_sd_generate(sd, &p, &q, images.as_mut_ptr(), images.len());
             assert_eq!(status, drt_status::DRT_OK, "{}", last_error());
             drt_sd_free(sd);
         }

@@ -231,7 +231,7 @@ fn bad_generation_parameters_are_refused_with_a_reason() {
     let ok = GenerateParams { steps: Some(2), batch: 2, classes: vec![1], ..GenerateParams::default() };
     let cases: Vec<(GenerateParams, &str)> = vec![
         (GenerateParams { steps: Some(0), ..ok.clone() }, "steps"),
-        (GenerateParams { batch: 0, ..ok.clone() }, "batch"),
+        (GenerateParams { batch: 3, classes: vec![1, 2], ..ok.clone() }, "2 classes for a batch of 3"),
         (GenerateParams { batch: 1_000_000, ..ok.clone() }, "batch"),
         (GenerateParams { guidance: Some(f32::NAN), ..ok.clone() }, "guidance"),
         (GenerateParams { guidance: Some(-1.0), ..ok.clone() }, "guidance"),

@@ -233,7 +233,10 @@ fn missing_backends_are_refused_everywhere() {
 
     // Execution providers this build does not include (only the CPU is compiled in by default).
     check_cli("missing EP", &["inspect", "--model", dir, "--ep", "coreml"], Kind::Backend, "coreml");
-    let opts = BackendOptions { execution_provider: "coreml".into(), ..BackendOptions::default() };
+    let opts = BackendOptions {
+        execution_provider: diffusion_rt::backend::ExecutionProvider::CoreMl,
+        ..BackendOptions::default()
+    };
     check_rust("missing EP", Model::load(&digits, &opts), Kind::Backend, "coreml");
     let mut p = drt_model_params_default();
     p.execution_provider = c"coreml".as_ptr();
@@ -294,13 +297,14 @@ fn bad_requests_are_refused_everywhere() {
             Kind::Invalid,
             "steps must be between",
         ),
+        // An explicit batch the per-sample lists disagree with (batch 0 is the batch rule).
         call(
-            "zero batch",
-            |p| p.batch = 0,
-            c_edit(|p| p.batch = 0),
-            &["--batch", "0"],
+            "batch against classes",
+            |p| (p.batch, p.classes) = (3, vec![1, 2]),
+            c_edit(|p| (p.batch, p.classes, p.classes_len) = (3, leak(vec![1, 2]), 2)),
+            &["--batch", "3", "--class", "1,2"],
             Kind::Invalid,
-            "batch must be between",
+            "2 classes for a batch of 3",
         ),
         call(
             "absurd batch",
@@ -650,41 +654,41 @@ fn a_class_count_the_graph_lacks_fails_at_generation() {
 #[test]
 fn bad_text_to_image_requests_are_refused_everywhere() {
     use diffusion_rt::sd::{SdOptions, StableDiffusion, TextToImage};
-    type CEdit = Box<dyn Fn(&mut drt_generate_params)>;
+    type CEdit = Box<dyn Fn(&mut drt_generate_params, &mut drt_sd_params)>;
     type RustEdit = Box<dyn Fn(&mut TextToImage)>;
     let cases: Vec<(&str, RustEdit, CEdit, &[&str], &str)> = vec![
         (
             "absurd steps",
             Box::new(|r| r.params.steps = Some(20_000)),
-            Box::new(|p| p.steps = 20_000),
+            Box::new(|p, _| p.steps = 20_000),
             &["--steps", "20000"],
             "steps must be between 1 and 10000",
         ),
         (
             "absurd batch",
             Box::new(|r| r.params.batch = 5_000),
-            Box::new(|p| p.batch = 5_000),
+            Box::new(|p, _| p.batch = 5_000),
             &["--batch", "5000"],
             "batch must be between 1 and 4096",
         ),
         (
             "guidance above the limit",
             Box::new(|r| r.params.guidance = Some(1000.0)),
-            Box::new(|p| p.guidance = 1000.0),
+            Box::new(|p, _| p.guidance = 1000.0),
             &["--guidance", "1000"],
             "guidance must be a finite number in [0, 100]",
         ),
         (
             "a width the VAE cannot make",
             Box::new(|r| r.width = Some(33)),
-            Box::new(|p| p.width = 33),
+            Box::new(|_, q| q.width = 33),
             &["--width", "33"],
             "width 33 must be a multiple of 2",
         ),
         (
             "unknown sampler",
             Box::new(|r| r.params.sampler = Some("warp-drive".into())),
-            Box::new(|p| p.sampler = c"warp-drive".as_ptr()),
+            Box::new(|p, _| p.sampler = c"warp-drive".as_ptr()),
             &["--sampler", "warp-drive"],
             "warp-drive",
         ),
@@ -695,7 +699,7 @@ fn bad_text_to_image_requests_are_refused_everywhere() {
     let mut mp = drt_model_params_default();
     mp.backend = c"tract".as_ptr();
     let mut handle = null_mut();
-    assert_eq!(unsafe { drt_sd_load(dir.as_ptr(), &mp, 0, &mut handle) }, drt_status::DRT_OK);
+    assert_eq!(unsafe { drt_sd_load(dir.as_ptr(), &mp, null(), &mut handle) }, drt_status::DRT_OK);
     let prompt = [c"a red cat".as_ptr()];
     let mut out = vec![0u8; 5_000 * 32 * 32 * 3];
     for (case, rust, c, cli, needle) in &cases {
@@ -711,10 +715,11 @@ fn bad_text_to_image_requests_are_refused_everywhere() {
 
         let mut p = drt_generate_params_default();
         p.steps = 1;
-        p.prompts = prompt.as_ptr();
-        p.prompts_len = 1;
-        c(&mut p);
-        check_c(case, unsafe { drt_sd_generate_rgb8(handle, &p, out.as_mut_ptr(), out.len()) }, Kind::Invalid, needle);
+        let mut q = drt_sd_params_default();
+        (q.prompts, q.prompts_len) = (prompt.as_ptr(), 1);
+        c(&mut p, &mut q);
+        let status = unsafe { drt_sd_generate_rgb8(handle, &p, &q, out.as_mut_ptr(), out.len()) };
+        check_c(case, status, Kind::Invalid, needle);
     }
     unsafe { drt_sd_free(handle) };
 }

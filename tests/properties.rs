@@ -211,8 +211,10 @@ fn c_generate_params_give_a_status_and_never_a_stray_write() {
                 p.sampler = sampler.as_ref().map_or(null(), |c| c.as_ptr());
                 p.class_label = class_label;
                 p.batch = batch;
-                p.classes = classes.as_ref().map_or(null(), |c| c.as_ptr());
-                p.noise = if noise { noise_buf.as_ptr() } else { null() };
+                (p.classes, p.classes_len) = classes.as_ref().map_or((null(), 0), |c| (c.as_ptr(), c.len()));
+                if noise {
+                    (p.noise, p.noise_len) = (noise_buf.as_ptr(), noise_buf.len());
+                }
                 if let (Some(n), Some(v)) = (&names, &values) {
                     p.cond_names = n.as_ptr();
                     p.cond_values = v.as_ptr();

@@ -337,17 +337,13 @@ fn a_memory_budget_plans_the_generation() {
         assert!(sd.plan(&req).expect("plan").is_some());
     }
     let dir = std::ffi::CString::new(export.to_str().expect("utf8")).expect("cstr");
-    let mut mp = drt_model_params_default();
-    mp.memory_budget_mb = 60;
+    let mut lp = drt_sd_load_params_default();
+    lp.memory_budget_mb = 60;
     let mut sd = std::ptr::null_mut();
     unsafe {
-        assert_eq!(drt_sd_load(dir.as_ptr(), &mp, 0, &mut sd), drt_status::DRT_ERR_OUT_OF_MEMORY);
+        assert_eq!(drt_sd_load(dir.as_ptr(), std::ptr::null(), &lp, &mut sd), drt_status::DRT_ERR_OUT_OF_MEMORY);
         let msg = std::ffi::CStr::from_ptr(drt_last_error()).to_string_lossy().into_owned();
         assert!(msg.contains("a memory budget of 60 MB cannot be met"), "{msg}");
-        let digits = std::ffi::CString::new(common::model_dir("digits").to_str().expect("utf8")).expect("cstr");
-        let mut model = std::ptr::null_mut();
-        assert_eq!(drt_model_load(digits.as_ptr(), &mp, &mut model), drt_status::DRT_ERR_INVALID_ARGUMENT);
-        assert!(model.is_null());
     }
     let drt = |args: &[&str]| {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt")).args(args).output().expect("drt");
@@ -442,19 +438,44 @@ fn c_api_generates_the_clis_image() {
     unsafe {
         let dir = std::ffi::CString::new(fixture().join("export").to_str().expect("utf8")).expect("cstr");
         let mut sd = null_mut();
-        assert_eq!(drt_sd_load(dir.as_ptr(), std::ptr::null(), 0, &mut sd), drt_status::DRT_OK);
+        assert_eq!(drt_sd_load(dir.as_ptr(), std::ptr::null(), std::ptr::null(), &mut sd), drt_status::DRT_OK);
         let mut gp = drt_generate_params_default();
         gp.steps = 2;
-        gp.width = 33;
+        let mut q = drt_sd_params_default();
+        q.width = 33;
         let mut out = vec![0u8; 32 * 32 * 3];
-        assert_eq!(drt_sd_generate_rgb8(sd, &gp, out.as_mut_ptr(), out.len()), drt_status::DRT_ERR_INVALID_ARGUMENT);
-        assert!(std::ffi::CStr::from_ptr(drt_last_error()).to_string_lossy().contains("width 33"));
-        gp.width = 0;
-        assert_eq!(drt_sd_generate_rgb8(sd, &gp, out.as_mut_ptr(), 100), drt_status::DRT_ERR_INVALID_ARGUMENT);
-        assert!(std::ffi::CStr::from_ptr(drt_last_error()).to_string_lossy().contains("need 3072"));
-        gp.prompts_len = 2;
-        assert_eq!(drt_sd_generate_rgb8(sd, &gp, out.as_mut_ptr(), out.len()), drt_status::DRT_ERR_INVALID_ARGUMENT);
-        assert!(std::ffi::CStr::from_ptr(drt_last_error()).to_string_lossy().contains("prompts is NULL"));
+        let message = || std::ffi::CStr::from_ptr(drt_last_error()).to_string_lossy().into_owned();
+        assert_eq!(
+            drt_sd_generate_rgb8(sd, &gp, &q, out.as_mut_ptr(), out.len()),
+            drt_status::DRT_ERR_INVALID_ARGUMENT
+        );
+        assert!(message().contains("width 33"), "{}", message());
+        q.width = 0;
+        assert_eq!(drt_sd_generate_rgb8(sd, &gp, &q, out.as_mut_ptr(), 100), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        assert!(message().contains("need 3072"), "{}", message());
+        q.prompts_len = 2;
+        assert_eq!(
+            drt_sd_generate_rgb8(sd, &gp, &q, out.as_mut_ptr(), out.len()),
+            drt_status::DRT_ERR_INVALID_ARGUMENT
+        );
+        assert!(message().contains("prompts is NULL"), "{}", message());
+        q.prompts_len = 0;
+        // A model.json start sample is not a Stable Diffusion start image.
+        let init = [0.5f32; 32 * 32 * 3];
+        (gp.init, gp.init_len) = (init.as_ptr(), init.len());
+        assert_eq!(
+            drt_sd_generate_rgb8(sd, &gp, &q, out.as_mut_ptr(), out.len()),
+            drt_status::DRT_ERR_INVALID_ARGUMENT
+        );
+        assert!(message().contains("drt_sd_params.init_image"), "{}", message());
+        // Lengths are required: an image pointer with no length is refused, not read on trust.
+        (gp.init, gp.init_len) = (std::ptr::null(), 0);
+        q.init_image = init.as_ptr();
+        assert_eq!(
+            drt_sd_generate_rgb8(sd, &gp, &q, out.as_mut_ptr(), out.len()),
+            drt_status::DRT_ERR_INVALID_ARGUMENT
+        );
+        assert!(message().contains("init_image is set with init_image_len 0"), "{}", message());
         // Progress after every step; false cancels, and the buffer is left as it was.
         unsafe extern "C" fn count(step: u32, total: u32, user_data: *mut std::ffi::c_void) -> bool {
             let seen = &mut *(user_data as *mut Vec<(u32, u32)>);
@@ -467,11 +488,16 @@ fn c_api_generates_the_clis_image() {
         gp.progress = Some(count);
         gp.user_data = &mut seen as *mut Vec<(u32, u32)> as *mut std::ffi::c_void;
         let mut out = vec![7u8; 32 * 32 * 3];
-        assert_eq!(drt_sd_generate_rgb8(sd, &gp, out.as_mut_ptr(), out.len()), drt_status::DRT_ERR_CANCELLED);
+        assert_eq!(
+            drt_sd_generate_rgb8(sd, &gp, std::ptr::null(), out.as_mut_ptr(), out.len()),
+            drt_status::DRT_ERR_CANCELLED
+        );
         assert_eq!(seen, [(1, 4), (2, 4)]);
         assert!(out.iter().all(|&b| b == 7), "a cancelled generation writes nothing");
         drt_sd_free(sd);
-        assert_eq!(drt_sd_load(dir.as_ptr(), std::ptr::null(), 4, &mut sd), drt_status::DRT_ERR_INVALID_ARGUMENT);
+        let mut lp = drt_sd_load_params_default();
+        lp.struct_size = 6;
+        assert_eq!(drt_sd_load(dir.as_ptr(), std::ptr::null(), &lp, &mut sd), drt_status::DRT_ERR_INVALID_ARGUMENT);
     }
 }
 
@@ -586,5 +612,220 @@ fn inpainting_equals_optimums_pipeline() {
             .expect("drt");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(npy::read(&raw).expect("raw").shape, want);
+    }
+}
+
+/// The caller-driven session (begin, step, preview, finish) gives the images a whole generation
+/// gives, bit for bit, for text to image and img2img; a cancel from another thread stops it at the
+/// next step.
+#[test]
+fn a_session_steps_to_the_images_generate_makes() {
+    use diffusion_rt::sd::SdSession;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    let reference = fixture().join("reference");
+    let (_, _, image) = diffusion_rt::image::read_png(&reference.join("init.png")).expect("init.png");
+    for backend in backends() {
+        let sd = Arc::new(load("export", backend));
+        let mut session = SdSession::new(Arc::clone(&sd));
+        let (plain, _) = request("dpmpp2m");
+        let (mut img2img, _) = request("img2img_euler");
+        img2img.init_image = Some(image.clone());
+        for (name, req) in [("dpmpp2m", &plain), ("img2img_euler", &img2img)] {
+            let whole = sd.generate(req).expect("generate");
+            let total = session.begin(req).expect("begin");
+            assert_eq!(total, whole.steps, "{name}");
+            assert!(session.preview().is_err(), "no preview before the first step");
+            let mut previews = Vec::new();
+            for k in 1..=total {
+                assert_eq!(session.step().expect("step"), k);
+                assert_eq!(session.current_latents().map(<[f32]>::len), Some(whole.latents.len()));
+                previews.push(session.preview().expect("preview"));
+            }
+            assert!(session.step().is_err(), "no step past the last");
+            let stepped = session.finish().expect("finish");
+            assert!(stepped.pixels == whole.pixels && stepped.latents == whole.latents, "{name} on {backend:?}");
+            // The previews converge on the image: the last step predicts the result.
+            let (first, last) = (rel_l2(&previews[0], &whole.pixels), rel_l2(&previews[total - 1], &whole.pixels));
+            assert!(last < 1e-3 && first > last, "{name}: previews {first:.2e} .. {last:.2e} from the image");
+        }
+
+        // A cancel asked for between steps, from another thread, ends the run at the next step.
+        session.begin(&plain).expect("begin");
+        session.step().expect("step");
+        let flag = session.cancel_flag();
+        std::thread::spawn(move || flag.store(true, Ordering::SeqCst)).join().expect("thread");
+        match session.step() {
+            Err(Error::Cancelled { step: 1 }) => {}
+            other => panic!("expected a cancel at step 1: {other:?}"),
+        }
+        assert!(session.finish().is_err(), "a cancelled generation is over");
+        assert!(session.generate(&plain, &mut |_, _| true).is_ok(), "the next generation clears the cancel");
+    }
+}
+
+/// The C session: stepped with previews, its images are drt_sd_generate_rgb8's; the latents and
+/// a preview are read between steps; drt_sd_session_cancel from another thread, handed over
+/// inside the progress callback, cancels the whole-generation call at the next step.
+#[test]
+fn c_sd_session_steps_previews_and_cancels() {
+    use diffusion_rt::ffi::*;
+    use std::ffi::c_void;
+    use std::ptr::{null, null_mut};
+    unsafe {
+        let dir = std::ffi::CString::new(fixture().join("export").to_str().expect("utf8")).expect("cstr");
+        let message = || std::ffi::CStr::from_ptr(drt_last_error()).to_string_lossy().into_owned();
+        let mut sd = null_mut();
+        assert_eq!(drt_sd_load(dir.as_ptr(), null(), null(), &mut sd), drt_status::DRT_OK, "{}", message());
+        let prompt = c"a red cat";
+        let prompts = [prompt.as_ptr()];
+        let mut q = drt_sd_params_default();
+        (q.prompts, q.prompts_len) = (prompts.as_ptr(), 1);
+        let mut gp = drt_generate_params_default();
+        gp.steps = 3;
+        let mut whole = vec![0u8; 32 * 32 * 3];
+        assert_eq!(drt_sd_generate_rgb8(sd, &gp, &q, whole.as_mut_ptr(), whole.len()), drt_status::DRT_OK);
+
+        let mut s = null_mut();
+        assert_eq!(drt_sd_session_create(sd, &mut s), drt_status::DRT_OK);
+        // The session keeps the export alive.
+        drt_sd_free(sd);
+        let mut preview = vec![0u8; whole.len()];
+        assert_eq!(
+            drt_sd_session_preview_rgb8(s, preview.as_mut_ptr(), preview.len()),
+            drt_status::DRT_ERR_INVALID_ARGUMENT
+        );
+        assert!(message().contains("drt_sd_session_begin"), "{}", message());
+        let mut total = 0;
+        assert_eq!(drt_sd_session_begin(s, &gp, &q, &mut total), drt_status::DRT_OK, "{}", message());
+        assert_eq!(total, 3);
+        let mut latents = vec![0f32; 4 * 16 * 16]; // the tiny VAE's factor is 2
+        assert_eq!(
+            drt_sd_session_read(s, DRT_READ_PREDICTION, latents.as_mut_ptr(), latents.len()),
+            drt_status::DRT_ERR_INVALID_ARGUMENT
+        );
+        assert!(message().contains("before the first step"), "{}", message());
+        assert_eq!(
+            drt_sd_session_read(s, 2, latents.as_mut_ptr(), latents.len()),
+            drt_status::DRT_ERR_INVALID_ARGUMENT
+        );
+        let mut done = 0;
+        for k in 1..=3 {
+            assert_eq!(drt_sd_session_step(s, &mut done), drt_status::DRT_OK, "{}", message());
+            assert_eq!(done, k);
+            assert_eq!(
+                drt_sd_session_read(s, DRT_READ_SAMPLE, latents.as_mut_ptr(), latents.len()),
+                drt_status::DRT_OK
+            );
+            assert!(latents.iter().all(|v| v.is_finite()));
+            assert_eq!(drt_sd_session_preview_rgb8(s, preview.as_mut_ptr(), 10), drt_status::DRT_ERR_INVALID_ARGUMENT);
+            assert!(message().contains("need 3072"), "{}", message());
+            assert_eq!(drt_sd_session_preview_rgb8(s, preview.as_mut_ptr(), preview.len()), drt_status::DRT_OK);
+        }
+        let bytes = |v: &[u8]| v.iter().map(|&b| f32::from(b)).collect::<Vec<_>>();
+        assert!(rel_l2(&bytes(&preview), &bytes(&whole)) < 1e-2, "the last step's preview is about the image");
+        let mut stepped = vec![0u8; whole.len()];
+        assert_eq!(drt_sd_session_finish_rgb8(s, stepped.as_mut_ptr(), stepped.len()), drt_status::DRT_OK);
+        assert_eq!(stepped, whole, "the stepped images are the whole generation's");
+        assert_eq!(drt_sd_session_step(s, &mut done), drt_status::DRT_ERR_INVALID_ARGUMENT);
+
+        // The handshake: at step 1 the callback hands the session to another thread, which cancels
+        // it; the callback returns true once the cancel is in, and the next step is not taken.
+        struct Handoff {
+            session: *const drt_sd_session,
+            steps: Vec<u32>,
+        }
+        unsafe extern "C" fn cancel_from_a_thread(step: u32, _total: u32, user_data: *mut c_void) -> bool {
+            let h = &mut *(user_data as *mut Handoff);
+            h.steps.push(step);
+            if step == 1 {
+                let s = h.session as usize;
+                std::thread::spawn(move || drt_sd_session_cancel(s as *const drt_sd_session)).join().expect("thread");
+            }
+            true
+        }
+        let mut h = Handoff { session: s, steps: Vec::new() };
+        gp.progress = Some(cancel_from_a_thread);
+        gp.user_data = &mut h as *mut Handoff as *mut c_void;
+        let mut out = vec![7u8; whole.len()];
+        assert_eq!(
+            drt_sd_session_generate_rgb8(s, &gp, &q, out.as_mut_ptr(), out.len()),
+            drt_status::DRT_ERR_CANCELLED
+        );
+        assert_eq!(h.steps, [1]);
+        assert!(out.iter().all(|&b| b == 7), "a cancelled generation writes nothing");
+        gp.progress = None;
+        assert_eq!(drt_sd_session_generate_rgb8(s, &gp, &q, out.as_mut_ptr(), out.len()), drt_status::DRT_OK);
+        assert_eq!(out, whole, "the next generation clears the cancel");
+        drt_sd_session_free(s);
+    }
+}
+
+/// The C++ API's session (c_examples/sd_preview.cpp): stepped with previews, the images of one
+/// whole call; a cancel from another thread.
+#[test]
+fn cpp_sd_session_example_runs() {
+    use common::c::{backend_name, build_example, run};
+    let tmp = common::TempDir::new("sd-cpp");
+    let exe = build_example("sd_preview", tmp.path());
+    for backend in backends() {
+        let o = run(std::process::Command::new(&exe).arg(fixture().join("export")).arg("a red cat").args([
+            "3",
+            backend_name(backend),
+            "1",
+        ]));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("3 steps, 3 previews, 32x32: the stepped images are the whole call's"), "{out}");
+        assert!(out.contains("cancelled: DRT_ERR_CANCELLED"), "{out}");
+    }
+}
+
+/// Start images and masks as apps hold them (8-bit grey, RGB or RGBA, any size) are converted and
+/// resized by the library for every entry point: RGBA pixels give the RGB image's result, and with
+/// no size asked for, the images take the start image's, rounded down to the VAE's factor.
+#[test]
+fn start_images_and_masks_from_pixels() {
+    use diffusion_rt::ffi::*;
+    use diffusion_rt::sd::image_input::Pixels;
+    let reference = fixture().join("reference");
+    let (w, h, c, rgb) = diffusion_rt::image::read_png_u8(&reference.join("init.png")).expect("init.png");
+    let (mw, mh, mc, mask) = diffusion_rt::image::read_png_u8(&reference.join("mask.png")).expect("mask.png");
+    assert_eq!(c, 3);
+    let rgba: Vec<u8> = rgb.chunks(3).flat_map(|p| [p[0], p[1], p[2], 200]).collect();
+    let sd = load("export", BackendKind::Tract);
+    let (_, _, values) = diffusion_rt::image::read_png(&reference.join("init.png")).expect("init.png");
+    let (_, _, mask_rgb) = diffusion_rt::image::read_png(&reference.join("mask.png")).expect("mask.png");
+    let mask_values: Vec<f32> = mask_rgb.chunks(3).map(|c| c[0]).collect();
+    let (mut by_values, _) = request("inpaint_ddim");
+    (by_values.init_image, by_values.mask_image) = (Some(values), Some(mask_values));
+    let (mut by_pixels, _) = request("inpaint_ddim");
+    let start = Pixels { width: w, height: h, channels: 4, data: &rgba };
+    let m = Pixels { width: mw, height: mh, channels: mc, data: &mask };
+    sd.set_images(&mut by_pixels, Some(start), Some(m)).expect("pixels");
+    assert_eq!(by_pixels.init_image, by_values.init_image);
+    assert_eq!(by_pixels.mask_image, by_values.mask_image);
+    let e = sd.set_images(&mut by_pixels, Some(start), None).expect_err("both");
+    assert!(e.to_string().contains("both as values and as pixels"), "{e}");
+
+    // Through C: the size of a 49×41 start image with none asked for.
+    let odd: Vec<u8> = (0..49 * 41).map(|i| (i * 7 % 251) as u8).collect();
+    unsafe {
+        let dir = std::ffi::CString::new(fixture().join("export").to_str().expect("utf8")).expect("cstr");
+        let mut sd = std::ptr::null_mut();
+        assert_eq!(drt_sd_load(dir.as_ptr(), std::ptr::null(), std::ptr::null(), &mut sd), drt_status::DRT_OK);
+        let mut q = drt_sd_params_default();
+        q.start_image =
+            drt_image { pixels: odd.as_ptr(), pixels_len: odd.len(), width: 49, height: 41, channels: 1, reserved: 0 };
+        let (mut width, mut height, mut batch) = (0, 0, 0);
+        let status = drt_sd_image_size(sd, std::ptr::null(), &q, &mut width, &mut height, &mut batch);
+        assert_eq!(status, drt_status::DRT_OK);
+        assert_eq!((width, height, batch), (48, 40, 1));
+        q.start_image.channels = 2;
+        q.start_image.pixels_len = 49 * 41 * 2;
+        let status = drt_sd_image_size(sd, std::ptr::null(), &q, &mut width, &mut height, &mut batch);
+        assert_eq!(status, drt_status::DRT_ERR_INVALID_ARGUMENT);
+        let msg = std::ffi::CStr::from_ptr(drt_last_error()).to_string_lossy().into_owned();
+        assert!(msg.contains("the start image: 2 channels"), "{msg}");
+        drt_sd_free(sd);
     }
 }

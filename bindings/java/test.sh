@@ -18,6 +18,6 @@ mkdir -p "$classes"
 find bindings/java/src/test/java -name '*.java' -print0 | sort -z \
     | xargs -0 javac -Xlint:all -Werror -encoding UTF-8 -cp "$jar:$junit" -d "$classes"
 java -Xcheck:jni \
-    "-Ddev.diffusionrt.library=$(realpath "$lib")" "-Ddiffusionrt.repo=$PWD" "-Ddiffusionrt.backends=$backends" \
+    "-Ddev.diffusionrt.library=$(realpath --relative-to=. "$lib")" "-Ddiffusionrt.repo=$PWD" "-Ddiffusionrt.backends=$backends" \
     -jar "$junit" --disable-banner --details=tree --fail-if-no-tests \
     --class-path "$jar:$classes" --select-package dev.diffusionrt

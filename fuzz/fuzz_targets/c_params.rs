@@ -1,6 +1,7 @@
 //! The C API's parameter validation: generation parameters with arbitrary values (pointers either
-//! NULL or valid for the lengths the contract asks) give a status, never a crash, and an error
-//! never writes to the output.
+//! NULL or valid for the lengths they are given with), and arbitrary integers where C has an
+//! enum-like argument (drt_status_string, drt_generate_read, drt_set_log_callback), give a status,
+//! never a crash, and an error never writes to the output.
 #![no_main]
 use std::ffi::CString;
 use std::ptr::{null, null_mut};
@@ -20,7 +21,13 @@ struct Params {
     class_label: i32,
     batch: u8,
     classes: Option<Vec<i32>>,
+    /// A length given with `classes` other than its own (the pointer is valid for its own).
+    classes_len_short: u8,
     noise: bool,
+    noise_len_short: u8,
+    read_kind: u32,
+    log_level: u32,
+    status: u32,
     cond: Option<(String, f32)>,
     init: Option<(u16, f32)>,
     strength: f32,
@@ -56,7 +63,7 @@ fuzz_target!(|f: Params| {
     let batch = (f.batch % 6) as usize;
     let sampler = f.sampler.as_deref().and_then(|v| CString::new(v).ok());
     let classes: Option<Vec<i32>> = f.classes.map(|mut c| {
-        c.resize(batch.max(1), 0);
+        c.truncate(8);
         c
     });
     let noise = vec![0.5f32; batch.max(1) * 16];
@@ -72,8 +79,15 @@ fuzz_target!(|f: Params| {
     p.sampler = sampler.as_ref().map_or(null(), |c| c.as_ptr());
     p.class_label = f.class_label;
     p.batch = batch as u32;
-    p.classes = classes.as_ref().map_or(null(), |c| c.as_ptr());
-    p.noise = if f.noise { noise.as_ptr() } else { null() };
+    // Lengths never exceed what the pointers hold: the contract a caller keeps.
+    if let Some(c) = &classes {
+        p.classes = c.as_ptr();
+        p.classes_len = c.len().saturating_sub(f.classes_len_short as usize % 3);
+    }
+    if f.noise {
+        p.noise = noise.as_ptr();
+        p.noise_len = noise.len().saturating_sub(f.noise_len_short as usize % 20);
+    }
     if let (Some(n), Some(v)) = (&cond_names, &cond_values) {
         p.cond_names = n.as_ptr();
         p.cond_values = v.as_ptr();
@@ -86,6 +100,11 @@ fuzz_target!(|f: Params| {
     p.strength = f.strength;
     let out_len = f.out_len as usize % 200;
     let mut out = vec![7.0f32; out_len];
+    unsafe {
+        assert!(!drt_status_string(f.status).is_null());
+        let logged = drt_set_log_callback(None, f.log_level, null_mut());
+        assert_eq!(logged == drt_status::DRT_OK, f.log_level <= 5, "log level {}", f.log_level);
+    }
     let status = unsafe {
         if f.caller_driven {
             let mut total = 0u32;
@@ -95,6 +114,12 @@ fuzz_target!(|f: Params| {
                 st = drt_generate_step(s, &mut done);
                 if st != drt_status::DRT_OK || done == total {
                     break;
+                }
+                let mut preview = vec![7.0f32; out_len];
+                let read = drt_generate_read(s, f.read_kind, preview.as_mut_ptr(), out_len);
+                assert!(read != drt_status::DRT_OK || f.read_kind <= DRT_READ_PREDICTION, "read kind {}", f.read_kind);
+                if read != drt_status::DRT_OK {
+                    assert!(preview.iter().all(|&v| v == 7.0), "a failed read wrote to the output");
                 }
             }
             if st == drt_status::DRT_OK {

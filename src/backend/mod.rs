@@ -142,10 +142,14 @@ pub trait Graph: Send + Sync {
     fn outputs(&self) -> &[IoInfo];
     /// Per-session execution state; creating one may be expensive (ORT builds a session), running is not.
     fn runner(&self) -> Result<Box<dyn Runner>>;
-    /// `"tract"` or `"ort"`.
-    fn backend_name(&self) -> &'static str;
-    /// The execution provider that really runs the graph (`"cpu"`, `"cuda"`...).
-    fn execution_provider(&self) -> String;
+    /// [`BackendKind::Tract`] or [`BackendKind::Ort`].
+    fn backend(&self) -> BackendKind;
+    /// `"tract"` or `"ort"`, as reports print it.
+    fn backend_name(&self) -> &'static str {
+        self.backend().name()
+    }
+    /// The execution provider that runs the graph.
+    fn execution_provider(&self) -> ExecutionProvider;
     /// Intra-op threads a runner computes with.
     fn threads(&self) -> usize {
         1
@@ -177,6 +181,16 @@ pub enum BackendKind {
     Auto,
 }
 
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Tract => "tract",
+            BackendKind::Ort => "ort",
+            BackendKind::Auto => "auto",
+        }
+    }
+}
+
 impl FromStr for BackendKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -194,16 +208,64 @@ impl FromStr for BackendKind {
 /// speed (README, "Run a Stable Diffusion ONNX export").
 pub const DEFAULT_SD_ATTENTION_SLICES: usize = 8;
 
-/// Execution providers the CLI and C ABI accept; anything but `cpu` needs the ort backend.
-pub const EXECUTION_PROVIDERS: &[&str] = &["cpu", "cuda", "tensorrt", "coreml", "nnapi", "xnnpack"];
+/// Where ONNX Runtime runs a graph; anything but the CPU needs the ort backend and its build
+/// feature (`--features cuda`, ...).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ExecutionProvider {
+    #[default]
+    Cpu,
+    Cuda,
+    TensorRt,
+    CoreMl,
+    Nnapi,
+    Xnnpack,
+}
+
+impl ExecutionProvider {
+    pub const ALL: [ExecutionProvider; 6] = [
+        ExecutionProvider::Cpu,
+        ExecutionProvider::Cuda,
+        ExecutionProvider::TensorRt,
+        ExecutionProvider::CoreMl,
+        ExecutionProvider::Nnapi,
+        ExecutionProvider::Xnnpack,
+    ];
+
+    /// The name the CLI, C and Java take, which is also its cargo feature (but for `cpu`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutionProvider::Cpu => "cpu",
+            ExecutionProvider::Cuda => "cuda",
+            ExecutionProvider::TensorRt => "tensorrt",
+            ExecutionProvider::CoreMl => "coreml",
+            ExecutionProvider::Nnapi => "nnapi",
+            ExecutionProvider::Xnnpack => "xnnpack",
+        }
+    }
+}
+
+impl FromStr for ExecutionProvider {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        ExecutionProvider::ALL.into_iter().find(|ep| ep.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = ExecutionProvider::ALL.iter().map(|ep| ep.name()).collect();
+            Error::InvalidArgument(format!("unknown execution provider `{s}` (expected one of {})", names.join(", ")))
+        })
+    }
+}
+
+impl std::fmt::Display for ExecutionProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct BackendOptions {
     pub backend: BackendKind,
     /// Explicit ONNX Runtime library (`--ort-lib`); see [`ort_lib::find`] for the fallbacks.
     pub ort_library: Option<PathBuf>,
-    /// One of [`EXECUTION_PROVIDERS`].
-    pub execution_provider: String,
+    pub execution_provider: ExecutionProvider,
     /// Intra-op threads for ORT (default: [`default_threads`]). tract runs single-threaded.
     pub threads: Option<usize>,
     /// Attention computed in this many slices of queries ([`attention`]); 1 = whole; `None` = the
@@ -227,7 +289,7 @@ impl Default for BackendOptions {
         BackendOptions {
             backend: BackendKind::Auto,
             ort_library: None,
-            execution_provider: "cpu".to_string(),
+            execution_provider: ExecutionProvider::Cpu,
             threads: None,
             attention_slices: None,
             mapped_weights: false,
@@ -248,13 +310,6 @@ pub type FixedDim<'a> = (&'a str, usize, usize);
 /// encoder's 77 tokens): tract's analysis cannot reason about some products of two free
 /// dimensions, so it gets them fixed; ONNX Runtime needs no help and keeps the graph as it is.
 pub fn load_graph_fixed(path: &Path, opts: &BackendOptions, fixed: &[FixedDim<'_>]) -> Result<Arc<dyn Graph>> {
-    let ep = opts.execution_provider.as_str();
-    if !EXECUTION_PROVIDERS.contains(&ep) {
-        return Err(Error::InvalidArgument(format!(
-            "unknown execution provider `{ep}` (expected one of {})",
-            EXECUTION_PROVIDERS.join(", ")
-        )));
-    }
     if opts.threads == Some(0) {
         return Err(Error::InvalidArgument("threads must be at least 1".into()));
     }
@@ -337,17 +392,18 @@ fn check_attention_slices(slices: usize) -> Result<()> {
 /// with both backends (tract-onnx reads the graph to cut it).
 pub fn can_run_in_segments(opts: &BackendOptions) -> bool {
     cfg!(all(feature = "ort", feature = "tract"))
-        && opts.execution_provider == "cpu"
+        && opts.execution_provider == ExecutionProvider::Cpu
         && resolve_kind(opts) == BackendKind::Ort
 }
 
-fn resolve_kind(opts: &BackendOptions) -> BackendKind {
+/// The backend `opts` loads graphs on: [`BackendKind::Auto`] resolved.
+pub fn resolve_kind(opts: &BackendOptions) -> BackendKind {
     match opts.backend {
         BackendKind::Auto => {
             // An explicit library or a non-CPU provider is a request for ORT: failing loudly beats
             // silently running something else.
-            let wants_ort = opts.ort_library.is_some() || opts.execution_provider != "cpu";
-            if wants_ort || (cfg!(feature = "ort") && ort_lib::find(None).is_ok()) || !cfg!(feature = "tract") {
+            let wants_ort = opts.ort_library.is_some() || opts.execution_provider != ExecutionProvider::Cpu;
+            if wants_ort || (cfg!(feature = "ort") && ort_lib::available()) || !cfg!(feature = "tract") {
                 BackendKind::Ort
             } else {
                 BackendKind::Tract
@@ -359,7 +415,7 @@ fn resolve_kind(opts: &BackendOptions) -> BackendKind {
 
 #[cfg(feature = "tract")]
 fn load_tract(path: &Path, opts: &BackendOptions, fixed: &[FixedDim<'_>], slices: usize) -> Result<Arc<dyn Graph>> {
-    if opts.execution_provider != "cpu" {
+    if opts.execution_provider != ExecutionProvider::Cpu {
         return Err(Error::InvalidArgument(format!(
             "execution provider `{}` needs the ort backend; tract runs on the CPU only",
             opts.execution_provider

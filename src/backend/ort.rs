@@ -21,8 +21,8 @@ use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 use smallvec::SmallVec;
 
 use super::{
-    call_batch, check_inputs, check_out_len, check_output, default_threads, ort_lib, BackendOptions, DType, Graph,
-    Input, InputData, IoInfo, Runner,
+    call_batch, check_inputs, check_out_len, check_output, default_threads, ort_lib, BackendKind, BackendOptions,
+    DType, ExecutionProvider, Graph, Input, InputData, IoInfo, Runner,
 };
 use crate::error::{Error, Result};
 
@@ -43,11 +43,10 @@ pub(super) fn environment(library: &Path) -> Result<Environment> {
         return Ok(env.clone());
     }
     let unavailable = |e: &dyn std::fmt::Display| {
-        Error::BackendUnavailable(format!(
-            "cannot load ONNX Runtime from {}: {e}; {}",
-            library.display(),
-            ort_lib::INSTALL_HINT
-        ))
+        // ort's message names the library it tried; say it once.
+        let (e, path) = (e.to_string(), library.display().to_string());
+        let from = if e.contains(&path) { String::new() } else { format!(" from {path}") };
+        Error::BackendUnavailable(format!("cannot load ONNX Runtime{from}: {e}; {}", ort_lib::INSTALL_HINT))
     };
     let env = ort::init_from(library)
         .map_err(|e| unavailable(&e))?
@@ -102,7 +101,7 @@ pub(crate) struct OrtGraph {
     shared: Arc<Shared>,
     env: Environment,
     source: Source,
-    ep: String,
+    ep: ExecutionProvider,
     threads: usize,
     prepacked: PrepackedWeights,
     /// Sessions no runner holds: the one built while loading, and those dropped runners gave back.
@@ -112,12 +111,12 @@ pub(crate) struct OrtGraph {
 impl OrtGraph {
     pub(crate) fn load(path: &Path, opts: &BackendOptions, attention_slices: usize) -> Result<Self> {
         let library = ort_lib::find(opts.ort_library.as_deref())?;
-        let env = environment(&library)?;
+        let env = environment(library.path())?;
         let threads = opts.threads.unwrap_or_else(default_threads);
-        let ep = opts.execution_provider.clone();
+        let ep = opts.execution_provider;
         let prepacked = PrepackedWeights::new();
         let source = Source { path: path.to_path_buf(), attention_slices, mapped_weights: opts.mapped_weights };
-        let session = build_session(&env, &source, &ep, threads, &prepacked)?;
+        let session = build_session(&env, &source, ep, threads, &prepacked)?;
         let inputs = session.inputs().iter().map(|o| io_info(o.name(), o.dtype())).collect();
         let outputs = session.outputs().iter().map(|o| io_info(o.name(), o.dtype())).collect();
         log::debug!("ort loaded {} on {ep} with {threads} threads", path.display());
@@ -152,7 +151,7 @@ fn rewrite(_: &Path, _: usize) -> Result<Option<Vec<u8>>> {
 fn build_session(
     env: &Environment,
     source: &Source,
-    ep: &str,
+    ep: ExecutionProvider,
     threads: usize,
     prepacked: &PrepackedWeights,
 ) -> Result<Session> {
@@ -179,7 +178,7 @@ fn options_error(e: impl std::fmt::Display) -> Error {
 /// is mapped.
 pub(super) fn session_builder(
     env: &Environment,
-    ep: &str,
+    ep: ExecutionProvider,
     threads: usize,
     prepacked: Option<&PrepackedWeights>,
 ) -> Result<SessionBuilder> {
@@ -197,7 +196,7 @@ pub(super) fn session_builder(
         Some(prepacked) => builder.with_prepacked_weights(prepacked).map_err(opt)?,
         None => builder.with_config_entry("session.disable_prepacking", "1").map_err(opt)?,
     };
-    if ep != "cpu" {
+    if ep != ExecutionProvider::Cpu {
         // error_on_failure: without it ORT falls back to the CPU silently and we would report a
         // provider that is not running.
         builder = builder
@@ -214,38 +213,34 @@ pub(super) fn with_external_data_beside(builder: SessionBuilder, path: &Path) ->
     builder.with_config_entry("session.model_external_initializers_file_folder_path", dir).map_err(options_error)
 }
 
-pub(super) fn commit_error(path: &Path, ep: &str, e: impl std::fmt::Display) -> Error {
-    if ep != "cpu" && e.to_string().contains("xecution provider") {
+pub(super) fn commit_error(path: &Path, ep: ExecutionProvider, e: impl std::fmt::Display) -> Error {
+    if ep != ExecutionProvider::Cpu && e.to_string().contains("xecution provider") {
         ep_unavailable(ep, &e)
     } else {
         Error::Model(format!("{}: {e}", path.display()))
     }
 }
 
-fn ep_unavailable(ep: &str, e: &dyn std::fmt::Display) -> Error {
+fn ep_unavailable(ep: ExecutionProvider, e: &dyn std::fmt::Display) -> Error {
     Error::BackendUnavailable(format!("execution provider `{ep}` could not be registered with ONNX Runtime: {e}"))
 }
 
-fn execution_provider(ep: &str) -> Result<ort::ep::ExecutionProviderDispatch> {
-    let missing = |feature: &str| {
-        Err(Error::BackendUnavailable(format!(
-            "execution provider `{ep}` is not compiled in; rebuild diffusion-rt with `--features {feature}`"
-        )))
-    };
+fn execution_provider(ep: ExecutionProvider) -> Result<ort::ep::ExecutionProviderDispatch> {
     match ep {
         #[cfg(feature = "cuda")]
-        "cuda" => Ok(ort::ep::CUDA::default().build()),
+        ExecutionProvider::Cuda => Ok(ort::ep::CUDA::default().build()),
         #[cfg(feature = "tensorrt")]
-        "tensorrt" => Ok(ort::ep::TensorRT::default().build()),
+        ExecutionProvider::TensorRt => Ok(ort::ep::TensorRT::default().build()),
         #[cfg(feature = "coreml")]
-        "coreml" => Ok(ort::ep::CoreML::default().build()),
+        ExecutionProvider::CoreMl => Ok(ort::ep::CoreML::default().build()),
         #[cfg(feature = "nnapi")]
-        "nnapi" => Ok(ort::ep::NNAPI::default().build()),
+        ExecutionProvider::Nnapi => Ok(ort::ep::NNAPI::default().build()),
         #[cfg(feature = "xnnpack")]
-        "xnnpack" => Ok(ort::ep::XNNPACK::default().build()),
-        #[allow(unreachable_patterns)] // with every provider feature on, nothing is missing
-        "cuda" | "tensorrt" | "coreml" | "nnapi" | "xnnpack" => missing(ep),
-        _ => Err(Error::InvalidArgument(format!("unknown execution provider `{ep}`"))),
+        ExecutionProvider::Xnnpack => Ok(ort::ep::XNNPACK::default().build()),
+        // The CPU needs no provider registered (the caller does not ask for one).
+        _ => Err(Error::BackendUnavailable(format!(
+            "execution provider `{ep}` is not compiled in; rebuild diffusion-rt with `--features {ep}`"
+        ))),
     }
 }
 
@@ -288,7 +283,7 @@ impl Graph for OrtGraph {
         let idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
         let session = match idle {
             Some(session) => session,
-            None => build_session(&self.env, &self.source, &self.ep, self.threads, &self.prepacked)?,
+            None => build_session(&self.env, &self.source, self.ep, self.threads, &self.prepacked)?,
         };
         let run_err = |e: ort::Error| Error::Internal(format!("ONNX Runtime run options: {e}"));
         let (mut selected, mut releasing) = (Vec::new(), Vec::new());
@@ -314,12 +309,12 @@ impl Graph for OrtGraph {
         }))
     }
 
-    fn backend_name(&self) -> &'static str {
-        "ort"
+    fn backend(&self) -> BackendKind {
+        BackendKind::Ort
     }
 
-    fn execution_provider(&self) -> String {
-        self.ep.clone()
+    fn execution_provider(&self) -> ExecutionProvider {
+        self.ep
     }
 
     fn threads(&self) -> usize {

@@ -1,12 +1,13 @@
 //! Finding the ONNX Runtime shared library, which the `ort` backend loads at run time rather than
 //! linking, so a build without it still runs on tract.
 //!
-//! Order: the explicit path (`--ort-lib`), `DRT_ORT_LIB`, `ORT_DYLIB_PATH`, then where
-//! `scripts/install-onnxruntime.sh` puts it (`.ort/lib/` under the current directory, then under this
-//! crate's source directory, which is what tests and `cargo run` see). The first of the explicit
-//! sources that is set decides: a path the user gave that does not exist is an error, not a reason to
-//! quietly pick another library. A bare file name (`libonnxruntime.so`) is searched for by the
-//! system loader, as `dlopen` would.
+//! Order: the caller's explicit path (`--ort-lib`, `ort_library_path`), then `DRT_ORT_LIB`, then
+//! `ORT_DYLIB_PATH`, then the system loader by bare name (`libonnxruntime.so` through
+//! `LD_LIBRARY_PATH`, the system's library folders, or an Android app's own libraries). The first
+//! explicit source that is set decides: a path the user gave that does not exist is an error, not a
+//! reason to quietly pick another library. Nothing is looked for relative to the working directory or
+//! at a folder fixed when the library was built: either would let whoever controls that folder put
+//! their code into the host app.
 
 use std::path::{Path, PathBuf};
 
@@ -14,13 +15,35 @@ use crate::error::{Error, Result};
 
 /// How to get the library, appended to every "not found" message.
 pub const INSTALL_HINT: &str = "install it with `bash scripts/install-onnxruntime.sh` (from the diffusion-rt \
-     repository), or point --ort-lib / DRT_ORT_LIB at an existing libonnxruntime";
+     repository) and point --ort-lib or DRT_ORT_LIB at the path it prints, or put libonnxruntime where the \
+     system loader finds it";
 
-const INSTALL_DIR: &str = ".ort/lib";
+/// Where the library is to be loaded from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// An absolute, symlink-resolved file.
+    Path(PathBuf),
+    /// A bare file name left to the system loader's own search.
+    SystemLoader(PathBuf),
+}
 
-/// Returns the absolute, symlink-resolved path of the library to load, or
-/// [`Error::BackendUnavailable`] saying where it looked and how to install it.
-pub fn find(explicit: Option<&Path>) -> Result<PathBuf> {
+impl Location {
+    /// What `ort` is handed to load.
+    pub fn path(&self) -> &Path {
+        match self {
+            Location::Path(p) | Location::SystemLoader(p) => p,
+        }
+    }
+}
+
+/// The library's file name on this platform (`libonnxruntime.so`, `libonnxruntime.dylib`, ...).
+pub fn default_name() -> String {
+    format!("{}onnxruntime{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
+}
+
+/// Where to load the library from, or [`Error::BackendUnavailable`] for a path the caller or the
+/// environment named that is not there.
+pub fn find(explicit: Option<&Path>) -> Result<Location> {
     if let Some(path) = explicit {
         return resolve(path, "--ort-lib");
     }
@@ -29,32 +52,47 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf> {
             return resolve(Path::new(&value), var);
         }
     }
-    let mut looked = Vec::new();
-    let cwd = std::env::current_dir().ok();
-    let dirs = cwd.iter().map(|d| d.join(INSTALL_DIR)).chain([Path::new(env!("CARGO_MANIFEST_DIR")).join(INSTALL_DIR)]);
-    for dir in dirs {
-        if let Some(lib) = library_in(&dir) {
-            return absolute(&lib);
-        }
-        looked.push(dir.display().to_string());
-    }
-    Err(Error::BackendUnavailable(format!(
-        "ONNX Runtime library not found (no --ort-lib, DRT_ORT_LIB or ORT_DYLIB_PATH; nothing in {}); {INSTALL_HINT}",
-        looked.join(", ")
-    )))
+    Ok(Location::SystemLoader(PathBuf::from(default_name())))
 }
 
-/// The library file a user named, or the library inside the folder they named.
-fn resolve(path: &Path, source: &str) -> Result<PathBuf> {
-    if is_bare_name(path) && !path.exists() {
-        return Ok(path.to_path_buf());
+/// Whether the library [`find`] gives can be loaded: a named file exists, or the system loader
+/// finds the bare name (it is then loaded, and stays loaded for the backend to use). What the
+/// automatic backend choice asks before it picks ONNX Runtime.
+pub fn available() -> bool {
+    match find(None) {
+        Ok(Location::Path(_)) => true,
+        Ok(Location::SystemLoader(name)) => system_loader_finds(&name),
+        Err(_) => false,
+    }
+}
+
+#[cfg(unix)]
+fn system_loader_finds(name: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(name.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated name; a library that loads is kept loaded (never closed), as ort
+    // would keep it.
+    !unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) }.is_null()
+}
+
+#[cfg(not(unix))]
+fn system_loader_finds(_: &Path) -> bool {
+    false
+}
+
+/// The library file a user named, the library inside the folder they named, or a bare name.
+fn resolve(path: &Path, source: &str) -> Result<Location> {
+    if is_bare_name(path) {
+        return Ok(Location::SystemLoader(path.to_path_buf()));
     }
     if path.is_file() {
-        return absolute(path);
+        return absolute(path).map(Location::Path);
     }
     if path.is_dir() {
         if let Some(lib) = library_in(path) {
-            return absolute(&lib);
+            return absolute(&lib).map(Location::Path);
         }
     }
     Err(Error::BackendUnavailable(format!(
@@ -63,9 +101,9 @@ fn resolve(path: &Path, source: &str) -> Result<PathBuf> {
     )))
 }
 
-/// A file name without a folder that is not a file here is left to the system loader's own search
-/// (`LD_LIBRARY_PATH`; on Android, the app's native libraries, which may stay inside the APK where
-/// no path reaches them), as `dlopen` does with such names.
+/// A file name without a folder is the system loader's to search for, as `dlopen` does with such
+/// names (on Android, the app's native libraries may stay inside the APK where no path reaches
+/// them). It is never looked up in the working directory.
 fn is_bare_name(path: &Path) -> bool {
     path.components().count() == 1 && matches!(path.components().next(), Some(std::path::Component::Normal(_)))
 }
@@ -73,7 +111,7 @@ fn is_bare_name(path: &Path) -> bool {
 /// `libonnxruntime.so` in `dir`, or failing that a versioned `libonnxruntime.so.X.Y.Z` (the PyPI wheel
 /// ships only that name), the highest version first.
 fn library_in(dir: &Path) -> Option<PathBuf> {
-    let plain = format!("{}onnxruntime{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    let plain = default_name();
     let candidate = dir.join(&plain);
     if candidate.is_file() {
         return Some(candidate);
@@ -120,7 +158,8 @@ mod tests {
 
     #[test]
     fn a_bare_name_is_left_to_the_system_loader() {
-        assert_eq!(find(Some(Path::new("libonnxruntime.so"))).unwrap(), Path::new("libonnxruntime.so"));
+        let bare = find(Some(Path::new("libonnxruntime.so"))).unwrap();
+        assert_eq!(bare, Location::SystemLoader("libonnxruntime.so".into()));
         assert!(find(Some(Path::new("./libonnxruntime.so"))).is_err(), "a path, not a bare name");
     }
 

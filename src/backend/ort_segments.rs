@@ -24,7 +24,8 @@ use super::ort::{
 };
 use super::segments::split;
 use super::{
-    check_inputs, check_output, default_threads, ort_lib, BackendOptions, DType, Graph, Input, IoInfo, Runner,
+    check_inputs, check_output, default_threads, ort_lib, BackendKind, BackendOptions, DType, ExecutionProvider, Graph,
+    Input, IoInfo, Runner,
 };
 use crate::error::{Error, Result};
 
@@ -40,7 +41,7 @@ struct Part {
 struct Inner {
     path: PathBuf,
     env: Environment,
-    ep: String,
+    ep: ExecutionProvider,
     threads: usize,
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
@@ -53,14 +54,14 @@ pub(crate) struct OrtSegmentedGraph {
 
 impl OrtSegmentedGraph {
     pub(crate) fn load(path: &Path, opts: &BackendOptions, attention_slices: usize, segments: usize) -> Result<Self> {
-        if opts.execution_provider != "cpu" {
+        if opts.execution_provider != ExecutionProvider::Cpu {
             return Err(Error::InvalidArgument(format!(
                 "a graph in segments runs on the CPU provider; `{}` would set up the device on every segment",
                 opts.execution_provider
             )));
         }
         let library = ort_lib::find(opts.ort_library.as_deref())?;
-        let env = environment(&library)?;
+        let env = environment(library.path())?;
         let (model, _) = super::attention::read_sliced(path, attention_slices)?;
         let graph = model.graph.as_ref().ok_or_else(|| model_error(path, "the model has no graph"))?;
         let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
@@ -86,15 +87,8 @@ impl OrtSegmentedGraph {
         }
         log::debug!("{}: {} segments", path.display(), parts.len());
         let threads = opts.threads.unwrap_or_else(default_threads);
-        let inner = Inner {
-            path: path.to_path_buf(),
-            env,
-            ep: opts.execution_provider.clone(),
-            threads,
-            inputs,
-            outputs,
-            parts,
-        };
+        let inner =
+            Inner { path: path.to_path_buf(), env, ep: opts.execution_provider, threads, inputs, outputs, parts };
         Ok(OrtSegmentedGraph { inner: Arc::new(inner) })
     }
 }
@@ -143,12 +137,12 @@ impl Graph for OrtSegmentedGraph {
         Ok(Box::new(SegmentedRunner { inner: Arc::clone(&self.inner) }))
     }
 
-    fn backend_name(&self) -> &'static str {
-        "ort"
+    fn backend(&self) -> BackendKind {
+        BackendKind::Ort
     }
 
-    fn execution_provider(&self) -> String {
-        self.inner.ep.clone()
+    fn execution_provider(&self) -> ExecutionProvider {
+        self.inner.ep
     }
 
     fn threads(&self) -> usize {
@@ -165,10 +159,10 @@ impl SegmentedRunner {
     fn run_part(&self, part: &Part, values: &HashMap<String, DynValue>) -> Result<Vec<(String, DynValue)>> {
         let inner = &*self.inner;
         let path = &inner.path;
-        let builder = session_builder(&inner.env, &inner.ep, inner.threads, None)?;
+        let builder = session_builder(&inner.env, inner.ep, inner.threads, None)?;
         let mut builder = with_external_data_beside(builder, path)?;
         let started = std::time::Instant::now();
-        let mut session = builder.commit_from_memory(&part.bytes).map_err(|e| commit_error(path, &inner.ep, e))?;
+        let mut session = builder.commit_from_memory(&part.bytes).map_err(|e| commit_error(path, inner.ep, e))?;
         let set_up = started.elapsed();
         let mut feed: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(part.inputs.len());
         for name in &part.inputs {

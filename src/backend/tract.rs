@@ -14,7 +14,8 @@ use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
 use tract_onnx::tract_core::transform::ModelTransform;
 
 use super::{
-    call_batch, check_inputs, check_out_len, check_output, is_batched, DType, Graph, Input, InputData, IoInfo, Runner,
+    call_batch, check_inputs, check_out_len, check_output, is_batched, BackendKind, DType, ExecutionProvider, Graph,
+    Input, InputData, IoInfo, Runner,
 };
 use crate::error::{Error, Result};
 
@@ -178,12 +179,12 @@ impl Graph for TractGraph {
         Ok(Box::new(TractRunner { shared: self.shared.clone(), plan: self.plan.clone(), state, slots }))
     }
 
-    fn backend_name(&self) -> &'static str {
-        "tract"
+    fn backend(&self) -> BackendKind {
+        BackendKind::Tract
     }
 
-    fn execution_provider(&self) -> String {
-        "cpu".to_string()
+    fn execution_provider(&self) -> ExecutionProvider {
+        ExecutionProvider::Cpu
     }
 }
 

@@ -11,10 +11,11 @@ use diffusion_rt::bench::BenchOptions;
 use diffusion_rt::cache::{CacheMode, CacheOptions};
 use diffusion_rt::dump::InputDump;
 use diffusion_rt::guidance::GuidanceRules;
-use diffusion_rt::request::{model_defaults, ModelDefaults};
+use diffusion_rt::manifest::OutputKind;
 use diffusion_rt::schedule::SigmaSpacing;
+use diffusion_rt::sd::image_input::Pixels;
 use diffusion_rt::sd::{SdOptions, StableDiffusion, TextToImage};
-use diffusion_rt::{image, npy, Error, GenerateParams, Model, Result, Session};
+use diffusion_rt::{image, inspect, npy, Error, GenerateParams, Model, Result, Session};
 
 #[derive(Parser)]
 #[command(name = "drt", version, about = "On-device runtime for ONNX diffusion models")]
@@ -44,6 +45,7 @@ struct PolicyEvalArgs {
     /// The task (default: task.json in the model directory).
     #[arg(long)]
     task: Option<PathBuf>,
+    /// Episodes run, each from its own start.
     #[arg(long, default_value_t = 200)]
     episodes: usize,
     /// Picks the episodes' starts and every plan's noise.
@@ -55,11 +57,12 @@ struct PolicyEvalArgs {
     /// Steps per plan from noise (default: the model's).
     #[arg(long)]
     steps: Option<u32>,
-    #[arg(long)]
+    /// Classifier-free guidance scale (default: the model's; 1 = conditional pass only).
+    #[arg(long, allow_negative_numbers = true)]
     guidance: Option<f32>,
     /// Warm start: plans after an episode's first begin from the previous plan, shifted and
     /// noised, and run this fraction of the schedule.
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     warm_start: Option<f32>,
     /// Actions run per plan (default: the task's `execute`).
     #[arg(long)]
@@ -71,19 +74,22 @@ struct PolicyEvalArgs {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// Model directory (model.json + ONNX files).
+    /// Model directory: model.json + ONNX files, or a Stable Diffusion export as optimum writes it
+    /// (model_index.json, unet/, ...). Its model.json or model_index.json names it too.
     #[arg(long)]
     model: PathBuf,
     /// tract (pure Rust), ort (ONNX Runtime) or auto (ort when its library is found).
     #[arg(long, default_value = "auto")]
     backend: String,
-    /// ONNX Runtime shared library (else $DRT_ORT_LIB, $ORT_DYLIB_PATH, .ort/lib of the install script).
+    /// ONNX Runtime shared library, or a folder holding it (else $DRT_ORT_LIB, then
+    /// $ORT_DYLIB_PATH, then the system loader's search for libonnxruntime).
     #[arg(long)]
     ort_lib: Option<PathBuf>,
-    /// Execution provider for ort: cpu, cuda, tensorrt, coreml, nnapi, xnnpack.
+    /// Execution provider for ort: cpu, cuda, tensorrt, coreml, nnapi, xnnpack. All but cpu need
+    /// diffusion-rt built with the cargo feature of that name (e.g. --features cuda).
     #[arg(long, default_value = "cpu")]
     ep: String,
-    /// Intra-op threads for ort.
+    /// Intra-op threads for ort (default: the physical cores, at most 8). tract runs one thread.
     #[arg(long)]
     threads: Option<usize>,
     /// Compute attention in N slices of queries (1 = whole; default 8 on a Stable Diffusion export, else 1)
@@ -99,7 +105,7 @@ impl ModelArgs {
         Ok(BackendOptions {
             backend: self.backend.parse::<BackendKind>()?,
             ort_library: self.ort_lib.clone(),
-            execution_provider: self.ep.clone(),
+            execution_provider: self.ep.parse()?,
             threads: self.threads,
             attention_slices: self.attention_slices,
             mapped_weights: self.mapped_weights,
@@ -108,7 +114,27 @@ impl ModelArgs {
     }
 
     fn load(&self) -> Result<Arc<Model>> {
-        Ok(Arc::new(Model::load(&self.model, &self.options()?)?))
+        let model = Model::load(&self.dir(), &self.options()?)?;
+        self.warn_threads(model.graph().backend());
+        Ok(Arc::new(model))
+    }
+
+    /// The model directory: `--model`, or the folder of the model.json or model_index.json it names.
+    fn dir(&self) -> PathBuf {
+        let is_manifest = |n: &std::ffi::OsStr| n == "model.json" || n == "model_index.json";
+        match self.model.file_name() {
+            Some(n) if is_manifest(n) && self.model.is_file() => {
+                self.model.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).into()
+            }
+            _ => self.model.clone(),
+        }
+    }
+
+    /// A thread count tract would ignore is said so, not ignored silently.
+    fn warn_threads(&self, backend: BackendKind) {
+        if self.threads.is_some() && backend == BackendKind::Tract {
+            eprintln!("warning: --threads is ignored on tract, which runs one thread");
+        }
     }
 }
 
@@ -192,13 +218,16 @@ struct PromptArgs {
 #[derive(Args)]
 struct LimitArgs {
     /// Refuse generations whose buffers would need more than this many MiB (default 2048).
-    #[arg(long)]
+    #[arg(long, value_name = "MIB")]
     memory_limit: Option<usize>,
 }
 
 impl LimitArgs {
-    fn bytes(&self) -> Option<usize> {
-        self.memory_limit.map(|mb| mb.saturating_mul(1 << 20))
+    fn bytes(&self) -> Result<Option<usize>> {
+        match self.memory_limit {
+            Some(0) => Err(Error::InvalidArgument("--memory-limit must be at least 1 MiB".into())),
+            mb => Ok(mb.map(|mb| mb.saturating_mul(1 << 20))),
+        }
     }
 }
 
@@ -237,19 +266,20 @@ struct SamplingArgs {
     #[arg(long, default_value = "default")]
     schedule: String,
     /// Explicit sigma table, comma-separated, last entry included (replaces --steps and --schedule).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     sigmas: Option<Vec<f64>>,
+    /// Sampler steps (default: the model's).
     #[arg(long)]
     steps: Option<u32>,
-    /// Classifier-free guidance scale (1 = conditional pass only).
-    #[arg(long)]
+    /// Classifier-free guidance scale (default: the model's; 1 or less = conditional pass only).
+    #[arg(long, allow_negative_numbers = true)]
     guidance: Option<f32>,
     /// Adaptive guidance: stop guiding once the conditional and guided predictions' cosine
     /// similarity reaches GAMMA (e.g. 0.999).
-    #[arg(long, value_name = "GAMMA")]
+    #[arg(long, value_name = "GAMMA", allow_negative_numbers = true)]
     adaptive_guidance: Option<f32>,
     /// Guide only where the noise level sigma (k-diffusion's, sigma/alpha) is in [LO, HI].
-    #[arg(long, value_name = "LO,HI", value_delimiter = ',')]
+    #[arg(long, value_name = "LO,HI", value_delimiter = ',', allow_negative_numbers = true)]
     guidance_interval: Option<Vec<f64>>,
     /// Output-level step caching: skip (reuse the last prediction) or ab (Adams-Bashforth
     /// extrapolation) on steps where the trajectory is stable.
@@ -262,10 +292,11 @@ struct SamplingArgs {
     #[arg(long, default_value_t = CacheOptions::DEFAULT_MAX_SKIPS)]
     cache_max_skips: u32,
     /// DDIM eta (0 = deterministic).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     eta: f64,
-    /// Class label: once for all samples or once per sample (also comma-separated).
-    #[arg(long = "class", value_delimiter = ',')]
+    /// Class label: once for all samples or once per sample (also comma-separated). The model's
+    /// null class (`drt inspect` shows it; 10 on digits) is the unconditional one.
+    #[arg(long = "class", value_delimiter = ',', allow_negative_numbers = true)]
     classes: Vec<i64>,
     /// NAME=VALUE conditioning: once for all samples or once per sample.
     #[arg(long = "cond")]
@@ -280,11 +311,12 @@ struct SamplingArgs {
     #[arg(long)]
     batch: Option<usize>,
     /// img2img: the starting sample(s), float .npy [batch or 1, *sample_shape]; on a Stable
-    /// Diffusion export, an RGB PNG (which also gives the image size).
+    /// Diffusion export, a PNG of any size (which also gives the image size), or a float .npy of
+    /// [height, width, 3] values in [0, 1] at the image size (as --save-raw writes one).
     #[arg(long)]
     init: Option<PathBuf>,
     /// img2img: fraction of the schedule run on the starting sample.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     strength: Option<f32>,
     /// Initial standard-normal noise, float .npy [batch, *sample_shape].
     #[arg(long)]
@@ -355,8 +387,8 @@ fn parse_conds(items: &[String]) -> Result<Vec<(String, Vec<f32>)>> {
 impl SamplingArgs {
     /// The generation's parameters for `model`.
     fn params(&self, model: &Model) -> Result<GenerateParams> {
-        let mut p = self.params_with(model.sample_len(), true)?;
-        p.tensors = self.tensors(model, p.batch)?;
+        let mut p = self.params_with(true)?;
+        p.tensors = self.tensors(model, p.batch_size(model.sample_len())?)?;
         Ok(p)
     }
 
@@ -367,22 +399,9 @@ impl SamplingArgs {
             let (name, file) = item
                 .split_once('=')
                 .ok_or_else(|| Error::InvalidArgument(format!("--tensor `{item}`: expected NAME=FILE.npy")))?;
-            let known: Vec<&str> = model.tensor_inputs().map(|(n, _, _)| n).collect();
-            let Some((_, shape, _)) = model.tensor_inputs().find(|(n, _, _)| *n == name) else {
-                let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
-                let m = &model.manifest().name;
-                return Err(Error::InvalidArgument(format!(
-                    "--tensor `{item}`: model `{m}` has no tensor input `{name}` (it has: {known})"
-                )));
-            };
             let arr = read_npy(&format!("--tensor {name}:"), std::path::Path::new(file))?;
-            let fits = arr.shape == shape || (arr.shape.len() == shape.len() + 1 && arr.shape[1..] == *shape);
-            if !fits || (arr.shape.len() > shape.len() && ![1, batch].contains(&arr.shape[0])) {
-                return Err(Error::InvalidArgument(format!(
-                    "--tensor {name}: {file} has shape {:?}; the input takes {shape:?}, [1, ...] or [batch {batch}, ...]",
-                    arr.shape
-                )));
-            }
+            diffusion_rt::request::check_tensor_shape(model, name, &arr.shape, batch)
+                .map_err(|e| Error::InvalidArgument(format!("--tensor {name}: {file}: {}", e.message())))?;
             out.push((name.to_string(), arr.data));
         }
         Ok(out)
@@ -390,13 +409,10 @@ impl SamplingArgs {
 
     /// As `params`; without `read_init`, `--init` is left to the caller (a Stable Diffusion
     /// export's init is an image, not latents).
-    fn params_with(&self, sample_len: usize, read_init: bool) -> Result<GenerateParams> {
+    fn params_with(&self, read_init: bool) -> Result<GenerateParams> {
         let noise = self.noise.as_deref().map(|p| read_npy("--noise", p)).transpose()?;
-        let batch = match (self.batch, &noise) {
-            (Some(b), _) => b,
-            (None, Some(n)) => n.data.len() / sample_len.max(1),
-            (None, None) => self.classes.len().max(1),
-        };
+        // Without --batch, the library's batch rule (the classes, the noise, the prompts).
+        let batch = self.batch.map(diffusion_rt::limits::batch).transpose()?.unwrap_or(0);
         let init = match read_init {
             true => self.init.as_deref().map(|p| read_npy("--init", p)).transpose()?.map(|arr| arr.data),
             false => None,
@@ -446,11 +462,16 @@ impl SamplingArgs {
 }
 
 /// Refuses an output `path` whose directory does not exist, or (with `ext`) that is named for
-/// another format than the one written there.
+/// another format than the one written there. A PNG must be named so; an `.npy` may also go to a
+/// name without an extension (`/dev/null`).
 fn check_output(flag: &str, path: Option<&std::path::Path>, ext: Option<&str>) -> Result<()> {
     let Some(path) = path else { return Ok(()) };
     if let Some(ext) = ext {
-        if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)) {
+        let named = match path.extension() {
+            Some(e) => e.eq_ignore_ascii_case(ext),
+            None => ext == "npy",
+        };
+        if !named {
             return Err(Error::InvalidArgument(format!(
                 "{flag} {}: drt writes {} files; give a name ending in .{ext}",
                 path.display(),
@@ -473,24 +494,56 @@ fn read_npy(flag: &str, path: &std::path::Path) -> Result<npy::Array> {
     })
 }
 
-fn generate(a: &GenerateArgs) -> Result<()> {
-    if a.out.is_none() && a.save_raw.is_none() && a.text.save_latents.is_none() {
-        return Err(Error::InvalidArgument("nothing to write: give --out FILE.png and/or --save-raw FILE.npy".into()));
+impl GenerateArgs {
+    /// Refuses output paths that cannot be written, or are named for another format, or twice.
+    fn check_outputs(&self) -> Result<()> {
+        // Before any work: a path that cannot be written would otherwise fail only after the generation.
+        check_output("--out", self.out.as_deref(), Some("png"))?;
+        check_output("--save-raw", self.save_raw.as_deref(), Some("npy"))?;
+        check_output("--save-latents", self.text.save_latents.as_deref(), Some("npy"))?;
+        let paths = [("--out", &self.out), ("--save-raw", &self.save_raw), ("--save-latents", &self.text.save_latents)];
+        for (i, (flag, path)) in paths.iter().enumerate() {
+            if let Some((other, _)) = paths[..i].iter().find(|(_, p)| p.is_some() && p == path) {
+                return Err(Error::InvalidArgument(format!(
+                    "{other} and {flag} name the same file: give each its own"
+                )));
+            }
+        }
+        Ok(())
     }
-    // Before any work: a path that cannot be written would otherwise fail only after the generation.
-    check_output("--out", a.out.as_deref(), Some("png"))?;
-    check_output("--save-raw", a.save_raw.as_deref(), None)?;
-    check_output("--save-latents", a.text.save_latents.as_deref(), None)?;
-    if StableDiffusion::is_export(&a.model.model) {
+
+    /// After the request checked out: a run that would write nothing is refused.
+    fn check_something_written(&self) -> Result<()> {
+        match (&self.out, &self.save_raw, &self.text.save_latents) {
+            (None, None, None) => {
+                Err(Error::InvalidArgument("nothing to write: give --out FILE.png and/or --save-raw FILE.npy".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn generate(a: &GenerateArgs) -> Result<()> {
+    a.check_outputs()?;
+    if StableDiffusion::is_export(&a.model.dir()) {
         return text_to_image(a);
     }
-    a.text.prompt.refuse_unless_export(&a.model.model, a.text.save_latents.is_some())?;
+    a.text.prompt.refuse_unless_export(&a.model.dir(), a.text.save_latents.is_some())?;
     let model = a.model.load()?;
     let m = model.manifest();
     let params = a.sampling.params(&model)?;
-    let batch = params.batch;
+    let batch = params.batch_size(model.sample_len())?;
+    let limit = a.limits.bytes()?;
+    diffusion_rt::request::check(&model, &params, limit)?;
+    a.check_something_written()?;
+    if a.out.is_some() && m.output.kind != OutputKind::Image {
+        return Err(Error::InvalidArgument(format!(
+            "--out draws images; {}'s output is a tensor ({:?} per sample): write it with --save-raw FILE.npy",
+            m.name, m.sample_shape
+        )));
+    }
     let mut session = Session::new(&model)?;
-    if let Some(limit) = a.limits.bytes() {
+    if let Some(limit) = limit {
         session.set_memory_limit(limit);
     }
     if let Some(dir) = &a.dump_inputs {
@@ -513,18 +566,38 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     }
     if !a.quiet {
         eprintln!(
-            "{} × {} with {} ({} steps, {} network passes per sample) on {} [{}] in {:.2} s",
+            "{} × {} with {} ({}, {}, {} per sample) on {} [{}] in {:.2} s",
             batch,
             m.name,
             gen.sampler.name(),
-            gen.steps,
-            gen.nfe,
+            count(gen.steps, "step"),
+            guidance_summary(gen.guidance),
+            count(gen.nfe, "network pass"),
             model.graph().backend_name(),
             model.graph().execution_provider(),
             start.elapsed().as_secs_f64()
         );
     }
     Ok(())
+}
+
+/// `n thing`, or `n things`.
+fn count(n: usize, thing: &str) -> String {
+    match (n, thing.ends_with('s')) {
+        (1, _) => format!("1 {thing}"),
+        (_, true) => format!("{n} {thing}es"),
+        _ => format!("{n} {thing}s"),
+    }
+}
+
+/// The guidance a summary reports: at scale 1 the conditional pass runs alone (a Stable Diffusion
+/// export reports 1 for any scale up to 1, as diffusers guides only above it).
+fn guidance_summary(scale: f32) -> String {
+    if scale == 1.0 {
+        "no guidance".into()
+    } else {
+        format!("guidance {scale}")
+    }
 }
 
 /// `generate` on a Stable Diffusion export: PNG per image, raw NHWC pixels in [0, 1], latents.
@@ -534,9 +607,13 @@ fn text_to_image(a: &GenerateArgs) -> Result<()> {
     }
     let start = std::time::Instant::now();
     let t = &a.text;
-    let sd = StableDiffusion::load(&a.model.model, &a.model.options()?, t.prompt.sd_options())?;
+    let sd = StableDiffusion::load(&a.model.dir(), &a.model.options()?, t.prompt.sd_options())?;
+    let (backend, ep) = sd.backend();
+    a.model.warn_threads(backend);
+    let req = t.prompt.request(&sd, &a.sampling)?;
+    a.check_something_written()?;
     let bar = progress_bar(a.quiet);
-    let images = sd.generate_with(&t.prompt.request(&sd, &a.sampling)?, &mut |done, total| bar.show(done, total))?;
+    let images = sd.generate_with(&req, &mut |done, total| bar.show(done, total))?;
     bar.finish();
     let (n, ih, iw) = (images.batch, images.height, images.width);
     if let Some(p) = &a.save_raw {
@@ -555,86 +632,67 @@ fn text_to_image(a: &GenerateArgs) -> Result<()> {
     }
     if !a.quiet {
         eprintln!(
-            "{n} image(s) of {iw}×{ih} with {} ({} steps, guidance {}, {} UNet passes per image) in {:.2} s",
+            "{} of {iw}×{ih} with {} ({}, {}, {} per image) on {} [{ep}] in {:.2} s",
+            count(n, "image"),
             images.sampler,
-            images.steps,
-            images.guidance,
-            images.nfe,
+            count(images.steps, "step"),
+            guidance_summary(images.guidance),
+            count(images.nfe, "UNet pass"),
+            backend.name(),
             start.elapsed().as_secs_f64()
         );
     }
     Ok(())
 }
 
-/// `values` in [0, 1] of an 8-bit `iw × ih` image with `channels`, resized to `w × h` as diffusers'
-/// image processor resizes (Pillow's Lanczos filter), or as they are at that size already.
-fn resized(values: Vec<f32>, iw: usize, ih: usize, channels: usize, w: usize, h: usize) -> Result<Vec<f32>> {
-    if (iw, ih) == (w, h) {
-        return Ok(values);
-    }
-    let bytes: Vec<u8> = values.iter().map(|&v| (v * 255.0).round() as u8).collect();
-    let out = diffusion_rt::sd::resize::lanczos_resize(&bytes, iw, ih, channels, w, h)?;
-    Ok(out.into_iter().map(|b| b as f32 / 255.0).collect())
+/// A PNG as [`image::read_png_u8`] read it, as the library takes pixels.
+fn pixels((w, h, c, data): &(usize, usize, usize, Vec<u8>)) -> Pixels<'_> {
+    Pixels { width: *w, height: *h, channels: *c, data }
 }
 
 impl PromptArgs {
     /// The text-to-image request these options and the sampling options ask of `sd`.
     fn request(&self, sd: &StableDiffusion, sampling: &SamplingArgs) -> Result<TextToImage> {
         let is_png = |p: &std::path::Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
-        let init_png = match sampling.init.as_deref() {
-            Some(p) if is_png(p) => Some(image::read_png(p)?),
-            _ => None,
-        };
-        let mask_png = self.mask.as_deref().map(image::read_png).transpose()?;
-        let f = sd.vae_factor();
-        // diffusers' sizes: inpainting makes the UNet's size unless told; img2img the start image's,
-        // rounded down to the VAE's factor. Images of another size are resized as diffusers does.
-        let (width, height) = match (&init_png, &mask_png, self.width, self.height) {
-            (Some((iw, ih, _)), None, None, None) => (Some(iw - iw % f), Some(ih - ih % f)),
-            _ => (self.width, self.height),
-        };
-        let [c, h, w] = sd.latent_shape(width, height)?;
         if !sampling.tensors.is_empty() {
             return Err(Error::InvalidArgument(
                 "--tensor is for models whose model.json has denoiser.tensor_inputs, not Stable Diffusion exports"
                     .into(),
             ));
         }
-        let mut params = sampling.params_with(c * h * w, false)?;
-        let (w, h) = (w * f, h * f);
-        let init_image = match (sampling.init.as_deref(), init_png) {
-            (None, _) => None,
-            (Some(_), Some((iw, ih, rgb))) => Some(resized(rgb, iw, ih, 3, w, h)?),
-            (Some(p), None) => Some(read_npy("--init", p)?.data),
+        let init_png = match sampling.init.as_deref() {
+            Some(p) if is_png(p) => Some(image::read_png_u8(p)?),
+            _ => None,
         };
-        let mask_image = match mask_png {
-            Some((iw, ih, rgb)) => {
-                // PIL's "L" conversion, which diffusers' mask processor applies before resizing.
-                let byte = |v: f32| (v * 255.0).round() as u32;
-                let grey = rgb
-                    .chunks(3)
-                    .map(|c| {
-                        ((byte(c[0]) * 19595 + byte(c[1]) * 38470 + byte(c[2]) * 7471 + 0x8000) >> 16) as f32 / 255.0
-                    })
-                    .collect();
-                Some(resized(grey, iw, ih, 1, w, h)?)
+        let mask_png = match self.mask.as_deref() {
+            Some(p) if is_png(p) => Some(image::read_png_u8(p)?),
+            Some(p) => {
+                return Err(Error::InvalidArgument(format!(
+                    "--mask takes a PNG image (white = repaint, black = keep); {} is not a .png",
+                    p.display()
+                )))
             }
             None => None,
         };
-        if sampling.batch.is_none() && sampling.noise.is_none() {
-            params.batch = self.prompts.len().max(self.negative_prompts.len()).max(1);
-        }
-        Ok(TextToImage {
+        // A start image as values (a float .npy of height × width × 3 in [0, 1], as --save-raw
+        // writes an image) is taken as it is, at the size asked for.
+        let init_values = match (sampling.init.as_deref(), &init_png) {
+            (Some(p), None) => Some(read_npy("--init", p)?.data),
+            _ => None,
+        };
+        let mut req = TextToImage {
             prompts: self.prompts.clone(),
             negative_prompts: self.negative_prompts.clone(),
-            width,
-            height,
+            width: self.width,
+            height: self.height,
             vae_tile: self.vae_tile,
-            init_image,
+            init_image: init_values,
             encoder_noise: None,
-            mask_image,
-            params,
-        })
+            mask_image: None,
+            params: sampling.params_with(false)?,
+        };
+        sd.set_images(&mut req, init_png.as_ref().map(pixels), mask_png.as_ref().map(pixels))?;
+        Ok(req)
     }
 
     fn sd_options(&self) -> SdOptions {
@@ -703,7 +761,7 @@ fn numbered(path: &std::path::Path, i: usize) -> PathBuf {
 
 fn bench(a: &BenchArgs) -> Result<()> {
     check_output("--json", a.json.as_deref(), None)?;
-    if StableDiffusion::is_export(&a.model.model) {
+    if StableDiffusion::is_export(&a.model.dir()) {
         if a.classifier.is_some() {
             return Err(Error::InvalidArgument(
                 "--classifier judges model.json directories, not Stable Diffusion exports".into(),
@@ -711,25 +769,33 @@ fn bench(a: &BenchArgs) -> Result<()> {
         }
         let opts = a.prompt.sd_options();
         let make = |sd: &StableDiffusion| a.prompt.request(sd, &a.sampling);
-        let report = diffusion_rt::sd::bench::run(&a.model.model, &a.model.options()?, opts, make, a.runs, a.warmup)?;
+        let report = diffusion_rt::sd::bench::run(&a.model.dir(), &a.model.options()?, opts, make, a.runs, a.warmup)?;
         return print_report(&report.table(), report.to_json(), a.json.as_deref());
     }
-    a.prompt.refuse_unless_export(&a.model.model, false)?;
+    a.prompt.refuse_unless_export(&a.model.dir(), false)?;
     let opts = BenchOptions {
         runs: a.runs,
         warmup: a.warmup,
         classifier: a.classifier.clone(),
-        memory_limit: a.limits.bytes(),
+        memory_limit: a.limits.bytes()?,
     };
     let params = |m: &Model| a.sampling.params(m);
-    let report = diffusion_rt::bench::run_with(&a.model.model, &a.model.options()?, params, &opts)?;
+    let report = diffusion_rt::bench::run_with(&a.model.dir(), &a.model.options()?, params, &opts)?;
     print_report(&report.table(), report.to_json(), a.json.as_deref())
 }
 
 fn policy_eval(a: &PolicyEvalArgs) -> Result<()> {
     use diffusion_rt::policy::{evaluate, EvalOptions, PointTask};
     check_output("--json", a.json.as_deref(), None)?;
-    let task = PointTask::load(&a.task.clone().unwrap_or_else(|| a.model.model.join("task.json")))?;
+    let beside = a.model.dir().join("task.json");
+    if a.task.is_none() && !beside.is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "{} has no task.json: give the task with --task FILE (the shipped policies' task is \
+             models/point-policy/task.json)",
+            a.model.dir().display()
+        )));
+    }
+    let task = PointTask::load(a.task.as_deref().unwrap_or(&beside))?;
     let model = a.model.load()?;
     let mut session = Session::new(&model)?;
     let opts = EvalOptions {
@@ -750,7 +816,7 @@ fn policy_eval(a: &PolicyEvalArgs) -> Result<()> {
 
 /// Prints a benchmark's table and writes its JSON to `json`, if given.
 fn print_report(table: &str, report: String, json: Option<&std::path::Path>) -> Result<()> {
-    print!("{table}");
+    stdout(table)?;
     match json {
         Some(path) => std::fs::write(path, report + "\n").map_err(|e| Error::io(path, e)),
         None => Ok(()),
@@ -758,134 +824,32 @@ fn print_report(table: &str, report: String, json: Option<&std::path::Path>) -> 
 }
 
 fn inspect(a: &InspectArgs) -> Result<()> {
-    let (text, json) = if StableDiffusion::is_export(&a.model.model) {
+    let (text, json) = if StableDiffusion::is_export(&a.model.dir()) {
         let opts = SdOptions { memory_budget_mb: a.memory_budget, ..SdOptions::default() };
-        let sd = StableDiffusion::load(&a.model.model, &a.model.options()?, opts)?;
-        (sd.describe()?, describe_sd_json(&sd)?)
+        let sd = StableDiffusion::load(&a.model.dir(), &a.model.options()?, opts)?;
+        (sd.describe()?, sd.describe_json()?)
     } else {
         if a.memory_budget.is_some() {
             return Err(Error::InvalidArgument("--memory-budget is planned for Stable Diffusion exports".into()));
         }
         let model = a.model.load()?;
-        let defaults = model_defaults(&model)?;
-        (describe(&model, &defaults), describe_json(&model, &defaults))
+        (inspect::describe(&model)?, inspect::describe_json(&model)?)
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&json).map_err(|e| Error::Internal(e.to_string()))?);
+        let json = serde_json::to_string_pretty(&json).map_err(|e| Error::Internal(e.to_string()))?;
+        stdout(&(json + "\n"))
     } else {
-        print!("{text}");
+        stdout(&text)
     }
-    Ok(())
 }
 
-/// A manifest value's name as model.json spells it (`epsilon`, `c_noise`, ...).
-fn spelled<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
-/// `drt inspect` for a model.json directory: what the manifest says, what a request without
-/// sampling options runs, and the graph as the backend loaded it.
-fn describe(model: &Model, defaults: &ModelDefaults) -> String {
-    use std::fmt::Write as _;
-    let m = model.manifest();
-    let d = &m.denoiser;
-    let mut out = String::new();
-    let mut line = |key: &str, value: String| {
-        let _ = writeln!(out, "{key:<11} {value}");
-    };
-    line("model", format!("{} ({})", m.name, model.dir().display()));
-    let shape: Vec<String> = m.sample_shape.iter().map(|s| s.to_string()).collect();
-    line("sample", format!("{} ({} values)", shape.join(" × "), model.sample_len()));
-    line("prediction", spelled(&d.prediction));
-    match &d.time_input {
-        Some(t) => line("time input", format!("`{}`, {} × {}", t.name, spelled(&t.kind), t.scale)),
-        None => line("time input", "none".into()),
+/// Writes `text` to stdout. A reader that went away (`drt inspect --json | head`) ends the output
+/// quietly, as for any Unix tool, instead of failing.
+fn stdout(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io(std::path::Path::new("stdout"), e)),
+        _ => Ok(()),
     }
-    match &d.class_input {
-        Some(c) => line(
-            "classes",
-            format!(
-                "{} via `{}`, {}",
-                c.num_classes,
-                c.name,
-                c.null_class.map_or("no null class (no guidance)".into(), |n| format!("null class {n}"))
-            ),
-        ),
-        None => line("classes", "none".into()),
-    }
-    for c in &d.cond_inputs {
-        line("condition", format!("`{}`, default {}", c.name, c.default));
-    }
-    if let Some(c) = &d.context_input {
-        line("context", format!("`{}`", c.name));
-    }
-    for ((name, shape, _), t) in model.tensor_inputs().zip(&d.tensor_inputs) {
-        let null = t.null.map_or("no null (no guidance)".into(), |v| format!("null {v}"));
-        line("tensor", format!("`{name}` {shape:?} per sample, {null}"));
-    }
-    line("schedule", model.noise_schedule().to_string());
-    line("defaults", defaults.to_string());
-    let g = model.graph();
-    line("backend", format!("{} [{}]", g.backend_name(), g.execution_provider()));
-    for i in g.inputs() {
-        line("  input", i.to_string());
-    }
-    for o in g.outputs() {
-        line("  output", o.to_string());
-    }
-    out
-}
-
-fn io_json(infos: &[diffusion_rt::backend::IoInfo]) -> serde_json::Value {
-    infos.iter().map(|i| serde_json::json!({"name": i.name, "dtype": i.dtype.name(), "shape": i.shape})).collect()
-}
-
-/// `drt inspect --json` for a model.json directory: the manifest as parsed, the defaults a request
-/// gets, and the graph's inputs and outputs (`null` for a symbolic dimension).
-fn describe_json(model: &Model, d: &ModelDefaults) -> serde_json::Value {
-    let g = model.graph();
-    serde_json::json!({
-        "kind": "model.json",
-        "dir": model.dir(),
-        "sample_len": model.sample_len(),
-        "manifest": model.manifest(),
-        "schedule": model.noise_schedule().to_string(),
-        "defaults": {"sampler": d.sampler.name(), "steps": d.steps, "guidance": d.guidance,
-                     "guidance_interval": d.guidance_interval, "sigmas": d.sigmas},
-        "backend": g.backend_name(),
-        "execution_provider": g.execution_provider(),
-        "inputs": io_json(g.inputs()),
-        "outputs": io_json(g.outputs()),
-    })
-}
-
-/// `drt inspect --json` for a Stable Diffusion export: its settings and each part's graph.
-fn describe_sd_json(sd: &StableDiffusion) -> Result<serde_json::Value> {
-    let d = sd.description()?;
-    let parts: serde_json::Map<String, serde_json::Value> = d
-        .parts
-        .iter()
-        .map(|p| {
-            let v = serde_json::json!({"backend": p.backend, "execution_provider": p.execution_provider,
-                                       "inputs": io_json(&p.inputs), "outputs": io_json(&p.outputs)});
-            (p.name.to_string(), v)
-        })
-        .collect();
-    Ok(serde_json::json!({
-        "kind": "stable-diffusion",
-        "dir": d.dir,
-        "sampler": d.sampler,
-        "sigma_spacing": d.spacing.name(),
-        "prediction": d.prediction,
-        "noise_schedule": d.noise_schedule,
-        "latent_channels": d.channels,
-        "extra_channels": d.extra_channels,
-        "default_size": [d.default_size, d.default_size],
-        "vae_factor": d.vae_factor,
-        "vae_scaling_factor": d.vae_scaling_factor,
-        "tokens": d.tokens,
-        "defaults": {"steps": d.default_steps, "guidance": d.default_guidance},
-        "parts": parts,
-        "plan": d.plan,
-    }))
 }

@@ -45,7 +45,7 @@ pub struct drt_bench_report {
 }
 
 /// Loads the model in `model_dir` with `model_params` and benchmarks generations with
-/// `generate_params` (its progress callback is not called) as `bench_params` says; any params
+/// `params` (its progress callback is not called) as `bench_params` says; any params
 /// pointer may be NULL for the defaults. On success `*out` owns the report. Takes as long as the
 /// generations do; runs on the calling thread.
 ///
@@ -55,7 +55,7 @@ pub struct drt_bench_report {
 pub unsafe extern "C" fn drt_bench_run(
     model_dir: *const c_char,
     model_params: *const drt_model_params,
-    generate_params_: *const drt_generate_params,
+    params: *const drt_generate_params,
     bench_params: *const drt_bench_params,
     out: *mut *mut drt_bench_report,
 ) -> drt_status {
@@ -64,11 +64,8 @@ pub unsafe extern "C" fn drt_bench_run(
             return Err(invalid("out is NULL"));
         }
         let dir = PathBuf::from(opt_str(model_dir, "model_dir")?.ok_or_else(|| invalid("model_dir is NULL"))?);
-        let (backend, budget) = backend_options(model_params)?;
-        if budget.is_some() {
-            return Err(invalid("model_params.memory_budget_mb is planned for Stable Diffusion exports; leave it 0"));
-        }
-        let gp = read_params(generate_params_, drt_generate_params_default())?;
+        let backend = backend_options(model_params)?;
+        let gp = read_params(params, drt_generate_params_default())?;
         let bp = read_params(bench_params, drt_bench_params_default())?;
         let opts = BenchOptions {
             runs: bp.runs as usize,
@@ -76,8 +73,8 @@ pub unsafe extern "C" fn drt_bench_run(
             classifier: opt_str(bp.classifier_dir, "bench_params.classifier_dir")?.map(PathBuf::from),
             memory_limit: None,
         };
-        let params = |m: &crate::Model| generate_params(&gp, m.sample_len()).map(|(p, _)| p);
-        let report = bench::run_with(&dir, &backend, params, &opts)?;
+        let request = |m: &crate::Model| generate_params(&gp, m.sample_len()).map(|(p, _)| p);
+        let report = bench::run_with(&dir, &backend, request, &opts)?;
         let json = CString::new(report.to_json()).map_err(|_| invalid("report holds a NUL byte"))?;
         *out = Box::into_raw(Box::new(drt_bench_report { json }));
         Ok(())

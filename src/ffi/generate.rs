@@ -26,7 +26,7 @@ pub struct drt_generate_params {
     pub seed: u64,
     /// Sampler steps; 0 = the model's default (its model.json `defaults.steps`, or its
     /// `defaults.sigmas` table; else 20; 50 for a Stable Diffusion export, 4 with an LCM scheduler),
-    /// which is what `drt generate` runs without --steps. (ABI 1 had no default: 20 was set here.)
+    /// which is what `drt generate` runs without --steps.
     pub steps: u32,
     /// Classifier-free guidance scale; negative = the model's default.
     pub guidance: f32,
@@ -34,30 +34,39 @@ pub struct drt_generate_params {
     pub sampler: *const c_char,
     /// Class label for every sample; -1 = none (the null class, or a model without classes).
     pub class_label: i32,
-    /// Number of samples; the output holds batch * drt_model_sample_len() floats.
+    /// Number of samples; 0 = as many as the longest per-sample list holds (`classes`, `noise` in
+    /// whole samples, and for drt_sd_* the prompts and negative prompts), else 1. The output holds
+    /// batch × drt_model_sample_len() floats.
     pub batch: u32,
     /// Optional progress callback, called on the generating thread after each step of drt_generate
     /// (and of drt_sd_generate*); returning false cancels the generation.
     pub progress: drt_progress_fn,
     /// Passed back untouched to `progress`.
     pub user_data: *mut c_void,
-    /// Optional per-sample class labels (`batch` of them; say how many in `classes_len`),
-    /// overriding class_label; NULL = none.
+    /// Optional per-sample class labels overriding class_label: `classes_len` of them, one for all
+    /// samples or one per sample. NULL with 0 = none.
     pub classes: *const i32,
-    /// Optional initial standard-normal noise, `batch * sample_len` floats (say how many in
-    /// `noise_len`); NULL = seeded noise.
+    /// The number of values at `classes`.
+    pub classes_len: usize,
+    /// Optional initial standard-normal noise instead of seeded noise: `noise_len` floats,
+    /// batch × sample_len. NULL with 0 = seeded noise.
     pub noise: *const f32,
-    /// Optional float conditioning: `cond_count` names of the model's cond_inputs; others keep
-    /// their manifest default. NULL when cond_count is 0.
+    /// The number of values at `noise`.
+    pub noise_len: usize,
+    /// Optional float conditioning: `cond_count` names of the model's cond_inputs and one value per
+    /// name, for every sample; others keep their manifest default. Both NULL when cond_count is 0.
     pub cond_names: *const *const c_char,
-    /// One value per name in `cond_names`, for every sample.
+    /// One value per entry of `cond_names`.
     pub cond_values: *const f32,
-    /// Number of entries in cond_names and cond_values.
+    /// The number of entries in cond_names and cond_values.
     pub cond_count: u32,
-    /// Optional img2img start, `sample_len` (shared) or `batch * sample_len` floats; NULL = none.
-    /// For drt_sd_*: the starting image(s), height × width × 3 floats in [0, 1] each.
+    /// Zero. Fills what would be padding, so the struct has none.
+    pub reserved: u32,
+    /// Optional img2img start for model.json models: `init_len` floats, sample_len (one for all)
+    /// or batch × sample_len. NULL with 0 = none. (Stable Diffusion's start image is
+    /// drt_sd_params.init_image.)
     pub init: *const f32,
-    /// Number of floats at `init`.
+    /// The number of values at `init`.
     pub init_len: usize,
     /// img2img: the fraction of the schedule run on `init`, in (0, 1].
     pub strength: f32,
@@ -70,54 +79,34 @@ pub struct drt_generate_params {
     /// default interval, if it has one (model.json `defaults.guidance_interval`); 0 and INFINITY
     /// guide every step whatever the model says.
     pub guidance_interval_lo: f32,
+    /// See guidance_interval_lo.
     pub guidance_interval_hi: f32,
     /// Optional step table: `sigmas_len` noise levels in the model's convention, last one included
     /// (usually 0), replacing the sampler's schedule and `steps` (a table found offline, such as
     /// Align Your Steps). NULL = the sampler's schedule over `steps`.
     pub sigmas: *const f64,
+    /// The number of values at `sigmas`.
     pub sigmas_len: usize,
     /// Output-level step caching on steps where the trajectory is stable: DRT_STEP_CACHE_OFF,
     /// DRT_STEP_CACHE_SKIP (reuse the last prediction) or DRT_STEP_CACHE_AB (Adams-Bashforth
-    /// extrapolation). A plain integer, so any value a caller passes is checked, not undefined.
+    /// extrapolation); any other value is DRT_ERR_INVALID_ARGUMENT.
     pub step_cache: u32,
     /// Largest |third difference| / |first difference| of the trajectory to skip at; 0 = 0.5.
     pub cache_threshold: f32,
     /// Most steps skipped in a row; 0 = 1.
     pub cache_max_skips: u32,
-    /// Zero. Fills what would be tail padding, so fields added later never overlap it.
-    pub reserved: u32,
-    /// Stable Diffusion exports (drt_sd_*): `prompts_len` UTF-8 prompts, one for all images or
-    /// one per image (then `batch` 1 means one image per prompt).
-    pub prompts: *const *const c_char,
-    pub prompts_len: usize,
-    /// Negative prompts (guidance's unconditional branch): none (the empty prompt), one for all
-    /// images or one per image.
-    pub negative_prompts: *const *const c_char,
-    pub negative_prompts_len: usize,
-    /// Image size in pixels; 0 = the UNet's training size.
-    pub width: u32,
-    pub height: u32,
-    /// Decode in overlapping tiles of this many latents per side (bounded decoder memory); 0 = whole.
-    pub vae_tile: u32,
     /// Zero, as `reserved`.
     pub reserved2: u32,
-    /// For drt_sd_*, inpainting with `init`: height × width floats (one mask for all images, or
-    /// `batch` of them), at least 0.5 = repaint, below = keep; NULL = none.
-    pub mask: *const f32,
-    pub mask_len: usize,
-    /// The number of entries `classes` holds, checked against `batch`; 0 = not given (then
-    /// `classes` is read as `batch` entries, as before this field existed). Bindings set it.
-    pub classes_len: usize,
-    /// The number of floats `noise` holds, checked against what the request needs; 0 = not given
-    /// (then `noise` is read as that many floats). Bindings set it.
-    pub noise_len: usize,
     /// Tensor inputs (model.json `denoiser.tensor_inputs`, e.g. an observation): `tensor_count`
     /// input names, and for each a pointer to its floats and how many there are: one sample's
     /// tensor (the graph's per-sample shape, row-major) for every sample, or `batch` of them. Every
     /// tensor input of the model must be given; all three arrays NULL when tensor_count is 0.
     pub tensor_names: *const *const c_char,
+    /// For each name, its floats.
     pub tensor_values: *const *const f32,
+    /// For each name, the number of floats at its `tensor_values` entry.
     pub tensor_lens: *const usize,
+    /// The number of entries in the three arrays.
     pub tensor_count: usize,
 }
 
@@ -129,13 +118,13 @@ pub const DRT_STEP_CACHE_SKIP: u32 = 1;
 pub const DRT_STEP_CACHE_AB: u32 = 2;
 
 super::params_layout!(drt_generate_params: struct_size, seed, steps, guidance, sampler, class_label, batch, progress,
-    user_data, classes, noise, cond_names, cond_values, cond_count, init, init_len, strength, adaptive_guidance,
-    guidance_interval_lo, guidance_interval_hi, sigmas, sigmas_len, step_cache, cache_threshold, cache_max_skips, reserved,
-    prompts, prompts_len, negative_prompts, negative_prompts_len, width, height, vae_tile, reserved2, mask, mask_len,
-    classes_len, noise_len, tensor_names, tensor_values, tensor_lens, tensor_count);
+    user_data, classes, classes_len, noise, noise_len, cond_names, cond_values, cond_count, reserved, init, init_len,
+    strength, adaptive_guidance, guidance_interval_lo, guidance_interval_hi, sigmas, sigmas_len, step_cache,
+    cache_threshold, cache_max_skips, reserved2, tensor_names, tensor_values, tensor_lens, tensor_count);
 
-/// Defaults: seed 0, the model's steps, guidance and sampler, no class, batch 1, no callback: with a
-/// seed and a class set, the samples `drt generate` makes with no sampling options, bit for bit.
+/// Defaults: seed 0, the model's steps, guidance and sampler, no class, the batch the lists give
+/// (1 without any), no callback: with a seed and a class set, the samples `drt generate` makes with
+/// no sampling options, bit for bit.
 #[no_mangle]
 pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
     drt_generate_params {
@@ -145,14 +134,17 @@ pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
         guidance: -1.0,
         sampler: std::ptr::null(),
         class_label: -1,
-        batch: 1,
+        batch: 0,
         progress: None,
         user_data: std::ptr::null_mut(),
         classes: std::ptr::null(),
+        classes_len: 0,
         noise: std::ptr::null(),
+        noise_len: 0,
         cond_names: std::ptr::null(),
         cond_values: std::ptr::null(),
         cond_count: 0,
+        reserved: 0,
         init: std::ptr::null(),
         init_len: 0,
         strength: 0.8,
@@ -164,23 +156,23 @@ pub extern "C" fn drt_generate_params_default() -> drt_generate_params {
         step_cache: DRT_STEP_CACHE_OFF,
         cache_threshold: 0.0,
         cache_max_skips: 0,
-        reserved: 0,
-        prompts: std::ptr::null(),
-        prompts_len: 0,
-        negative_prompts: std::ptr::null(),
-        negative_prompts_len: 0,
-        width: 0,
-        height: 0,
-        vae_tile: 0,
         reserved2: 0,
-        mask: std::ptr::null(),
-        mask_len: 0,
-        classes_len: 0,
-        noise_len: 0,
         tensor_names: std::ptr::null(),
         tensor_values: std::ptr::null(),
         tensor_lens: std::ptr::null(),
         tensor_count: 0,
+    }
+}
+
+/// `len` values at `p`: NULL with 0 is none, NULL with more is an error, and a length over
+/// `limit` is refused before anything is read.
+pub(super) unsafe fn array<'a, T>(p: *const T, len: usize, limit: usize, what: &str) -> Result<Option<&'a [T]>, Error> {
+    match (p.is_null(), len) {
+        (true, 0) => Ok(None),
+        (true, _) => Err(invalid(&format!("{what} is NULL with {what}_len {len}"))),
+        (false, 0) => Err(invalid(&format!("{what} is set with {what}_len 0: say how many values it holds"))),
+        (false, n) if n > limit => Err(invalid(&format!("{what}_len {n} is over {limit}"))),
+        (false, n) => Ok(Some(std::slice::from_raw_parts(p, n))),
     }
 }
 
@@ -190,27 +182,17 @@ pub(super) unsafe fn generate_params(
     p: &drt_generate_params,
     sample_len: usize,
 ) -> Result<(GenerateParams, usize), Error> {
-    // Checked before `noise` is read as `batch * sample_len` floats.
-    let batch = limits::batch(p.batch as usize)?;
-    let needed = batch.checked_mul(sample_len).ok_or_else(|| invalid("batch too large"))?;
-    let given =
-        [("classes", p.classes.is_null(), p.classes_len, batch), ("noise", p.noise.is_null(), p.noise_len, needed)];
-    for (what, null, len, want) in given {
-        if len != 0 && null {
-            return Err(invalid(&format!("{what} is NULL with {what}_len {len}")));
+    let classes = array(p.classes, p.classes_len, limits::MAX_BATCH, "classes")?;
+    let noise = array(p.noise, p.noise_len, limits::MAX_TENSOR_VALUES, "noise")?;
+    let init = array(p.init, p.init_len, limits::MAX_TENSOR_VALUES, "init")?;
+    let sigmas = array(p.sigmas, p.sigmas_len, limits::MAX_STEPS + 1, "sigmas")?;
+    let classes: Vec<i64> = match classes {
+        Some(c) => c.iter().map(|&c| c as i64).collect(),
+        None if p.class_label < -1 => {
+            return Err(invalid(&format!("class_label must be a class index or -1 (none), got {}", p.class_label)))
         }
-        if len != 0 && len != want {
-            return Err(invalid(&format!("{what} holds {len} values; batch {batch} needs {want}")));
-        }
-    }
-    let classes = if !p.classes.is_null() {
-        std::slice::from_raw_parts(p.classes, batch).iter().map(|&c| c as i64).collect()
-    } else if p.class_label < -1 {
-        return Err(invalid(&format!("class_label must be a class index or -1 (none), got {}", p.class_label)));
-    } else if p.class_label == -1 {
-        Vec::new()
-    } else {
-        vec![p.class_label as i64]
+        None if p.class_label == -1 => Vec::new(),
+        None => vec![p.class_label as i64],
     };
     let mut conds = Vec::with_capacity(p.cond_count as usize);
     if p.cond_count > 0 && (p.cond_names.is_null() || p.cond_values.is_null()) {
@@ -226,14 +208,14 @@ pub(super) unsafe fn generate_params(
         sampler: opt_str(p.sampler, "params.sampler")?.map(str::to_string),
         steps: (p.steps != 0).then_some(p.steps),
         guidance: (p.guidance >= 0.0 || p.guidance.is_nan()).then_some(p.guidance),
-        batch,
+        batch: p.batch as usize,
         seed: p.seed,
         classes,
         conds,
-        noise: (!p.noise.is_null()).then(|| std::slice::from_raw_parts(p.noise, needed).to_vec()),
-        init: (!p.init.is_null()).then(|| std::slice::from_raw_parts(p.init, p.init_len).to_vec()),
-        strength: (!p.init.is_null()).then_some(p.strength),
-        sigmas: (!p.sigmas.is_null()).then(|| std::slice::from_raw_parts(p.sigmas, p.sigmas_len).to_vec()),
+        noise: noise.map(<[f32]>::to_vec),
+        init: init.map(<[f32]>::to_vec),
+        strength: init.is_some().then_some(p.strength),
+        sigmas: sigmas.map(<[f64]>::to_vec),
         step_cache: step_cache(p)?,
         guidance_rules: GuidanceRules {
             adaptive: (p.adaptive_guidance != 0.0).then_some(p.adaptive_guidance),
@@ -242,6 +224,8 @@ pub(super) unsafe fn generate_params(
         },
         ..GenerateParams::default()
     };
+    let batch = gp.batch_size(sample_len)?;
+    let needed = batch.checked_mul(sample_len).ok_or_else(|| invalid("batch too large"))?;
     Ok((gp, needed))
 }
 
@@ -327,7 +311,31 @@ pub(super) unsafe fn write_out(src: &[f32], out: *mut f32, out_len: usize) -> Re
     Ok(())
 }
 
-/// Generates `params->batch` samples into `out` (`out_len` floats). A short buffer is
+/// Sets `*batch` to the number of samples `params` make on the model of `s` (its `batch`, or the
+/// library's batch rule for batch 0), so a caller can size its output: batch ×
+/// drt_model_sample_len() floats.
+///
+/// # Safety
+/// `s` a live session; `params` NULL or valid; `batch` valid.
+#[no_mangle]
+pub unsafe extern "C" fn drt_generate_batch(
+    s: *const drt_session,
+    params: *const drt_generate_params,
+    batch: *mut u32,
+) -> drt_status {
+    boundary(|| {
+        if batch.is_null() {
+            return Err(invalid("batch is NULL"));
+        }
+        let sample_len = lock(s)?.model().sample_len();
+        let p = read_params(params, drt_generate_params_default())?;
+        let (_, needed) = generate_params(&p, sample_len)?;
+        *batch = (needed / sample_len.max(1)) as u32;
+        Ok(())
+    })
+}
+
+/// Generates the batch drt_generate_batch tells of into `out` (`out_len` floats). A short buffer is
 /// DRT_ERR_INVALID_ARGUMENT and nothing is written; on any error `out` is untouched. One call at a
 /// time per session (concurrent calls on one session wait for each other); different sessions may
 /// run on different threads. A generation begun with drt_generate_begin on `s` is dropped.
@@ -347,9 +355,11 @@ pub unsafe extern "C" fn drt_generate(
         }
         let mut session = lock(s)?;
         let p = read_params(params, drt_generate_params_default())?;
-        let (gp, needed) = generate_params(&p, session.model().sample_len())?;
+        let sample_len = session.model().sample_len();
+        let (gp, needed) = generate_params(&p, sample_len)?;
         if out_len < needed {
-            return Err(invalid(&format!("out holds {out_len} floats; batch {} needs {needed}", p.batch)));
+            let batch = needed / sample_len.max(1);
+            return Err(invalid(&format!("out holds {out_len} floats; batch {batch} needs {needed}")));
         }
         let gen = session.generate(&gp, &mut progress(p.progress, p.user_data))?;
         write_out(&gen.samples, out, out_len)
@@ -399,39 +409,38 @@ pub unsafe extern "C" fn drt_generate_step(s: *mut drt_session, steps_done: *mut
     })
 }
 
-/// What drt_generate_read copies out.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum drt_read_kind {
-    /// The sample as it stands, noisy until the last step (the model's native scaling).
-    DRT_READ_SAMPLE = 0,
-    /// The clean result the last step predicted: a preview of the final sample. Available after
-    /// the first step.
-    DRT_READ_PREDICTION = 1,
-}
+/// drt_generate_read: the sample as it stands, noisy until the last step (the model's native
+/// scaling).
+pub const DRT_READ_SAMPLE: u32 = 0;
+/// drt_generate_read: the clean result the last step predicted, a preview of the final sample.
+/// Available after the first step.
+pub const DRT_READ_PREDICTION: u32 = 1;
 
-/// Copies the current sample or prediction of the generation in progress on `s` into `out`
-/// (`batch * drt_model_sample_len()` floats). A short buffer, no generation in progress, or a
-/// prediction asked for before the first step is DRT_ERR_INVALID_ARGUMENT, and nothing is written.
+/// Copies the current sample (`what` = DRT_READ_SAMPLE) or prediction (DRT_READ_PREDICTION) of the
+/// generation in progress on `s` into `out` (`batch * drt_model_sample_len()` floats). Another
+/// `what`, a short buffer, no generation in progress, or a prediction asked for before the first
+/// step is DRT_ERR_INVALID_ARGUMENT, and nothing is written.
 ///
 /// # Safety
 /// `s` a live session; `out` valid for `out_len` floats.
 #[no_mangle]
 pub unsafe extern "C" fn drt_generate_read(
     s: *const drt_session,
-    what: drt_read_kind,
+    what: u32,
     out: *mut f32,
     out_len: usize,
 ) -> drt_status {
     boundary(|| {
+        if what > DRT_READ_PREDICTION {
+            return Err(invalid(&format!("what {what} is neither DRT_READ_SAMPLE nor DRT_READ_PREDICTION")));
+        }
         let session = lock(s)?;
         let none = || invalid("no generation in progress: call drt_generate_begin first");
-        let src = match what {
-            drt_read_kind::DRT_READ_SAMPLE => session.current_sample().ok_or_else(none)?,
-            drt_read_kind::DRT_READ_PREDICTION => {
-                session.progress().ok_or_else(none)?;
-                session.current_prediction().ok_or_else(|| invalid("no prediction before the first step"))?
-            }
+        let src = if what == DRT_READ_SAMPLE {
+            session.current_sample().ok_or_else(none)?
+        } else {
+            session.progress().ok_or_else(none)?;
+            session.current_prediction().ok_or_else(|| invalid("no prediction before the first step"))?
         };
         write_out(src, out, out_len)
     })

@@ -62,7 +62,8 @@ impl log::Log for CLogger {
 static LOGGER: CLogger = CLogger;
 
 /// Sends the library's log records up to `max_level` to `callback`, process-wide (logging in Rust
-/// is global); NULL `callback` or DRT_LOG_OFF stops it. Replaces an earlier callback. Fails with
+/// is global); NULL `callback` or DRT_LOG_OFF stops it. `max_level` is a drt_log_level value; any
+/// other is DRT_ERR_INVALID_ARGUMENT and changes nothing. Replaces an earlier callback. Fails with
 /// DRT_ERR_INVALID_ARGUMENT when the host process installed its own Rust logger, which then keeps
 /// receiving the records. `user_data` is passed back untouched and must stay valid until the
 /// callback is replaced; the callback must be callable from any thread.
@@ -72,19 +73,25 @@ static LOGGER: CLogger = CLogger;
 #[no_mangle]
 pub unsafe extern "C" fn drt_set_log_callback(
     callback: drt_log_fn,
-    max_level: drt_log_level,
+    max_level: u32,
     user_data: *mut c_void,
 ) -> drt_status {
     boundary(|| {
-        let mut sink = SINK.lock().map_err(|_| Error::Internal("log callback lock poisoned".into()))?;
-        let filter = match (callback, max_level) {
-            (None, _) | (_, drt_log_level::DRT_LOG_OFF) => log::LevelFilter::Off,
-            (Some(_), drt_log_level::DRT_LOG_ERROR) => log::LevelFilter::Error,
-            (Some(_), drt_log_level::DRT_LOG_WARN) => log::LevelFilter::Warn,
-            (Some(_), drt_log_level::DRT_LOG_INFO) => log::LevelFilter::Info,
-            (Some(_), drt_log_level::DRT_LOG_DEBUG) => log::LevelFilter::Debug,
-            (Some(_), drt_log_level::DRT_LOG_TRACE) => log::LevelFilter::Trace,
+        let level = match max_level {
+            0 => log::LevelFilter::Off,
+            1 => log::LevelFilter::Error,
+            2 => log::LevelFilter::Warn,
+            3 => log::LevelFilter::Info,
+            4 => log::LevelFilter::Debug,
+            5 => log::LevelFilter::Trace,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "max_level {other} is not one of the DRT_LOG_* values (0 to 5)"
+                )))
+            }
         };
+        let mut sink = SINK.lock().map_err(|_| Error::Internal("log callback lock poisoned".into()))?;
+        let filter = if callback.is_some() { level } else { log::LevelFilter::Off };
         if filter != log::LevelFilter::Off && log::set_logger(&LOGGER).is_err() && !is_ours() {
             return Err(Error::InvalidArgument(
                 "the host process installed its own Rust logger; records go to it".into(),

@@ -17,11 +17,13 @@ mod generate;
 mod bench;
 mod log;
 mod sd;
+mod sd_session;
 pub use self::bench::*;
 pub use self::generate::*;
 pub use self::log::*;
 pub use self::model::*;
 pub use self::sd::*;
+pub use self::sd_session::*;
 
 /// Result of every fallible call; drt_last_error() says more.
 #[repr(C)]
@@ -155,10 +157,10 @@ pub const DRT_VERSION_MAJOR: u32 = 0;
 pub const DRT_VERSION_MINOR: u32 = 1;
 /// See DRT_VERSION_MAJOR.
 pub const DRT_VERSION_PATCH: u32 = 0;
-/// Bumped on every incompatible change of this header. An app compares it with drt_abi_version() at
-/// start-up to catch a mismatched shared library before calling anything else. 2: the default
-/// drt_generate_params.steps is 0, the model's own step count (it was 20).
-pub const DRT_ABI_VERSION: u32 = 2;
+/// Bumped on every incompatible change of this header (CHANGELOG.md says what each changed). An app
+/// compares it with drt_abi_version() at start-up to catch a mismatched shared library before
+/// calling anything else.
+pub const DRT_ABI_VERSION: u32 = 3;
 
 /// The ABI version of the loaded library (see DRT_ABI_VERSION).
 #[no_mangle]
@@ -179,22 +181,24 @@ pub extern "C" fn drt_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
-/// A static name for a status code, e.g. "DRT_ERR_IO"; never NULL.
+/// A static name for a status code, e.g. "DRT_ERR_IO"; "DRT_UNKNOWN_STATUS" for a value that is
+/// no drt_status. Never NULL.
 #[no_mangle]
-pub extern "C" fn drt_status_string(s: drt_status) -> *const c_char {
-    let name: &'static str = match s {
-        drt_status::DRT_OK => "DRT_OK\0",
-        drt_status::DRT_ERR_INVALID_ARGUMENT => "DRT_ERR_INVALID_ARGUMENT\0",
-        drt_status::DRT_ERR_IO => "DRT_ERR_IO\0",
-        drt_status::DRT_ERR_MODEL => "DRT_ERR_MODEL\0",
-        drt_status::DRT_ERR_MANIFEST => "DRT_ERR_MANIFEST\0",
-        drt_status::DRT_ERR_BACKEND_UNAVAILABLE => "DRT_ERR_BACKEND_UNAVAILABLE\0",
-        drt_status::DRT_ERR_CANCELLED => "DRT_ERR_CANCELLED\0",
-        drt_status::DRT_ERR_NON_FINITE => "DRT_ERR_NON_FINITE\0",
-        drt_status::DRT_ERR_OUT_OF_MEMORY => "DRT_ERR_OUT_OF_MEMORY\0",
-        drt_status::DRT_ERR_INTERNAL => "DRT_ERR_INTERNAL\0",
+pub extern "C" fn drt_status_string(status: u32) -> *const c_char {
+    let name: &'static CStr = match status {
+        0 => c"DRT_OK",
+        1 => c"DRT_ERR_INVALID_ARGUMENT",
+        2 => c"DRT_ERR_IO",
+        3 => c"DRT_ERR_MODEL",
+        4 => c"DRT_ERR_MANIFEST",
+        5 => c"DRT_ERR_BACKEND_UNAVAILABLE",
+        6 => c"DRT_ERR_CANCELLED",
+        7 => c"DRT_ERR_NON_FINITE",
+        8 => c"DRT_ERR_OUT_OF_MEMORY",
+        9 => c"DRT_ERR_INTERNAL",
+        _ => c"DRT_UNKNOWN_STATUS",
     };
-    name.as_ptr() as *const c_char
+    name.as_ptr()
 }
 
 #[cfg(test)]
@@ -245,7 +249,7 @@ mod tests {
     #[test]
     fn panics_become_internal_errors_and_log_records() {
         assert_eq!(
-            unsafe { drt_set_log_callback(Some(collect), drt_log_level::DRT_LOG_ERROR, std::ptr::null_mut()) },
+            unsafe { drt_set_log_callback(Some(collect), drt_log_level::DRT_LOG_ERROR as u32, std::ptr::null_mut()) },
             drt_status::DRT_OK
         );
         let status = boundary(|| panic!("boom {}", 42));
@@ -257,7 +261,7 @@ mod tests {
 
         assert!(std::panic::catch_unwind(|| panic!("outside")).is_err());
         assert_eq!(
-            unsafe { drt_set_log_callback(None, drt_log_level::DRT_LOG_OFF, std::ptr::null_mut()) },
+            unsafe { drt_set_log_callback(None, drt_log_level::DRT_LOG_OFF as u32, std::ptr::null_mut()) },
             drt_status::DRT_OK
         );
         let records = RECORDS.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{boundary, drt_status, invalid, opt_str, read_params};
-use crate::backend::{BackendKind, BackendOptions};
+use crate::backend::{BackendKind, BackendOptions, ExecutionProvider};
 use crate::error::Error;
 use crate::panic::catch;
 use crate::pipeline::Session;
@@ -41,11 +41,14 @@ pub struct drt_model_params {
     pub struct_size: u32,
     /// "tract", "ort", or NULL for automatic (ONNX Runtime when its library is found).
     pub backend: *const c_char,
-    /// ONNX Runtime shared library; NULL: $DRT_ORT_LIB, $ORT_DYLIB_PATH, then .ort/lib.
+    /// ONNX Runtime shared library (a file, a folder holding it, or a bare name for the system
+    /// loader); NULL: $DRT_ORT_LIB, then $ORT_DYLIB_PATH, then the system loader's search for
+    /// libonnxruntime. Never a path relative to the working directory unless given here.
     pub ort_library_path: *const c_char,
     /// "cpu" (NULL), "cuda", "tensorrt", "coreml", "nnapi" or "xnnpack".
     pub execution_provider: *const c_char,
-    /// Intra-op threads for ONNX Runtime; 0 = number of physical cores.
+    /// Intra-op threads for ONNX Runtime; 0 = the number of physical cores, at most 8. A value
+    /// given here is not capped. (tract runs on one thread whatever this says.)
     pub threads: u32,
     /// Attention computed in this many slices of queries (same result, smaller attention maps);
     /// 0 = the model's default (8 for a Stable Diffusion export, else whole), 1 = whole. (This
@@ -54,15 +57,12 @@ pub struct drt_model_params {
     /// Nonzero: ONNX Runtime reads the weights of a graph with external data from the mapped
     /// file instead of private copies (less private memory, somewhat slower).
     pub mapped_weights: u32,
-    /// Stable Diffusion exports (drt_sd_load): megabytes of resident memory the generations must
-    /// stay under; the runtime plans stages, attention slices, UNet segments and VAE tiles to
-    /// fit, and a budget it cannot meet is DRT_ERR_OUT_OF_MEMORY naming the smallest it could.
-    /// 0 = none. Not for model.json models. (This field was `reserved`, always 0.)
-    pub memory_budget_mb: u32,
+    /// Zero. Fills what would be tail padding, so fields added later never overlap it.
+    pub reserved: u32,
 }
 
 super::params_layout!(drt_model_params: struct_size, backend, ort_library_path, execution_provider, threads,
-    attention_slices, mapped_weights, memory_budget_mb);
+    attention_slices, mapped_weights, reserved);
 
 /// Defaults: automatic backend, CPU, default threads.
 #[no_mangle]
@@ -75,28 +75,29 @@ pub extern "C" fn drt_model_params_default() -> drt_model_params {
         threads: 0,
         attention_slices: 0,
         mapped_weights: 0,
-        memory_budget_mb: 0,
+        reserved: 0,
     }
 }
 
-/// The backend options a caller's model params (NULL: the defaults) ask for, and the memory
-/// budget.
-pub(super) unsafe fn backend_options(params: *const drt_model_params) -> Result<(BackendOptions, Option<u64>), Error> {
+/// The backend options a caller's model params (NULL: the defaults) ask for.
+pub(super) unsafe fn backend_options(params: *const drt_model_params) -> Result<BackendOptions, Error> {
     let p = read_params(params, drt_model_params_default())?;
-    let budget = (p.memory_budget_mb > 0).then_some(u64::from(p.memory_budget_mb));
     let opts = BackendOptions {
         backend: match opt_str(p.backend, "params.backend")? {
             None => BackendKind::Auto,
             Some(s) => s.parse()?,
         },
         ort_library: opt_str(p.ort_library_path, "params.ort_library_path")?.map(PathBuf::from),
-        execution_provider: opt_str(p.execution_provider, "params.execution_provider")?.unwrap_or("cpu").to_string(),
+        execution_provider: match opt_str(p.execution_provider, "params.execution_provider")? {
+            None => ExecutionProvider::Cpu,
+            Some(s) => s.parse()?,
+        },
         threads: (p.threads > 0).then_some(p.threads as usize),
         attention_slices: (p.attention_slices > 0).then_some(p.attention_slices as usize),
         mapped_weights: p.mapped_weights != 0,
         segments: None,
     };
-    Ok((opts, budget))
+    Ok(opts)
 }
 
 /// Loads the model directory `model_dir` (model.json + ONNX files). `params` may be NULL for the
@@ -115,12 +116,7 @@ pub unsafe extern "C" fn drt_model_load(
             return Err(invalid("out is NULL"));
         }
         let dir = opt_str(model_dir, "model_dir")?.ok_or_else(|| invalid("model_dir is NULL"))?;
-        let (opts, budget) = backend_options(params)?;
-        if budget.is_some() {
-            return Err(invalid(
-                "params.memory_budget_mb is planned for Stable Diffusion exports (drt_sd_load); leave it 0",
-            ));
-        }
+        let opts = backend_options(params)?;
         let model = Model::load(dir.as_ref(), &opts)?;
         *out = Box::into_raw(Box::new(drt_model { model: Arc::new(model) }));
         Ok(())

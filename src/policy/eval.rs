@@ -82,6 +82,13 @@ pub fn evaluate(session: &mut Session, task: &PointTask, opts: &EvalOptions) -> 
     if !(1..=task.horizon).contains(&execute) {
         return Err(Error::InvalidArgument(format!("execute must be between 1 and {}, got {execute}", task.horizon)));
     }
+    if let Some(f) = opts.warm_start {
+        if !(f > 0.0 && f <= 1.0) {
+            return Err(Error::InvalidArgument(format!(
+                "warm start must be a fraction of the schedule in (0, 1], got {f}"
+            )));
+        }
+    }
     if opts.episodes == 0 {
         return Err(Error::InvalidArgument("episodes must be at least 1".into()));
     }

@@ -279,9 +279,11 @@ pub fn plan(
             need[1].div_ceil(MB),
             need[2].div_ceil(MB),
             BASE_BYTES / MB,
-            if inputs.segments_possible && !cuttable {
+            if need[1] > budget && inputs.segments_possible && !cuttable {
                 "; the UNet's weights are inside its graph file, so it runs whole: with them in external data \
                  (models/train/quantize.py --export SRC DEST --bits none) it can run in segments"
+            } else if need[0] > budget {
+                "; the text encoder runs whole, so its size is the least a budget can be"
             } else {
                 ""
             },
@@ -432,5 +434,13 @@ mod tests {
             let msg = err.expect_err("too small").to_string();
             assert_eq!(msg.contains("inside its graph file"), hint, "{msg}");
         }
+    }
+
+    #[test]
+    fn a_budget_under_the_text_encoder_says_so_not_to_cut_the_unet() {
+        let mut inputs = sd15();
+        (inputs.unet, inputs.text_encoder.inline) = (Weights { inline: 1640 * MB, external: 0 }, 3200 * MB);
+        let msg = plan(2_900, &inputs, None, &mut |_, _| Ok(vec![])).expect_err("too small").to_string();
+        assert!(msg.contains("the text encoder runs whole") && !msg.contains("inside its graph file"), "{msg}");
     }
 }

@@ -4,12 +4,15 @@
 pub mod bench;
 pub mod budget;
 pub mod config;
+pub mod image_input;
 pub mod pipeline;
 pub mod resize;
+pub mod session;
 pub mod tokenizer;
 pub mod vae;
 
 pub use pipeline::{Description, Images, PartDescription, SdOptions, StableDiffusion, TextToImage};
+pub use session::SdSession;
 pub use tokenizer::ClipTokenizer;
 
 /// A model error naming the export's file at fault.

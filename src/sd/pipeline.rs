@@ -13,12 +13,12 @@ use super::config::{read_json, unet_sample_size, SchedulerConfig, VaeConfig};
 use super::model_err;
 use super::tokenizer::ClipTokenizer;
 use super::vae::{self, VaeDecoder};
-use crate::backend::{self, BackendOptions, DType, Graph, Input, InputData, IoInfo};
+use crate::backend::{self, BackendKind, BackendOptions, DType, ExecutionProvider, Graph, Input, InputData, IoInfo};
 use crate::error::{Error, Result};
 use crate::limits;
 use crate::manifest::Manifest;
 use crate::model::Model;
-use crate::pipeline::Session;
+use crate::pipeline::{Generation, Session};
 use crate::request::{GenerateParams, LatentInputs};
 use crate::schedule::SigmaSpacing;
 use start::Start;
@@ -88,6 +88,16 @@ pub struct TextToImage {
     pub params: GenerateParams,
 }
 
+impl TextToImage {
+    /// The images this request makes with latents of `latent_len` values, by the batch rule every
+    /// entry point follows ([`crate::request::batch_size`]): an explicit batch, else the longest of
+    /// the prompts, the negative prompts and the initial latents, else 1.
+    pub fn batch_size(&self, latent_len: usize) -> Result<usize> {
+        let noise = self.params.noise.as_ref().map_or(0, |n| n.len() / latent_len.max(1));
+        crate::request::batch_size(self.params.batch, &[self.prompts.len(), self.negative_prompts.len(), noise])
+    }
+}
+
 /// How an export is held in memory.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SdOptions {
@@ -155,7 +165,7 @@ pub struct Description {
 pub struct PartDescription {
     pub name: &'static str,
     pub backend: &'static str,
-    pub execution_provider: String,
+    pub execution_provider: ExecutionProvider,
     pub inputs: Vec<IoInfo>,
     pub outputs: Vec<IoInfo>,
 }
@@ -179,10 +189,15 @@ pub struct Images {
 }
 
 impl Images {
-    /// The pixels as 8-bit RGB, rounded as diffusers' `numpy_to_pil` rounds them.
+    /// The pixels as 8-bit RGB ([`rgb8`]).
     pub fn rgb8(&self) -> Vec<u8> {
-        self.pixels.iter().map(|v| (v * 255.0).round() as u8).collect()
+        rgb8(&self.pixels)
     }
+}
+
+/// Values in [0, 1] as 8-bit, rounded as diffusers' `numpy_to_pil` rounds them.
+pub fn rgb8(pixels: &[f32]) -> Vec<u8> {
+    pixels.iter().map(|v| (v * 255.0).round() as u8).collect()
 }
 
 impl StableDiffusion {
@@ -192,6 +207,11 @@ impl StableDiffusion {
     }
 
     pub fn load(dir: &Path, opts: &BackendOptions, sd: SdOptions) -> Result<StableDiffusion> {
+        if sd.memory_budget_mb == Some(0) {
+            return Err(Error::InvalidArgument(
+                "a memory budget of 0 MB cannot be met: give one in MB, or none".into(),
+            ));
+        }
         let index = dir.join("model_index.json");
         let index_json = read_json(&index)?;
         let class = index_json.get("_class_name").and_then(|v| v.as_str()).unwrap_or("");
@@ -288,9 +308,9 @@ impl StableDiffusion {
     pub fn plan(&self, req: &TextToImage) -> Result<Option<Plan>> {
         let Some(budget) = self.memory_budget_mb else { return Ok(None) };
         let p = &req.params;
-        let batch = limits::batch(if p.batch > 0 { p.batch } else { req.prompts.len().max(1) })?;
+        let [c, h, w] = self.latent_shape(req.width, req.height)?;
+        let batch = req.batch_size(c * h * w)?;
         let guided = limits::guidance(p.guidance.unwrap_or(DEFAULT_GUIDANCE))? > 1.0;
-        let [_, h, w] = self.latent_shape(req.width, req.height)?;
         self.plan_for(budget, (h, w), if guided { 2 * batch } else { batch }, req.vae_tile).map(Some)
     }
 
@@ -323,10 +343,15 @@ impl StableDiffusion {
         };
         let g = backend::load_graph_fixed(&path, &layout.options(part, &self.opts), &fixed)?;
         if !self.low_memory && *layout == self.layout {
-            let key = if g.backend_name() == "ort" { any } else { key };
+            let key = if g.backend() == BackendKind::Ort { any } else { key };
             self.graphs.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Arc::clone(&g));
         }
         Ok(g)
+    }
+
+    /// The backend its graphs run on, and where.
+    pub fn backend(&self) -> (BackendKind, ExecutionProvider) {
+        (backend::resolve_kind(&self.opts), self.opts.execution_provider)
     }
 
     /// The backend options its graphs load with (the export's defaults filled in).
@@ -346,7 +371,9 @@ impl StableDiffusion {
     /// What `drt inspect` shows of the export: its settings and each part's graph.
     pub fn description(&self) -> Result<Description> {
         let mut parts = Vec::new();
-        for part in [Part::TextEncoder, Part::Unet, Part::VaeDecoder] {
+        let encoder = self.dir.join(Part::VaeEncoder.dir()).join("model.onnx").is_file();
+        let optional = encoder.then_some(Part::VaeEncoder);
+        for part in [Part::TextEncoder, Part::Unet, Part::VaeDecoder].into_iter().chain(optional) {
             let g = self.graph(part, (self.default_latent, self.default_latent))?;
             parts.push(PartDescription {
                 name: part.dir(),
@@ -373,6 +400,38 @@ impl StableDiffusion {
             parts,
             plan: self.plan(&TextToImage::default())?,
         })
+    }
+
+    /// [`StableDiffusion::describe`] as JSON (`drt inspect --json`): its settings and each part's
+    /// graph.
+    pub fn describe_json(&self) -> Result<serde_json::Value> {
+        let d = self.description()?;
+        let parts: serde_json::Map<String, serde_json::Value> = d
+            .parts
+            .iter()
+            .map(|p| {
+                let v = serde_json::json!({"backend": p.backend, "execution_provider": p.execution_provider.name(),
+                                           "inputs": crate::inspect::io_json(&p.inputs), "outputs": crate::inspect::io_json(&p.outputs)});
+                (p.name.to_string(), v)
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "kind": "stable-diffusion",
+            "dir": d.dir,
+            "sampler": d.sampler,
+            "sigma_spacing": d.spacing.name(),
+            "prediction": d.prediction,
+            "noise_schedule": d.noise_schedule,
+            "latent_channels": d.channels,
+            "extra_channels": d.extra_channels,
+            "default_size": [d.default_size, d.default_size],
+            "vae_factor": d.vae_factor,
+            "vae_scaling_factor": d.vae_scaling_factor,
+            "tokens": d.tokens,
+            "defaults": {"steps": d.default_steps, "guidance": d.default_guidance},
+            "parts": parts,
+            "plan": d.plan,
+        }))
     }
 
     /// [`StableDiffusion::description`] as text, one setting or graph input per line.
@@ -561,6 +620,17 @@ impl StableDiffusion {
     /// As [`StableDiffusion::generate`], calling `progress(steps done, steps in all)` after every
     /// sampling step; returning false cancels the generation (`Error::Cancelled`).
     pub fn generate_with(&self, req: &TextToImage, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<Images> {
+        let prepared = self.prepare(req)?;
+        let mut session = Session::new(&prepared.model)?;
+        let gen = session.generate(&prepared.params, progress)?;
+        // The UNet is freed before the decoder loads (what low-memory mode is for).
+        drop(session);
+        self.decoded(prepared, gen)
+    }
+
+    /// Everything before the first sampling step: the request checked, the memory plan, the
+    /// prompts encoded, the start encoded, and the UNet loaded as the model to sample.
+    pub(super) fn prepare(&self, req: &TextToImage) -> Result<Prepared> {
         let p = &req.params;
         if p.latent.is_some() {
             return Err(Error::InvalidArgument(
@@ -568,7 +638,8 @@ impl StableDiffusion {
             ));
         }
         // What can be checked before the text encoder runs; the rest is the UNet's request check.
-        let batch = limits::batch(if p.batch > 0 { p.batch } else { req.prompts.len().max(1) })?;
+        let shape = self.latent_shape(req.width, req.height)?;
+        let batch = req.batch_size(shape.iter().product())?;
         let per_image = |v: &[String], what: &str| -> Result<Vec<String>> {
             match v.len() {
                 0 => Ok(vec![String::new(); batch]),
@@ -581,7 +652,6 @@ impl StableDiffusion {
         let negatives = per_image(&req.negative_prompts, "negative prompt")?;
         // diffusers guides only above 1; at or below it a single conditional pass (SD-Turbo, LCM).
         let guidance = limits::guidance(p.guidance.unwrap_or(DEFAULT_GUIDANCE))?.max(1.0);
-        let shape = self.latent_shape(req.width, req.height)?;
         let (layout, vae_tile) = match self.plan(req)? {
             Some(plan) => {
                 if !plan.resident {
@@ -600,7 +670,6 @@ impl StableDiffusion {
         let uncond_context = embeddings.next();
         let Start { init, inpaint, strength, sample_extra } = self.start(req, batch, shape)?;
         let model = Arc::new(self.unet_model(shape, &layout)?);
-        let mut session = Session::new(&model)?;
         let params = GenerateParams {
             batch,
             init,
@@ -610,9 +679,12 @@ impl StableDiffusion {
             latent: Some(LatentInputs { context, uncond_context, inpaint, sample_extra }),
             ..p.clone()
         };
-        let gen = session.generate(&params, progress)?;
-        // The UNet is freed before the decoder loads (what low-memory mode is for).
-        drop(session);
+        Ok(Prepared { model, params, layout, vae_tile, shape, batch, guidance })
+    }
+
+    /// Decodes the latents a prepared request sampled, with the UNet already freed.
+    pub(super) fn decoded(&self, prepared: Prepared, gen: Generation) -> Result<Images> {
+        let Prepared { model, layout, vae_tile, shape, batch, guidance, .. } = prepared;
         drop(model);
         stage_done("sampling");
         let pixels = self.decode_as(&gen.samples, batch, shape, vae_tile, &layout)?;
@@ -630,6 +702,24 @@ impl StableDiffusion {
             guidance,
         })
     }
+
+    /// Decodes `latents` of a prepared request as its generation will (a preview of the result).
+    pub(super) fn decode_prepared(&self, prepared: &Prepared, latents: &[f32]) -> Result<Vec<f32>> {
+        self.decode_as(latents, prepared.batch, prepared.shape, prepared.vae_tile, &prepared.layout)
+    }
+}
+
+/// A request made ready to sample ([`StableDiffusion::prepare`]).
+pub(super) struct Prepared {
+    /// The UNet, as the model the sampler walks.
+    pub model: Arc<Model>,
+    /// The sampling request, its latent inputs (prompt embeddings, start) filled in.
+    pub params: GenerateParams,
+    layout: Layout,
+    vae_tile: Option<usize>,
+    pub shape: [usize; 3],
+    pub batch: usize,
+    guidance: f32,
 }
 
 /// After a stage whose part was dropped: hands what the allocator kept of it back to the system,

@@ -21,8 +21,13 @@ pub fn model_dir(name: &str) -> PathBuf {
 /// Whether the ONNX Runtime tests run: the library must be found, or the test fails when
 /// `DRT_REQUIRE_ORT` is set (CI), or is skipped with a note otherwise.
 pub fn ort_available() -> bool {
-    match ort_lib::find(None) {
-        Ok(_) => true,
+    let found = match ort_lib::find(None) {
+        Ok(_) if ort_lib::available() => Ok(()),
+        Ok(_) => Err(format!("the system loader does not find {}; set DRT_ORT_LIB", ort_lib::default_name())),
+        Err(e) => Err(e.to_string()),
+    };
+    match found {
+        Ok(()) => true,
         Err(e) if std::env::var_os("DRT_REQUIRE_ORT").is_none() => {
             // Straight to stderr, past the test harness's capture, once per run: a skip must be seen.
             static NOTE: std::sync::Once = std::sync::Once::new();

@@ -1,13 +1,16 @@
 package dev.diffusionrt;
 
-/** A failed call: its {@link Status} and the library's message. Unchecked, as Kotlin sees every exception. */
+/**
+ * A failed call: its {@link Status} and the library's message (which already says what kind of
+ * failure it is, e.g. "I/O error: ..."). Unchecked, as Kotlin sees every exception.
+ */
 public class DiffusionRtException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
     private final Status status;
 
     public DiffusionRtException(Status status, String message) {
-        super(status + ": " + message);
+        super(message);
         this.status = status;
     }
 

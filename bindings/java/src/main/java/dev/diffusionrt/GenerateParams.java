@@ -4,8 +4,8 @@ import java.util.Arrays;
 
 /**
  * What a generation makes ({@code drt_generate_params}), one fluent setter per field. Unset fields
- * are the C defaults, which are the model's own: its sampler, step count, guidance scale and
- * interval. With a seed and a class set, the result is what {@code drt generate} makes with no
+ * hold what {@code drt_generate_params_default()} returns (read once from the native library),
+ * which are the model's own: its sampler, step count, guidance scale and interval. With a seed and a class set, the result is what {@code drt generate} makes with no
  * sampling options, bit for bit. Setters copy the arrays they are given.
  *
  * <pre>{@code
@@ -13,12 +13,12 @@ import java.util.Arrays;
  * }</pre>
  */
 public final class GenerateParams {
-    // Read by name from src/java.rs.
+    // Read and, for the defaults, written by name from src/java.rs.
     long seed;
     int steps;
-    float guidance = -1f;
+    float guidance;
     String sampler;
-    int classLabel = -1;
+    int classLabel;
     int batch;
     int[] classes;
     float[] noise;
@@ -27,20 +27,35 @@ public final class GenerateParams {
     String[] tensorNames = new String[0];
     float[][] tensorValues = new float[0][];
     float[] init;
-    float strength = 0.8f;
+    float strength;
     float adaptiveGuidance;
     float guidanceIntervalLo;
     float guidanceIntervalHi;
     double[] sigmas;
-    int stepCache = StepCache.OFF.code;
+    int stepCache;
     float cacheThreshold;
     int cacheMaxSkips;
-    String[] prompts;
-    String[] negativePrompts;
-    int width;
-    int height;
-    int vaeTile;
-    float[] mask;
+
+    private static final GenerateParams DEFAULTS = Native.generateDefaults(new GenerateParams(null));
+
+    /** The C defaults. */
+    public GenerateParams() {
+        seed = DEFAULTS.seed;
+        steps = DEFAULTS.steps;
+        guidance = DEFAULTS.guidance;
+        classLabel = DEFAULTS.classLabel;
+        batch = DEFAULTS.batch;
+        strength = DEFAULTS.strength;
+        adaptiveGuidance = DEFAULTS.adaptiveGuidance;
+        guidanceIntervalLo = DEFAULTS.guidanceIntervalLo;
+        guidanceIntervalHi = DEFAULTS.guidanceIntervalHi;
+        stepCache = DEFAULTS.stepCache;
+        cacheThreshold = DEFAULTS.cacheThreshold;
+        cacheMaxSkips = DEFAULTS.cacheMaxSkips;
+    }
+
+    /** The template the native library fills. */
+    private GenerateParams(Void template) {}
 
     /** Fixes the initial noise and every stochastic sampler's noise. */
     public GenerateParams seed(long seed) {
@@ -72,7 +87,7 @@ public final class GenerateParams {
         return this;
     }
 
-    /** Number of samples; 0 (the default) = as many as {@link #classes} gives, else 1. */
+    /** Number of samples; 0 (the default) = as many as {@link #classes} or {@link #noise} give, else 1. */
     public GenerateParams batch(int batch) {
         this.batch = batch;
         return this;
@@ -114,7 +129,7 @@ public final class GenerateParams {
         return this;
     }
 
-    /** img2img: the starting sample(s), or for a Stable Diffusion export height × width × 3 floats in [0, 1]. */
+    /** img2img: the starting sample(s) (for a Stable Diffusion export: {@link SdParams#initImage}). */
     public GenerateParams init(float[] init) {
         this.init = copy(init);
         return this;
@@ -159,42 +174,6 @@ public final class GenerateParams {
     /** Step cache: most steps skipped in a row; 0 = 1. */
     public GenerateParams cacheMaxSkips(int skips) {
         this.cacheMaxSkips = skips;
-        return this;
-    }
-
-    /** Stable Diffusion: one prompt for all images, or one per image. */
-    public GenerateParams prompts(String... prompts) {
-        this.prompts = prompts == null ? null : prompts.clone();
-        return this;
-    }
-
-    /** Stable Diffusion: the unconditional branch's prompts: none, one, or one per image. */
-    public GenerateParams negativePrompts(String... prompts) {
-        this.negativePrompts = prompts == null ? null : prompts.clone();
-        return this;
-    }
-
-    /** Stable Diffusion: image width in pixels; 0 = the UNet's training size. */
-    public GenerateParams width(int width) {
-        this.width = width;
-        return this;
-    }
-
-    /** Stable Diffusion: image height in pixels; 0 = the UNet's training size. */
-    public GenerateParams height(int height) {
-        this.height = height;
-        return this;
-    }
-
-    /** Stable Diffusion: decode in overlapping tiles of this many latents per side; 0 = whole. */
-    public GenerateParams vaeTile(int latents) {
-        this.vaeTile = latents;
-        return this;
-    }
-
-    /** Stable Diffusion inpainting with {@link #init}: height × width floats, at least 0.5 = repaint. */
-    public GenerateParams mask(float[] mask) {
-        this.mask = copy(mask);
         return this;
     }
 

@@ -1,14 +1,25 @@
 package dev.diffusionrt;
 
-/** How a model is loaded ({@code drt_model_params}); null and 0 are the C defaults. */
+/** How a model is loaded ({@code drt_model_params}); unset fields are the C defaults. */
 public final class ModelOptions {
+    // Read and, for the defaults, written by name from src/java.rs.
     String backend;
     String ortLibraryPath;
     String executionProvider;
     int threads;
     int attentionSlices;
     boolean mappedWeights;
-    int memoryBudgetMb;
+
+    private static final ModelOptions DEFAULTS = Native.modelDefaults(new ModelOptions(null));
+
+    /** The C defaults ({@code drt_model_params_default()}, read once from the native library). */
+    public ModelOptions() {
+        threads = DEFAULTS.threads;
+        attentionSlices = DEFAULTS.attentionSlices;
+        mappedWeights = DEFAULTS.mappedWeights;
+    }
+
+    private ModelOptions(Void template) {}
 
     /** "tract" (pure Rust), "ort" (ONNX Runtime), or null for automatic: ort when its library is found. */
     public ModelOptions backend(String backend) {
@@ -16,7 +27,10 @@ public final class ModelOptions {
         return this;
     }
 
-    /** The ONNX Runtime shared library; null: $DRT_ORT_LIB, $ORT_DYLIB_PATH, then the library search path. */
+    /**
+     * The ONNX Runtime shared library (a file, its folder, or a bare name for the system loader);
+     * null: $DRT_ORT_LIB, then $ORT_DYLIB_PATH, then the system loader's search.
+     */
     public ModelOptions ortLibraryPath(String path) {
         this.ortLibraryPath = path;
         return this;
@@ -28,7 +42,7 @@ public final class ModelOptions {
         return this;
     }
 
-    /** Intra-op threads for ONNX Runtime; 0 = the number of physical cores. */
+    /** Intra-op threads for ONNX Runtime; 0 = the number of physical cores, at most 8. */
     public ModelOptions threads(int threads) {
         this.threads = threads;
         return this;
@@ -46,16 +60,6 @@ public final class ModelOptions {
     /** ONNX Runtime reads an external-data graph's weights from the mapped file instead of copies. */
     public ModelOptions mappedWeights(boolean mapped) {
         this.mappedWeights = mapped;
-        return this;
-    }
-
-    /**
-     * Stable Diffusion exports: megabytes of resident memory every generation must stay under; the
-     * runtime plans how the parts load to fit, and a budget it cannot meet throws
-     * {@code OUT_OF_MEMORY} naming the smallest it could. 0 = none. Not for model.json models.
-     */
-    public ModelOptions memoryBudgetMb(int megabytes) {
-        this.memoryBudgetMb = megabytes;
         return this;
     }
 }

@@ -6,13 +6,14 @@ package dev.diffusionrt;
  */
 final class Native {
     /** The C API's DRT_ABI_VERSION this code was written against. */
-    static final int ABI_VERSION = 2;
+    static final int ABI_VERSION = 3;
 
     static {
         // The system property lets tests and apps with their own layout name the file itself.
         String path = System.getProperty("dev.diffusionrt.library");
         if (path != null) {
-            System.load(path);
+            // System.load takes only absolute paths; a relative one is the working directory's.
+            System.load(new java.io.File(path).getAbsolutePath());
         } else {
             System.loadLibrary("diffusion_rt");
         }
@@ -53,13 +54,53 @@ final class Native {
 
     static native void abandon(long session);
 
-    static native long sdLoad(String dir, ModelOptions options, boolean lowMemory);
+    static native long sdLoad(String dir, ModelOptions options, boolean lowMemory, int memoryBudgetMb);
 
     static native void sdFree(long sd);
 
-    static native int[] sdImageSize(long sd, GenerateParams params);
+    static native int[] sdImageSize(long sd, SdParams sdParams, GenerateParams params);
 
-    static native byte[] sdGenerateRgb8(long sd, GenerateParams params, ProgressListener listener);
+    static native byte[] sdGenerateRgb8(long sd, SdParams sdParams, GenerateParams params, ProgressListener listener);
 
-    static native float[] sdGenerate(long sd, GenerateParams params, ProgressListener listener);
+    static native float[] sdGenerate(long sd, SdParams sdParams, GenerateParams params, ProgressListener listener);
+
+    static native long sdSessionCreate(long sd);
+
+    static native void sdSessionFree(long session);
+
+    static native void sdSessionCancel(long session);
+
+    static native int sdSessionBegin(long session, SdParams sdParams, GenerateParams params);
+
+    static native int sdSessionStep(long session);
+
+    static native float[] sdSessionRead(long session, boolean prediction);
+
+    static native byte[] sdSessionPreviewRgb8(long session);
+
+    static native byte[] sdSessionFinishRgb8(long session);
+
+    static native void sdSessionAbandon(long session);
+
+    // The C defaults, written into a template object that is then returned.
+    static native void fillGenerateDefaults(GenerateParams template);
+
+    static native void fillSdDefaults(SdParams template);
+
+    static native void fillModelDefaults(ModelOptions template);
+
+    static GenerateParams generateDefaults(GenerateParams template) {
+        fillGenerateDefaults(template);
+        return template;
+    }
+
+    static SdParams sdDefaults(SdParams template) {
+        fillSdDefaults(template);
+        return template;
+    }
+
+    static ModelOptions modelDefaults(ModelOptions template) {
+        fillModelDefaults(template);
+        return template;
+    }
 }

@@ -1,6 +1,7 @@
 package dev.diffusionrt;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -36,6 +37,8 @@ class BadInputTest {
         DiffusionRtException e = assertThrows(DiffusionRtException.class, call);
         assertEquals(status, e.status(), e.getMessage());
         assertTrue(e.getMessage().contains(words), "'" + e.getMessage() + "' does not say '" + words + "'");
+        // The status is e.status(); the message says the kind once, as the library words it.
+        assertFalse(e.getMessage().startsWith(status.name()), e.getMessage());
         return e;
     }
 
@@ -70,10 +73,10 @@ class BadInputTest {
         fails(Status.INVALID_ARGUMENT, "threads", () -> Model.load(
                 Fixtures.path("models/digits"), new ModelOptions().threads(-1)));
         fails(Status.INVALID_ARGUMENT, "NUL", () -> Model.load("models\0digits"));
-        fails(Status.INVALID_ARGUMENT, "memory_budget_mb is planned for Stable Diffusion exports", () -> Model.load(
-                Fixtures.path("models/digits"), new ModelOptions().memoryBudgetMb(1000)));
         fails(Status.OUT_OF_MEMORY, "a memory budget of 60 MB cannot be met", () -> StableDiffusion.load(
-                Fixtures.path("tests/fixtures/sd-tiny/export"), new ModelOptions().memoryBudgetMb(60), false));
+                Fixtures.path("tests/fixtures/sd-tiny/export"), new ModelOptions(), false, 60));
+        fails(Status.INVALID_ARGUMENT, "memoryBudgetMb must be 0 or more", () -> StableDiffusion.load(
+                Fixtures.path("tests/fixtures/sd-tiny/export"), new ModelOptions(), false, -1));
         fails(Status.INVALID_ARGUMENT, "attentionSlices must be 0 or more", () -> Model.load(
                 Fixtures.path("models/digits"), new ModelOptions().attentionSlices(-1)));
         fails(Status.INVALID_ARGUMENT, "attention slices must be at most 64", () -> Model.load(
@@ -103,15 +106,15 @@ class BadInputTest {
         StableDiffusion sd = StableDiffusion.load(Fixtures.path("tests/fixtures/sd-tiny/export"));
         sd.close();
         fails(Status.INVALID_ARGUMENT, "StableDiffusion is closed",
-                () -> sd.generateRgb8(new GenerateParams().prompts("a cat")));
+                () -> sd.generateRgb8(new SdParams().prompts("a cat"), new GenerateParams()));
     }
 
     @Test
     void badArraysAreRefusedBeforeTheyAreRead() {
         fails(Status.INVALID_ARGUMENT, "params is null", () -> session.generate(null));
-        refused("noise holds 255 values; batch 1 needs 256", new GenerateParams().noise(new float[255]));
-        refused("noise holds 512 values; batch 1 needs 256", new GenerateParams().noise(new float[512]));
-        refused("classes holds 3 values; batch 2 needs 2", new GenerateParams().batch(2).classes(1, 2, 3));
+        refused("noise has 255 values, expected batch 1 × 256", new GenerateParams().noise(new float[255]));
+        refused("noise has 512 values, expected batch 1 × 256", new GenerateParams().batch(1).noise(new float[512]));
+        refused("3 classes for a batch of 2", new GenerateParams().batch(2).classes(1, 2, 3));
         refused("classes is empty", new GenerateParams().classes());
         refused("noise is empty", new GenerateParams().noise(new float[0]));
         refused("init", new GenerateParams().init(new float[3]));
@@ -156,15 +159,18 @@ class BadInputTest {
     @Test
     void badStableDiffusionRequests() {
         try (StableDiffusion sd = StableDiffusion.load(
-                Fixtures.path("tests/fixtures/sd-tiny/export"), Fixtures.options("tract"), false)) {
+                Fixtures.path("tests/fixtures/sd-tiny/export"), Fixtures.options("tract"), false, 0)) {
+            SdParams cat = new SdParams().prompts("a cat");
             fails(Status.INVALID_ARGUMENT, "prompts[1] is NULL",
-                    () -> sd.generateRgb8(new GenerateParams().prompts("a cat", null)));
-            fails(Status.INVALID_ARGUMENT, "noise holds 3 values",
-                    () -> sd.generateRgb8(new GenerateParams().prompts("a cat").noise(new float[3])));
+                    () -> sd.generateRgb8(new SdParams().prompts("a cat", null), new GenerateParams()));
+            fails(Status.INVALID_ARGUMENT, "noise has 3 values",
+                    () -> sd.generateRgb8(cat, new GenerateParams().noise(new float[3])));
             fails(Status.INVALID_ARGUMENT, "width must be 0 or more",
-                    () -> sd.generateRgb8(new GenerateParams().prompts("a cat").width(-32)));
-            fails(Status.INVALID_ARGUMENT, "class", () -> sd.generate(new GenerateParams().classLabel(3)));
-            fails(Status.INVALID_ARGUMENT, "params is null", () -> sd.imageSize(null));
+                    () -> sd.generateRgb8(new SdParams().prompts("a cat").width(-32), new GenerateParams()));
+            fails(Status.INVALID_ARGUMENT, "class", () -> sd.generate(cat, new GenerateParams().classLabel(3)));
+            fails(Status.INVALID_ARGUMENT, "init_image", () -> sd.generate(cat, new GenerateParams().init(new float[3])));
+            fails(Status.INVALID_ARGUMENT, "sdParams is null", () -> sd.imageSize(null, new GenerateParams()));
+            fails(Status.INVALID_ARGUMENT, "params is null", () -> sd.imageSize(cat, null));
         }
     }
 }
