@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{backends, load, model_dir, options, ort_available, rel_l2};
+use common::{backends, load, model_dir, options, rel_l2};
 use diffusion_rt::backend::{load_graph, BackendKind, Input, InputData};
 use diffusion_rt::{Error, GenerateParams, Session};
 
@@ -34,11 +34,7 @@ fn classify(images: &[f32], backend: BackendKind) -> Vec<usize> {
 }
 
 fn fastest_backend() -> BackendKind {
-    if ort_available() {
-        BackendKind::Ort
-    } else {
-        BackendKind::Tract
-    }
+    *common::backends().last().expect("a backend compiled in")
 }
 
 /// The design target: 100 samples per class at dpmpp-2m, 20 steps, guidance 3 are recognised ≥ 90 %.

@@ -8,6 +8,8 @@ use diffusion_rt::backend::{ort_lib, BackendKind, BackendOptions};
 use diffusion_rt::Model;
 
 pub mod c;
+// Builds graphs with tract-onnx's ONNX types (tests/attention.rs, tests/segments.rs).
+#[cfg(feature = "tract")]
 pub mod unet;
 
 pub fn repo() -> &'static Path {
@@ -41,10 +43,13 @@ pub fn ort_available() -> bool {
     }
 }
 
-/// tract always; ort when available.
+/// The backends compiled in: tract, and ort when its library is available.
 pub fn backends() -> Vec<BackendKind> {
-    let mut kinds = vec![BackendKind::Tract];
-    if ort_available() {
+    let mut kinds = Vec::new();
+    if cfg!(feature = "tract") {
+        kinds.push(BackendKind::Tract);
+    }
+    if cfg!(feature = "ort") && ort_available() {
         kinds.push(BackendKind::Ort);
     }
     kinds

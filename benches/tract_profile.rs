@@ -1,14 +1,12 @@
 //! Where tract spends a denoiser call, by operator: the evidence behind the README's note on tract's
-//! speed. A measurement, not a check, so it is ignored by default:
+//! speed. A measurement, not a check:
 //!
-//!   cargo test --release --test tract_profile -- --ignored --nocapture [MODEL_DIR]
+//!   cargo bench --bench tract_profile
 //!
 //! Runs the digits denoiser (or `$DRT_PROFILE_MODEL`) optimised as the tract backend loads it, at
 //! batch 2 (one guided sample), and prints the time per operator type over 200 calls. With
 //! `DRT_PROFILE_CONCRETE=1` the batch symbol is fixed to 2 before optimisation, to measure what a
 //! plan per batch size would gain.
-
-mod common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,11 +14,9 @@ use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::eval;
 
-#[test]
-#[ignore = "a measurement: run by hand with --ignored --nocapture"]
-fn tract_time_per_operator() -> TractResult<()> {
-    let dir =
-        std::env::var_os("DRT_PROFILE_MODEL").map(Into::into).ok_or(()).unwrap_or_else(|_| common::model_dir("digits"));
+fn main() -> TractResult<()> {
+    let digits = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits");
+    let dir = std::env::var_os("DRT_PROFILE_MODEL").map_or(digits, Into::into);
     let typed = tract_onnx::onnx().model_for_path(dir.join("denoiser.onnx"))?.into_typed()?;
     let model = if std::env::var_os("DRT_PROFILE_CONCRETE").is_some() {
         let syms: Vec<_> = typed.symbols.all_symbols();
