@@ -294,6 +294,15 @@ fn float16_and_int32_io() {
         let mut z = [0.0f32; 3];
         runner.run(&inputs, 1, &mut z).expect("z");
         assert_eq!(z, [1.5, 0.75, -4.0], "{kind:?}");
+        // float32 values for the float16 input are rounded to float16 by the runner, once: 0.1
+        // becomes 0.0999755859375, so the graph doubles exactly that.
+        let wide = [0.1f32, -1.25, 3.0];
+        let narrowed = [
+            Input { index: 1, shape: &[3], data: InputData::I32(&k) },
+            Input { index: 0, shape: &[3], data: InputData::F32(&wide) },
+        ];
+        runner.run(&narrowed, 0, &mut y).expect("narrowed");
+        assert_eq!(y, [2.0 * half::f16::from_f32(0.1).to_f32(), -2.5, 6.0], "{kind:?}");
     }
 }
 

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 pub mod attention;
 #[cfg(feature = "tract")]
 mod input_types;
+mod narrow;
 #[cfg(feature = "ort")]
 mod ort;
 pub mod ort_lib;
@@ -321,14 +322,15 @@ pub fn load_graph_fixed(path: &Path, opts: &BackendOptions, fixed: &[FixedDim<'_
         return Err(Error::io(path, "not a file"));
     }
     let segments = opts.segments.unwrap_or(1);
-    match resolve_kind(opts) {
+    let graph = match resolve_kind(opts) {
         BackendKind::Tract if segments > 1 => Err(Error::InvalidArgument(
             "a graph in segments needs the ort backend (tract keeps a graph's weights in its own form)".into(),
         )),
         BackendKind::Tract => load_tract(path, opts, fixed, slices),
         _ if segments > 1 => load_ort_segments(path, opts, slices, segments),
         _ => load_ort(path, opts, slices),
-    }
+    }?;
+    Ok(Arc::new(narrow::Narrowing(graph)))
 }
 
 #[cfg(all(feature = "ort", feature = "tract"))]
@@ -493,7 +495,9 @@ pub(crate) fn check_inputs(infos: &[IoInfo], inputs: &[Input<'_>]) -> Result<()>
         if inputs[..k].iter().any(|other| other.index == input.index) {
             return Err(Error::InvalidArgument(format!("input `{}` given twice", info.name)));
         }
-        if input.data.dtype() != info.dtype {
+        // float32 values for a float16 input are narrowed by the runner (`narrow`).
+        let narrowed = input.data.dtype() == DType::F32 && info.dtype == DType::F16;
+        if input.data.dtype() != info.dtype && !narrowed {
             return Err(Error::InvalidArgument(format!(
                 "input `{}` is {} in the graph, got {}",
                 info.name,

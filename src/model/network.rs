@@ -56,21 +56,17 @@ pub struct Network {
     dump: Option<InputDump>,
 }
 
-/// One call's inputs in the graph's element types and shapes.
+/// One call's inputs in the graph's element types and shapes; float inputs stay float32 (a
+/// float16 graph's runner narrows them, [`crate::backend`]).
 #[derive(Default)]
 struct Feeds {
     time_f32: Vec<f32>,
-    time_f16: Vec<half::f16>,
     time_i64: Vec<i64>,
     time_i32: Vec<i32>,
     class_i64: Vec<i64>,
     class_i32: Vec<i32>,
-    cond_f16: Vec<half::f16>,
-    context_f16: Vec<half::f16>,
-    /// Per tensor input: its float16 copy (for float16 inputs) and its shape `[n, ...]`.
-    tensor_f16: Vec<Vec<half::f16>>,
+    /// Per tensor input: its shape `[n, ...]`.
     tensor_shapes: Vec<Vec<usize>>,
-    sample_f16: Vec<half::f16>,
     /// The sample with its extra channels appended, per sample.
     sample_cat: Vec<f32>,
     sample_shape: Vec<usize>,
@@ -99,31 +95,16 @@ impl Network {
     pub fn reserve(&mut self, n: usize) {
         let m = &self.model;
         let f = &mut self.feeds;
-        let conds = m.wiring.conds.len();
         f.time_f32.reserve(n);
-        f.time_f16.reserve(n);
         f.time_i64.reserve(n);
         f.time_i32.reserve(n);
         f.class_i64.reserve(n);
         f.class_i32.reserve(n);
-        f.cond_f16.reserve(n * conds);
-        if m.graph.inputs()[m.wiring.sample].dtype == DType::F16 {
-            f.sample_f16.reserve(n * (m.sample_len() + m.extra_len()));
-        }
         f.sample_shape.reserve(m.manifest.sample_shape.len() + 1);
         if m.extra_len() > 0 {
             f.sample_cat.reserve(n * (m.sample_len() + m.extra_len()));
         }
         f.tensor_shapes = m.wiring.tensors.iter().map(|(_, _, per)| [&[n][..], per].concat()).collect();
-        f.tensor_f16 = m
-            .wiring
-            .tensors
-            .iter()
-            .map(|(_, dtype, per)| {
-                let len = if *dtype == DType::F16 { n * per.iter().product::<usize>() } else { 0 };
-                Vec::with_capacity(len)
-            })
-            .collect();
     }
 
     /// [`crate::backend::Runner::release_after_run`] for the calls from now on.
@@ -220,8 +201,7 @@ impl Feeds {
         if let (Some((_, dtype, per_sample)), Some(v)) = (w.time, time) {
             let len = if per_sample { n } else { 1 };
             match dtype {
-                DType::F32 => fill(&mut self.time_f32, len, v as f32),
-                DType::F16 => fill(&mut self.time_f16, len, half::f16::from_f64(v)),
+                DType::F32 | DType::F16 => fill(&mut self.time_f32, len, v as f32),
                 // diffusers casts fractional timesteps to integers by truncation (`.long()`).
                 DType::I64 => fill(&mut self.time_i64, len, v as i64),
                 _ => fill(&mut self.time_i32, len, v as i32),
@@ -232,19 +212,12 @@ impl Feeds {
             Some(_) => copy_into(&mut self.class_i32, cond.classes.iter().map(|&c| c as i32)),
             None => {}
         }
-        if w.conds.iter().any(|c| c.1 == DType::F16) {
-            copy_into(&mut self.cond_f16, cond.conds.iter().map(|&v| half::f16::from_f32(v)));
-        }
-        if let Some((_, dtype, width)) = w.context {
-            self.fill_context(cond.context, n, dtype, width)?;
+        if let Some((_, _, width)) = w.context {
+            self.fill_context(cond.context, n, width)?;
         }
         self.tensor_shapes.resize_with(w.tensors.len(), Vec::new);
-        self.tensor_f16.resize_with(w.tensors.len(), Vec::new);
-        for (k, (_, dtype, per)) in w.tensors.iter().enumerate() {
+        for (k, (_, _, per)) in w.tensors.iter().enumerate() {
             copy_into(&mut self.tensor_shapes[k], std::iter::once(n).chain(per.iter().copied()));
-            if *dtype == DType::F16 {
-                copy_into(&mut self.tensor_f16[k], cond.tensors[k].iter().map(|&v| half::f16::from_f32(v)));
-            }
         }
         Ok(())
     }
@@ -261,14 +234,10 @@ impl Feeds {
                 self.sample_cat.extend_from_slice(es);
             }
         }
-        if m.graph.inputs()[m.wiring.sample].dtype == DType::F16 {
-            let input = if extra_len > 0 { self.sample_cat.as_slice() } else { x };
-            copy_into(&mut self.sample_f16, input.iter().map(|&v| half::f16::from_f32(v)));
-        }
     }
 
     /// The context input `[n, tokens, width]`: the width from the graph, or the whole tensor.
-    fn fill_context(&mut self, context: &[f32], n: usize, dtype: DType, width: Option<usize>) -> Result<()> {
+    fn fill_context(&mut self, context: &[f32], n: usize, width: Option<usize>) -> Result<()> {
         let per = context.len() / n.max(1);
         let width = width.unwrap_or(per);
         if context.len() != n * per || width == 0 || per == 0 || !per.is_multiple_of(width) {
@@ -278,9 +247,6 @@ impl Feeds {
             )));
         }
         self.context_shape = [n, per / width, width];
-        if dtype == DType::F16 {
-            copy_into(&mut self.context_f16, context.iter().map(|&v| half::f16::from_f32(v)));
-        }
         Ok(())
     }
 
@@ -298,16 +264,14 @@ impl Feeds {
         };
         // Inline storage: building the input list must not allocate on every step.
         let mut inputs: SmallVec<[Input<'a>; 8]> = SmallVec::new();
-        let sample = match (ins[w.sample].dtype, m.extra_len()) {
-            (DType::F16, _) => InputData::F16(&self.sample_f16),
-            (_, 0) => InputData::F32(x),
+        let sample = match m.extra_len() {
+            0 => InputData::F32(x),
             _ => InputData::F32(&self.sample_cat),
         };
         inputs.push(Input { index: w.sample, shape: &self.sample_shape, data: sample });
         if let Some((i, dtype, per)) = w.time {
             let data = match dtype {
-                DType::F32 => InputData::F32(&self.time_f32),
-                DType::F16 => InputData::F16(&self.time_f16),
+                DType::F32 | DType::F16 => InputData::F32(&self.time_f32),
                 DType::I64 => InputData::I64(&self.time_i64),
                 _ => InputData::I32(&self.time_i32),
             };
@@ -318,24 +282,15 @@ impl Feeds {
                 if dtype == DType::I64 { InputData::I64(&self.class_i64) } else { InputData::I32(&self.class_i32) };
             inputs.push(Input { index: i, shape: &self.batch, data });
         }
-        for (k, &(i, dtype, _)) in w.conds.iter().enumerate() {
-            let data = match dtype {
-                DType::F16 => InputData::F16(&self.cond_f16[k * n..(k + 1) * n]),
-                _ => InputData::F32(&cond.conds[k * n..(k + 1) * n]),
-            };
+        for (k, &(i, _, _)) in w.conds.iter().enumerate() {
+            let data = InputData::F32(&cond.conds[k * n..(k + 1) * n]);
             inputs.push(Input { index: i, shape: per_sample(i), data });
         }
-        if let Some((i, dtype, _)) = w.context {
-            let data =
-                if dtype == DType::F16 { InputData::F16(&self.context_f16) } else { InputData::F32(cond.context) };
-            inputs.push(Input { index: i, shape: &self.context_shape, data });
+        if let Some((i, _, _)) = w.context {
+            inputs.push(Input { index: i, shape: &self.context_shape, data: InputData::F32(cond.context) });
         }
-        for (k, &(i, dtype, _)) in w.tensors.iter().enumerate() {
-            let data = match dtype {
-                DType::F16 => InputData::F16(&self.tensor_f16[k]),
-                _ => InputData::F32(&cond.tensors[k]),
-            };
-            inputs.push(Input { index: i, shape: &self.tensor_shapes[k], data });
+        for (k, &(i, _, _)) in w.tensors.iter().enumerate() {
+            inputs.push(Input { index: i, shape: &self.tensor_shapes[k], data: InputData::F32(&cond.tensors[k]) });
         }
         inputs
     }

@@ -53,7 +53,6 @@ pub struct VaeDecoder<'a> {
     /// Pixels per latent along each side.
     factor: usize,
     input: usize,
-    half_input: bool,
     half_output: bool,
     output_info: String,
     runner: Box<dyn Runner>,
@@ -70,7 +69,6 @@ impl<'a> VaeDecoder<'a> {
             scaling_factor,
             factor,
             input,
-            half_input: graph.inputs()[input].dtype == DType::F16,
             half_output: out.dtype == DType::F16,
             output_info: out.to_string(),
             runner: {
@@ -152,13 +150,7 @@ impl<'a> VaeDecoder<'a> {
     /// One decoder call on scaled latents `[C, h, w]`.
     fn run(&mut self, scaled: &[f32], [c, h, w]: [usize; 3]) -> Result<Vec<f32>> {
         let (ph, pw) = (h * self.factor, w * self.factor);
-        let halves: Vec<half::f16>;
-        let data = if self.half_input {
-            halves = scaled.iter().map(|&v| half::f16::from_f32(v)).collect();
-            InputData::F16(&halves)
-        } else {
-            InputData::F32(scaled)
-        };
+        let data = InputData::F32(scaled);
         let mut rgb = vec![0f32; 3 * ph * pw];
         let input = Input { index: self.input, shape: &[1, c, h, w], data };
         let got = self.runner.run(&[input], 0, &mut rgb).map_err(|e| match e {

@@ -2,7 +2,7 @@
 //! image and a mask (inpainting, by latent blending or through an inpainting UNet's extra channels).
 
 use super::{Part, StableDiffusion, TextToImage};
-use crate::backend::{DType, Input, InputData};
+use crate::backend::{Input, InputData};
 use crate::error::{Error, Result};
 use crate::request::Inpaint;
 use crate::rng::PhiloxNoise;
@@ -125,7 +125,6 @@ impl StableDiffusion {
         ) else {
             return Err(model_err(&path, "expected an input `sample` and an output `latent_parameters`"));
         };
-        let f16 = g.inputs()[input].dtype == DType::F16;
         let mut runner = g.runner()?;
         runner.release_after_run(true); // it runs once per generation
         let mut params = vec![0f32; 2 * c * h * w];
@@ -142,13 +141,7 @@ impl StableDiffusion {
                     }
                 }
             }
-            let halves: Vec<half::f16>;
-            let data = if f16 {
-                halves = chw.iter().map(|&v| half::f16::from_f32(v)).collect();
-                InputData::F16(&halves)
-            } else {
-                InputData::F32(&chw)
-            };
+            let data = InputData::F32(&chw);
             let got = runner.run(&[Input { index: input, shape: &[1, 3, ph, pw], data }], output, &mut params)?;
             if got != [1, 2 * c, h, w] {
                 return Err(model_err(&path, format!("encoded to {got:?}, expected [1, {}, {h}, {w}]", 2 * c)));
