@@ -1,4 +1,4 @@
-//! Where tract spends a denoiser call, by operator: the evidence behind the README's note on tract's
+//! Where tract spends a denoiser call, by operator: the evidence behind the note in docs/design.md on tract's
 //! speed. A measurement, not a check:
 //!
 //!   cargo bench --bench tract_profile

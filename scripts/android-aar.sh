@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lays out the Android library (AAR) target/android/diffusion-rt.aar: the Java API's classes.jar,
 # an AndroidManifest.xml, and jni/<abi>/libdiffusion_rt.so for every ABI built. Build the native
-# libraries first on a machine with the Android NDK (README, "Android"), e.g.
+# libraries first on a machine with the Android NDK (docs/devices.md), e.g.
 #     cargo ndk -t arm64-v8a -t armeabi-v7a -t x86_64 build --release --no-default-features --features tract,ort,jni
 # which leaves them in target/<rust target>/release/. DRT_AAR_LIBS="abi=path ..." names the files
 # instead (the tests lay out the AAR from the host's library that way). ONNX Runtime is not inside:

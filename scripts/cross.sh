@@ -10,7 +10,7 @@
 # library comes from its PyPI wheel (scripts/install-onnxruntime.sh aarch64). qemu 10 (bookworm-backports)
 # is needed for ONNX Runtime, which reads the CPU's features at start-up and crashes under qemu 7.2.
 # Missing Debian packages are installed with apt-get (through sudo when not root). Times under emulation
-# mean nothing; run `drt bench` on the board itself (README: "Use on devices").
+# mean nothing; run `drt bench` on the board itself (docs/devices.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

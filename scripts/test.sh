@@ -30,11 +30,11 @@ export DRT_REQUIRE_ORT=1 DRT_REQUIRE_VALGRIND=1 DRT_REQUIRE_CLANG=1 DRT_REQUIRE_
 cargo build --release --locked --lib
 cargo test --release --locked "$@"
 
-# The quality-per-NFE study's plot and README tables are drawn from docs/nfe_study.json, and a few
-# of its points still measure what it says (README: "Quality per network evaluation").
+# The quality-per-NFE study's plot and docs/quality.md tables are drawn from docs/nfe_study.json, and a few
+# of its points still measure what it says (docs/quality.md).
 cargo bench --locked --bench nfe_study -- --check
 
-# 64-bit ARM: cross-built, and the portability tests run under qemu (README: "Use on devices").
+# 64-bit ARM: cross-built, and the portability tests run under qemu (docs/devices.md).
 # DRT_SKIP_CROSS=1 leaves it out of a local run (it takes about 20 minutes on 2 cores the first time).
 if [ -z "${DRT_SKIP_CROSS:-}" ]; then
     bash scripts/cross.sh aarch64 test

@@ -408,3 +408,63 @@ fn first_mistakes_get_clear_answers() {
     let o = drt(&["policy-eval", "--model", policy.to_str().expect("utf8"), "--warm-start", "0", "--episodes", "1"]);
     assert!(stderr(&o).contains("warm start must be a fraction of the schedule in (0, 1], got 0"), "{}", stderr(&o));
 }
+
+/// Splits a shell command line on spaces, keeping double- and single-quoted words whole.
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quote, mut any) = (Vec::new(), String::new(), None, false);
+    for c in line.chars() {
+        match (quote, c) {
+            (None, '"' | '\'') => (quote, any) = (Some(c), true),
+            (Some(q), c) if c == q => quote = None,
+            (None, ' ') => {
+                if any {
+                    words.push(std::mem::take(&mut word));
+                }
+                any = false;
+            }
+            (_, c) => (word, any) = (word + &c.to_string(), true),
+        }
+    }
+    if any {
+        words.push(word);
+    }
+    words
+}
+
+/// Every `drt` command the README and docs/ show in a shell block parses: each subcommand and flag
+/// exists and takes the values shown (clap checks them before `--help` prints).
+#[test]
+fn every_drt_command_in_the_docs_parses() {
+    let repo = common::repo();
+    let mut files = vec![repo.join("README.md")];
+    let mut docs: Vec<_> = std::fs::read_dir(repo.join("docs"))
+        .expect("docs/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read");
+        for block in text.split("```sh\n").skip(1).filter_map(|b| b.split("```").next()) {
+            let block = block.replace("\\\n", " ");
+            for line in block.lines() {
+                let line = line.split(" #").next().unwrap_or("").trim();
+                let Some(rest) =
+                    ["drt ", "./drt ", "cargo run --release -- "].iter().find_map(|p| line.strip_prefix(p))
+                else {
+                    continue;
+                };
+                // What follows a pipe or `&&` is another program's.
+                let rest = rest.split(['|', '&']).next().unwrap_or("");
+                let mut args = shell_words(rest);
+                args.push("--help".into());
+                let o = Command::new(env!("CARGO_BIN_EXE_drt")).args(&args).output().expect("run drt");
+                assert!(o.status.success(), "{}: `drt {rest}` does not parse: {}", file.display(), stderr(&o));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} drt commands found in the README and docs/");
+}

@@ -2,7 +2,7 @@
 //! reaches the goal passing the obstacle on both sides where the regression baseline trained on
 //! the same demonstrations drives into it, warm starts keep it succeeding with fewer network
 //! passes, and the evaluation refuses what it cannot run. The figures of record come from
-//! `drt policy-eval` (README, "Diffusion policies"); these runs are small.
+//! `drt policy-eval` (docs/policies.md); these runs are small.
 
 mod common;
 

@@ -206,7 +206,7 @@ impl FromStr for BackendKind {
 
 /// Attention slices of a Stable Diffusion export's graphs unless asked otherwise: SD 1.5's
 /// 512 × 512 attention maps (1 GiB each in float32) shrink to an eighth, at no measurable cost in
-/// speed (README, "Run a Stable Diffusion ONNX export").
+/// speed (docs/stable-diffusion.md).
 pub const DEFAULT_SD_ATTENTION_SLICES: usize = 8;
 
 /// Where ONNX Runtime runs a graph; anything but the CPU needs the ort backend and its build
@@ -276,7 +276,7 @@ pub struct BackendOptions {
     /// ONNX Runtime keeps the weights of a graph with external data in the file, memory-mapped,
     /// instead of copying them into private memory: weight prepacking off, and only the graph
     /// optimisations that leave weights as they are. Pages the system can drop and re-read, at some
-    /// speed (see the README). tract always copies.
+    /// speed (docs/stable-diffusion.md). tract always copies.
     pub mapped_weights: bool,
     /// The graph runs as this many segments of about equal weights, each loaded just before it
     /// runs and dropped after ([`segments`]): the weights of one segment in memory at a time, at

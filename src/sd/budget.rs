@@ -13,7 +13,7 @@
 //!   Runtime casts each float16 weight to a float32 copy at load (measured: a float16 UNet
 //!   segment of 848 MB held 1,705 MB of private memory beside its 848 MB of mapped file);
 //! - activations scale with the latent or image area and the width of the network's first block:
-//!   measured on Stable Diffusion 1.5's shapes (README, "Memory budget"), they are the constants
+//!   measured on Stable Diffusion 1.5's shapes (docs/stable-diffusion.md, "Memory budget"), they are the constants
 //!   below, and attention scores shrink with the slices.
 //!
 //! Choices go from cheapest to dearest in time: more attention slices cost nothing measurable,
