@@ -559,6 +559,36 @@ fn img2img_equals_optimums_pipeline() {
         .output()
         .expect("drt");
     assert_eq!(shape(o), [1, 40, 48, 3]);
+
+    // A start image as values must be the image's [height, width, 3]; the error says so.
+    let latents_shaped = tmp.path().join("latents.npy");
+    npy::write(&latents_shaped, &[4, 16, 16], &[0.5; 4 * 16 * 16]).expect("npy");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
+        .args(["generate", "--quiet", "--backend", "tract", "--prompt", "a red cat", "--steps", "2", "--model"])
+        .arg(fixture().join("export"))
+        .arg("--init")
+        .arg(&latents_shaped)
+        .arg("--save-raw")
+        .arg(&raw)
+        .output()
+        .expect("drt");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--init") && err.contains("[height, width, 3]"), "{err}");
+    assert!(err.contains("here [32, 32, 3]; the file holds [4, 16, 16]"), "{err}");
+    // The same values as a PNG would give, as [height, width, 3]: accepted.
+    let values = tmp.path().join("values.npy");
+    let (_, _, pixels) = diffusion_rt::image::read_png(&reference.join("init.png")).expect("init.png");
+    npy::write(&values, &[32, 32, 3], &pixels).expect("npy");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
+        .args(["generate", "--quiet", "--backend", "tract", "--prompt", "a red cat", "--steps", "4", "--model"])
+        .arg(fixture().join("export"))
+        .arg("--init")
+        .arg(&values)
+        .arg("--save-raw")
+        .arg(&raw)
+        .output()
+        .expect("drt");
+    assert_eq!(shape(o), [1, 32, 32, 3]);
 }
 
 /// Inpainting by latent blending (a 4-channel UNet) and through a 9-channel inpainting UNet:
@@ -828,4 +858,49 @@ fn start_images_and_masks_from_pixels() {
         assert!(msg.contains("the start image: 2 channels"), "{msg}");
         drt_sd_free(sd);
     }
+}
+
+/// The CLI on an export: the summary names the backend and counts in words, `inspect` lists the
+/// VAE encoder, and a memory budget of 0 is refused.
+#[test]
+fn sd_cli_summary_inspect_and_a_zero_budget() {
+    let tmp = common::TempDir::new("sd-cli-words");
+    let raw = tmp.path().join("raw.npy");
+    let drt = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_drt"))
+            .args(args)
+            .arg("--model")
+            .arg(fixture().join("export"))
+            .args(["--backend", "tract"])
+            .output()
+            .expect("drt")
+    };
+    let o = drt(&[
+        "generate",
+        "--prompt",
+        "a red cat",
+        "--steps",
+        "1",
+        "--guidance",
+        "0",
+        "--save-raw",
+        raw.to_str().expect("utf8"),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("1 image of 32×32 with")
+            && err.contains("(1 step, no guidance, 1 UNet pass per image) on tract [cpu]"),
+        "{err}"
+    );
+    let o = drt(&["inspect"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.contains("vae_encoder") && text.contains("vae_decoder"), "{text}");
+    let o =
+        drt(&["generate", "--prompt", "a red cat", "--memory-budget", "0", "--save-raw", raw.to_str().expect("utf8")]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("a memory budget of 0 MB cannot be met"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

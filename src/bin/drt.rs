@@ -677,7 +677,22 @@ impl PromptArgs {
         // A start image as values (a float .npy of height × width × 3 in [0, 1], as --save-raw
         // writes an image) is taken as it is, at the size asked for.
         let init_values = match (sampling.init.as_deref(), &init_png) {
-            (Some(p), None) => Some(read_npy("--init", p)?.data),
+            (Some(p), None) => {
+                let arr = read_npy("--init", p)?;
+                let [_, h, w] = sd.latent_shape(self.width, self.height)?;
+                let (h, w) = (h * sd.vae_factor(), w * sd.vae_factor());
+                let image = [h, w, 3];
+                if arr.shape != image && !(arr.shape.len() == 4 && arr.shape[1..] == image) {
+                    return Err(Error::InvalidArgument(format!(
+                        "--init {}: a Stable Diffusion export starts from a PNG, or from a float .npy of \
+                         [height, width, 3] (or [batch, height, width, 3]) values in [0, 1] at the image size, \
+                         here {image:?}; the file holds {:?}",
+                        p.display(),
+                        arr.shape
+                    )));
+                }
+                Some(arr.data)
+            }
             _ => None,
         };
         let mut req = TextToImage {
