@@ -512,14 +512,19 @@ impl GenerateArgs {
         Ok(())
     }
 
-    /// After the request checked out: a run that would write nothing is refused.
+    /// A run that would write nothing is refused, after the request checked out (a real
+    /// argument error is the one to report).
     fn check_something_written(&self) -> Result<()> {
-        match (&self.out, &self.save_raw, &self.text.save_latents) {
-            (None, None, None) => {
+        match self.writes_nothing() {
+            true => {
                 Err(Error::InvalidArgument("nothing to write: give --out FILE.png and/or --save-raw FILE.npy".into()))
             }
-            _ => Ok(()),
+            false => Ok(()),
         }
+    }
+
+    fn writes_nothing(&self) -> bool {
+        self.out.is_none() && self.save_raw.is_none() && self.text.save_latents.is_none()
     }
 }
 
@@ -534,8 +539,11 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     let params = a.sampling.params(&model)?;
     let batch = params.batch_size(model.sample_len())?;
     let limit = a.limits.bytes()?;
-    diffusion_rt::request::check(&model, &params, limit)?;
-    a.check_something_written()?;
+    if a.writes_nothing() {
+        // Checked here only: with an output, the generation checks the request itself.
+        diffusion_rt::request::check(&model, &params, limit)?;
+        a.check_something_written()?;
+    }
     if a.out.is_some() && m.output.kind != OutputKind::Image {
         return Err(Error::InvalidArgument(format!(
             "--out draws images; {}'s output is a tensor ({:?} per sample): write it with --save-raw FILE.npy",
@@ -839,22 +847,37 @@ fn print_report(table: &str, report: String, json: Option<&std::path::Path>) -> 
 }
 
 fn inspect(a: &InspectArgs) -> Result<()> {
-    let (text, json) = if StableDiffusion::is_export(&a.model.dir()) {
+    enum Shown {
+        Text(String),
+        Json(serde_json::Value),
+    }
+    use Shown::{Json, Text};
+    let shown = if StableDiffusion::is_export(&a.model.dir()) {
         let opts = SdOptions { memory_budget_mb: a.memory_budget, ..SdOptions::default() };
         let sd = StableDiffusion::load(&a.model.dir(), &a.model.options()?, opts)?;
-        (sd.describe()?, sd.describe_json()?)
+        // Only the form printed: each describes the graphs again (an export loads its parts).
+        if a.json {
+            Json(sd.describe_json()?)
+        } else {
+            Text(sd.describe()?)
+        }
     } else {
         if a.memory_budget.is_some() {
             return Err(Error::InvalidArgument("--memory-budget is planned for Stable Diffusion exports".into()));
         }
         let model = a.model.load()?;
-        (inspect::describe(&model)?, inspect::describe_json(&model)?)
+        if a.json {
+            Json(inspect::describe_json(&model)?)
+        } else {
+            Text(inspect::describe(&model)?)
+        }
     };
-    if a.json {
-        let json = serde_json::to_string_pretty(&json).map_err(|e| Error::Internal(e.to_string()))?;
-        stdout(&(json + "\n"))
-    } else {
-        stdout(&text)
+    match shown {
+        Json(json) => {
+            let json = serde_json::to_string_pretty(&json).map_err(|e| Error::Internal(e.to_string()))?;
+            stdout(&(json + "\n"))
+        }
+        Text(text) => stdout(&text),
     }
 }
 

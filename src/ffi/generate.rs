@@ -3,7 +3,7 @@
 
 use std::ffi::{c_char, c_void};
 
-use super::{boundary, drt_session, drt_status, invalid, opt_str, read_params};
+use super::{boundary, drt_session, drt_status, invalid, opt_str, put, read_params};
 use crate::cache::{CacheMode, CacheOptions};
 use crate::error::Error;
 use crate::guidance::GuidanceRules;
@@ -384,9 +384,7 @@ pub unsafe extern "C" fn drt_generate_begin(
         let p = read_params(params, drt_generate_params_default())?;
         let (gp, _) = generate_params(&p, session.model().sample_len())?;
         let total = session.begin(&gp)?;
-        if !total_steps.is_null() {
-            *total_steps = total as u32;
-        }
+        put(total_steps, total);
         Ok(())
     })
 }
@@ -402,9 +400,7 @@ pub unsafe extern "C" fn drt_generate_begin(
 pub unsafe extern "C" fn drt_generate_step(s: *mut drt_session, steps_done: *mut u32) -> drt_status {
     boundary(|| {
         let done = lock(s)?.step()?;
-        if !steps_done.is_null() {
-            *steps_done = done as u32;
-        }
+        put(steps_done, done);
         Ok(())
     })
 }

@@ -97,6 +97,16 @@ fn invalid(msg: &str) -> Error {
     Error::InvalidArgument(msg.to_string())
 }
 
+/// Writes `v` to an optional out parameter (NULL: the caller does not want it).
+///
+/// # Safety
+/// `ptr` NULL or valid for a write.
+unsafe fn put(ptr: *mut u32, v: usize) {
+    if !ptr.is_null() {
+        *ptr = v as u32;
+    }
+}
+
 /// A NUL-terminated UTF-8 string argument; NULL gives `None`.
 unsafe fn opt_str<'a>(p: *const c_char, what: &str) -> Result<Option<&'a str>, Error> {
     if p.is_null() {

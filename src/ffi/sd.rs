@@ -10,10 +10,11 @@ use super::generate::{
     array, drt_generate_params, drt_generate_params_default, drt_progress_fn, generate_params, progress, write_out,
 };
 use super::model::{backend_options, drt_model_params};
-use super::{boundary, drt_status, invalid, opt_str, read_params};
+use super::{boundary, drt_status, invalid, opt_str, put, read_params};
 use crate::error::Error;
 use crate::limits::{self, MAX_BATCH};
 use crate::sd::image_input::{self, Pixels};
+use crate::sd::pipeline::rgb8;
 use crate::sd::{Images, SdOptions, StableDiffusion, TextToImage};
 
 /// A loaded Stable Diffusion export. Thread-safe: generations on one `drt_sd` may run on several
@@ -211,6 +212,14 @@ unsafe fn pixels<'a>(img: &drt_image, what: &str) -> Result<Option<Pixels<'a>>, 
     Ok(Some(Pixels { width: img.width as usize, height: img.height as usize, channels: img.channels as usize, data }))
 }
 
+/// What [`request`] does with a caller's start image and mask pixels.
+pub(super) enum PixelUse {
+    /// Converted and resized into the request, for a generation.
+    Prepare,
+    /// Checked only, for the size of what a generation would make.
+    CheckOnly,
+}
+
 /// A caller's request, the size of the images it makes, and its progress callback.
 pub(super) struct Request {
     pub(super) request: TextToImage,
@@ -219,6 +228,12 @@ pub(super) struct Request {
     pub(super) size: (usize, usize),
     pub(super) progress: drt_progress_fn,
     pub(super) user_data: *mut c_void,
+}
+
+/// `pixels` as 8-bit RGB ([`rgb8`]) into `out`, which [`check_out`] found long enough.
+pub(super) unsafe fn copy_rgb8(pixels: &[f32], out: *mut u8) {
+    let rgb = rgb8(pixels);
+    std::ptr::copy_nonoverlapping(rgb.as_ptr(), out, rgb.len());
 }
 
 /// Refuses a buffer of `out_len` `unit`s that cannot hold `batch` RGB images of `(w, h)` pixels.
@@ -232,6 +247,7 @@ pub(super) fn check_out(out_len: usize, batch: usize, (w, h): (usize, usize), un
 
 /// The request a caller's params make of `sd`.
 pub(super) unsafe fn request(
+    pixels_use: PixelUse,
     sd: &StableDiffusion,
     params: *const drt_generate_params,
     sd_params: *const drt_sd_params,
@@ -273,7 +289,11 @@ pub(super) unsafe fn request(
         mask_image: mask_image.map(<[f32]>::to_vec),
         params,
     };
-    sd.set_images(&mut request, start_px, mask_px)?;
+    // Sizing a buffer needs the size alone: the pixels are checked, not converted and resized.
+    match pixels_use {
+        PixelUse::Prepare => sd.set_images(&mut request, start_px, mask_px)?,
+        PixelUse::CheckOnly => image_input::check_images(&request, start_px, mask_px)?,
+    }
     let f = sd.vae_factor();
     let batch = request.batch_size(c * h * w)?;
     Ok(Request { request, batch, size: (w * f, h * f), progress: p.progress, user_data: p.user_data })
@@ -296,12 +316,10 @@ pub unsafe extern "C" fn drt_sd_image_size(
 ) -> drt_status {
     boundary(|| {
         let sd = sd.as_ref().ok_or_else(|| invalid("sd is NULL"))?;
-        let req = request(&sd.sd, params, sd_params)?;
-        for (ptr, v) in [(width, req.size.0), (height, req.size.1), (batch, req.batch)] {
-            if !ptr.is_null() {
-                *ptr = v as u32;
-            }
-        }
+        let req = request(PixelUse::CheckOnly, &sd.sd, params, sd_params)?;
+        put(width, req.size.0);
+        put(height, req.size.1);
+        put(batch, req.batch);
         Ok(())
     })
 }
@@ -315,7 +333,7 @@ unsafe fn generate(
     unit: &str,
 ) -> Result<Images, Error> {
     let sd = sd.as_ref().ok_or_else(|| invalid("sd is NULL"))?;
-    let req = request(&sd.sd, params, sd_params)?;
+    let req = request(PixelUse::Prepare, &sd.sd, params, sd_params)?;
     check_out(out_len, req.batch, req.size, unit)?;
     sd.sd.generate_with(&req.request, &mut progress(req.progress, req.user_data))
 }
@@ -340,8 +358,7 @@ pub unsafe extern "C" fn drt_sd_generate_rgb8(
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
-        let rgb = generate(sd, params, sd_params, out_len, "bytes")?.rgb8();
-        std::ptr::copy_nonoverlapping(rgb.as_ptr(), out, rgb.len());
+        copy_rgb8(&generate(sd, params, sd_params, out_len, "bytes")?.pixels, out);
         Ok(())
     })
 }

@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::generate::{drt_generate_params, progress, write_out, DRT_READ_PREDICTION, DRT_READ_SAMPLE};
-use super::sd::{check_out, drt_sd, drt_sd_params, request};
-use super::{boundary, drt_status, invalid};
+use super::sd::{check_out, copy_rgb8, drt_sd, drt_sd_params, request, PixelUse};
+use super::{boundary, drt_status, invalid, put};
 use crate::error::Error;
 use crate::panic::catch;
-use crate::sd::pipeline::rgb8;
 use crate::sd::SdSession;
 
 /// One text-to-image generation at a time over a `drt_sd`; calls on one session wait for each
@@ -82,12 +81,6 @@ unsafe fn lock<'a>(s: *const drt_sd_session) -> Result<MutexGuard<'a, SdSession>
     s.session.lock().map_err(|_| Error::Internal("session poisoned by an earlier panic".into()))
 }
 
-/// `pixels` as 8-bit RGB into `out`, which [`check_out`] found long enough.
-unsafe fn copy_rgb8(pixels: &[f32], out: *mut u8) {
-    let rgb = rgb8(pixels);
-    std::ptr::copy_nonoverlapping(rgb.as_ptr(), out, rgb.len());
-}
-
 /// As drt_sd_generate_rgb8, on this session: `params->progress` after every step, and
 /// drt_sd_session_cancel from any thread.
 ///
@@ -106,7 +99,7 @@ pub unsafe extern "C" fn drt_sd_session_generate_rgb8(
             return Err(invalid("out is NULL"));
         }
         let mut session = lock(s)?;
-        let req = request(session.export(), params, sd_params)?;
+        let req = request(PixelUse::Prepare, session.export(), params, sd_params)?;
         check_out(out_len, req.batch, req.size, "bytes")?;
         let images = session.generate(&req.request, &mut progress(req.progress, req.user_data))?;
         copy_rgb8(&images.pixels, out);
@@ -130,11 +123,9 @@ pub unsafe extern "C" fn drt_sd_session_begin(
 ) -> drt_status {
     boundary(|| {
         let mut session = lock(s)?;
-        let req = request(session.export(), params, sd_params)?;
+        let req = request(PixelUse::Prepare, session.export(), params, sd_params)?;
         let total = session.begin(&req.request)?;
-        if !total_steps.is_null() {
-            *total_steps = total as u32;
-        }
+        put(total_steps, total);
         Ok(())
     })
 }
@@ -148,9 +139,7 @@ pub unsafe extern "C" fn drt_sd_session_begin(
 pub unsafe extern "C" fn drt_sd_session_step(s: *mut drt_sd_session, steps_done: *mut u32) -> drt_status {
     boundary(|| {
         let done = lock(s)?.step()?;
-        if !steps_done.is_null() {
-            *steps_done = done as u32;
-        }
+        put(steps_done, done);
         Ok(())
     })
 }
@@ -171,11 +160,9 @@ pub unsafe extern "C" fn drt_sd_session_image_size(
 ) -> drt_status {
     boundary(|| {
         let (n, (w, h)) = lock(s)?.image_size().ok_or_else(no_generation)?;
-        for (ptr, v) in [(width, w), (height, h), (batch, n)] {
-            if !ptr.is_null() {
-                *ptr = v as u32;
-            }
-        }
+        put(width, w);
+        put(height, h);
+        put(batch, n);
         Ok(())
     })
 }

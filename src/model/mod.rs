@@ -120,7 +120,7 @@ impl Model {
         let specs = self.manifest.denoiser.tensor_inputs.iter();
         specs
             .zip(&self.wiring.tensors)
-            .map(|(t, (_, _, shape))| (t.name.as_str(), shape.as_slice(), shape.iter().product()))
+            .map(|(t, (_, shape))| (t.name.as_str(), shape.as_slice(), shape.iter().product()))
     }
     /// The largest batch one network call may take (a graph exported with a fixed batch).
     pub fn max_network_batch(&self) -> Option<usize> {

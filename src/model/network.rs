@@ -104,7 +104,7 @@ impl Network {
         if m.extra_len() > 0 {
             f.sample_cat.reserve(n * (m.sample_len() + m.extra_len()));
         }
-        f.tensor_shapes = m.wiring.tensors.iter().map(|(_, _, per)| [&[n][..], per].concat()).collect();
+        f.tensor_shapes = m.wiring.tensors.iter().map(|(_, per)| [&[n][..], per].concat()).collect();
     }
 
     /// [`crate::backend::Runner::release_after_run`] for the calls from now on.
@@ -153,7 +153,7 @@ impl Network {
         if cond.extra.len() != n * m.extra_len() {
             return internal(format!("{} extra channel values for {n} samples", cond.extra.len()));
         }
-        let tensors = m.wiring.tensors.iter().map(|(_, _, per)| n * per.iter().product::<usize>());
+        let tensors = m.wiring.tensors.iter().map(|(_, per)| n * per.iter().product::<usize>());
         if cond.tensors.len() != m.wiring.tensors.len() || cond.tensors.iter().map(Vec::len).ne(tensors) {
             return internal(format!("tensor inputs of the wrong sizes for {n} samples"));
         }
@@ -212,11 +212,11 @@ impl Feeds {
             Some(_) => copy_into(&mut self.class_i32, cond.classes.iter().map(|&c| c as i32)),
             None => {}
         }
-        if let Some((_, _, width)) = w.context {
+        if let Some((_, width)) = w.context {
             self.fill_context(cond.context, n, width)?;
         }
         self.tensor_shapes.resize_with(w.tensors.len(), Vec::new);
-        for (k, (_, _, per)) in w.tensors.iter().enumerate() {
+        for (k, (_, per)) in w.tensors.iter().enumerate() {
             copy_into(&mut self.tensor_shapes[k], std::iter::once(n).chain(per.iter().copied()));
         }
         Ok(())
@@ -282,14 +282,14 @@ impl Feeds {
                 if dtype == DType::I64 { InputData::I64(&self.class_i64) } else { InputData::I32(&self.class_i32) };
             inputs.push(Input { index: i, shape: &self.batch, data });
         }
-        for (k, &(i, _, _)) in w.conds.iter().enumerate() {
+        for (k, &i) in w.conds.iter().enumerate() {
             let data = InputData::F32(&cond.conds[k * n..(k + 1) * n]);
             inputs.push(Input { index: i, shape: per_sample(i), data });
         }
-        if let Some((i, _, _)) = w.context {
+        if let Some((i, _)) = w.context {
             inputs.push(Input { index: i, shape: &self.context_shape, data: InputData::F32(cond.context) });
         }
-        for (k, &(i, _, _)) in w.tensors.iter().enumerate() {
+        for (k, &(i, _)) in w.tensors.iter().enumerate() {
             inputs.push(Input { index: i, shape: &self.tensor_shapes[k], data: InputData::F32(&cond.tensors[k]) });
         }
         inputs

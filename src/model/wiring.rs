@@ -13,12 +13,13 @@ pub(super) struct Wiring {
     /// Input index, element type, and whether it is per-sample (`[B]`) rather than a scalar.
     pub time: Option<(usize, DType, bool)>,
     pub class: Option<(usize, DType)>,
-    /// Input index, element type and per-sample element count (1 for `[B]` or `[B, 1]`).
-    pub conds: Vec<(usize, DType, usize)>,
-    /// Input index, element type and width (last dimension) of the context input.
-    pub context: Option<(usize, DType, Option<usize>)>,
-    /// Per tensor input (the manifest's order): input index, element type, per-sample shape.
-    pub tensors: Vec<(usize, DType, Vec<usize>)>,
+    /// Input index of each float input (float32 or float16: the runner narrows, so the type is
+    /// not needed past the check here).
+    pub conds: Vec<usize>,
+    /// Input index and width (last dimension) of the context input.
+    pub context: Option<(usize, Option<usize>)>,
+    /// Per tensor input (the manifest's order): input index, per-sample shape.
+    pub tensors: Vec<(usize, Vec<usize>)>,
     pub output: usize,
     /// A batch dimension fixed in the graph (`None` = symbolic).
     pub fixed_batch: Option<usize>,
@@ -47,7 +48,7 @@ pub(super) fn wire(m: &Manifest, g: &dyn Graph, schedule: &NoiseSchedule) -> Res
     used.extend(context.map(|c| c.0));
     used.extend(time.map(|t| t.0));
     used.extend(class.map(|c| c.0));
-    used.extend(conds.iter().map(|c| c.0));
+    used.extend(conds.iter().copied());
     used.extend(tensors.iter().map(|t| t.0));
     if let Some(extra) = ins.iter().enumerate().find(|(i, _)| !used.contains(i)) {
         return bad("denoiser", format!("graph input `{}` is not described in model.json", extra.1));
@@ -135,7 +136,7 @@ fn wire_class(c: &ClassInput, ins: &[IoInfo]) -> Result<(usize, DType)> {
     Ok((i, info.dtype))
 }
 
-fn wire_cond(c: &CondInput, ins: &[IoInfo]) -> Result<(usize, DType, usize)> {
+fn wire_cond(c: &CondInput, ins: &[IoInfo]) -> Result<usize> {
     let i = find(ins, &c.name, "denoiser.cond_inputs.name", "input")?;
     let info = &ins[i];
     if !matches!(info.dtype, DType::F32 | DType::F16) {
@@ -152,19 +153,19 @@ fn wire_cond(c: &CondInput, ins: &[IoInfo]) -> Result<(usize, DType, usize)> {
     if per != 1 {
         return bad("denoiser.cond_inputs", format!("`{info}`: only one value per sample is supported"));
     }
-    Ok((i, info.dtype, per))
+    Ok(i)
 }
 
-fn wire_context(c: &ContextInput, ins: &[IoInfo]) -> Result<(usize, DType, Option<usize>)> {
+fn wire_context(c: &ContextInput, ins: &[IoInfo]) -> Result<(usize, Option<usize>)> {
     let i = find(ins, &c.name, "denoiser.context_input.name", "input")?;
     let info = &ins[i];
     if !matches!(info.dtype, DType::F32 | DType::F16) || info.shape.len() != 3 {
         return bad("denoiser.context_input", format!("`{info}` must be float32 or float16 [batch, tokens, width]"));
     }
-    Ok((i, info.dtype, info.shape[2]))
+    Ok((i, info.shape[2]))
 }
 
-fn wire_tensor(t: &TensorInput, ins: &[IoInfo]) -> Result<(usize, DType, Vec<usize>)> {
+fn wire_tensor(t: &TensorInput, ins: &[IoInfo]) -> Result<(usize, Vec<usize>)> {
     let i = find(ins, &t.name, "denoiser.tensor_inputs.name", "input")?;
     let info = &ins[i];
     if !matches!(info.dtype, DType::F32 | DType::F16) || info.shape.is_empty() {
@@ -180,7 +181,7 @@ fn wire_tensor(t: &TensorInput, ins: &[IoInfo]) -> Result<(usize, DType, Vec<usi
                 .try_fold(1usize, |a, &d| a.checked_mul(d))
                 .is_some_and(|n| n <= crate::limits::MAX_TENSOR_VALUES) =>
         {
-            Ok((i, info.dtype, per))
+            Ok((i, per))
         }
         Some(_) => bad("denoiser.tensor_inputs", format!("`{info}` is too large")),
         None => bad("denoiser.tensor_inputs", format!("`{info}` needs fixed dimensions after the batch")),

@@ -80,11 +80,7 @@ impl StableDiffusion {
         if start.is_none() && mask.is_none() {
             return Ok(());
         }
-        if req.init_image.is_some() || req.mask_image.is_some() {
-            return Err(Error::InvalidArgument(
-                "the start image and mask are given both as values and as pixels: give one of each".into(),
-            ));
-        }
+        check_images(req, start, mask)?;
         if (req.width, req.height) == (None, None) {
             let f = self.vae_factor();
             (req.width, req.height) = default_size(start.map(|p| (p.width, p.height)), mask.is_some(), f);
@@ -95,6 +91,22 @@ impl StableDiffusion {
         req.mask_image = mask.map(|p| mask_image(p, w, h)).transpose()?;
         Ok(())
     }
+}
+
+/// What [`StableDiffusion::set_images`] refuses, checked without converting anything (for a caller
+/// that needs only the request's size).
+pub fn check_images(req: &TextToImage, start: Option<Pixels<'_>>, mask: Option<Pixels<'_>>) -> Result<()> {
+    if start.is_none() && mask.is_none() {
+        return Ok(());
+    }
+    if req.init_image.is_some() || req.mask_image.is_some() {
+        return Err(Error::InvalidArgument(
+            "the start image and mask are given both as values and as pixels: give one of each".into(),
+        ));
+    }
+    start.map(|p| p.check("the start image")).transpose()?;
+    mask.map(|p| p.check("the mask")).transpose()?;
+    Ok(())
 }
 
 /// The image size diffusers' pipelines make when none is asked for: img2img the start image's,
